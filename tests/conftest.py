@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu" if os.environ.get("RWKVJAX_TEST_GPU") != "1" else "")
+if os.environ.get("RWKVJAX_TEST_GPU") != "1":
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
