@@ -7,8 +7,9 @@ Needs the `[reference]` extra (torch + rwkv==0.8.32). Run once from the repo roo
 Writes to tests/data/golden/:
   tiny.safetensors  a random official-format RWKV-7 checkpoint (every key of RWKV7.md §5, fp32 values,
                     realistic init formulas but random non-zero LoRAs and output weights);
-  tiny_golden.npz   token ids, the official model's logits (sequence mode, one-token mode, random
-                    non-zero initial WKV state) and final states for each mode, plus the sha256 of
+  tiny_golden.npz   token ids, the official model's `cpu fp32` logits (sequence mode, one-token mode,
+                    random non-zero initial WKV state) and final states for each mode, its `cpu bf16`
+                    sequence logits (the accuracy bar for rwkvjax's bf16 weights), and the sha256 of
                     tiny.safetensors so the pair cannot drift apart.
 The official model reads the same tensors saved as a `.pth` in a temporary folder; the `.pth` is not
 committed (size budget): tests/test_loaders_formats.py re-saves it from the safetensors with torch.
@@ -112,9 +113,13 @@ def main() -> None:
     save_file(sd, str(st_path))
     with tempfile.TemporaryDirectory() as tmp:
         torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, f"{tmp}/tiny.pth")
-        model = RWKV(model=f"{tmp}/tiny", strategy="cpu fp32")  # pip appends ".pth"
+        # The strategy's dtype is a module global in rwkv.model: run the bf16 model to completion
+        # before building the fp32 one.
+        ids = [int(t) for t in tokens]
+        model_bf16 = RWKV(model=f"{tmp}/tiny", strategy="cpu bf16")  # pip appends ".pth"
+        bf16_logits, _ = model_bf16.forward(ids, None, full_output=True)
+        model = RWKV(model=f"{tmp}/tiny", strategy="cpu fp32")
     zero = model.generate_zero_state()
-    ids = [int(t) for t in tokens]
 
     out: dict[str, np.ndarray] = {"tokens": tokens.astype(np.int32), "S0": S0}
     logits, st = model.forward(ids, copy.deepcopy(zero), full_output=True)
@@ -134,6 +139,8 @@ def main() -> None:
     logits, st = model.forward(ids, st, full_output=True)
     out["s0_logits"] = logits.float().numpy()
     out.update(state_arrays(st, "s0"))
+
+    out["bf16_seq_logits"] = bf16_logits.float().numpy()
 
     out["safetensors_sha256"] = np.array(hashlib.sha256(st_path.read_bytes()).hexdigest())
     np.savez_compressed(OUT_DIR / "tiny_golden.npz", **out)
