@@ -1,0 +1,1 @@
+"""Pallas kernels (a leaf package: imports only jax)."""
