@@ -1,0 +1,164 @@
+#!/usr/bin/env node
+// Streams Claude Code transcripts through ccsniff's library API as lossless NDJSON, one record per
+// content block (schema: ingest/records.py). ccsniff does discovery, fs.watch tailing, per-file offsets,
+// partial-line buffering and block routing; this subclass only adds the raw line's context (uuid,
+// timestamp, message id, agent id) and fixes two lossy spots of 1.1.38 (see _route and _conv).
+// It never calls vault(), so nothing is copied to ~/.claude/history-backup.
+//
+// usage: node ccsniff_bridge.mjs --mode replay|live [--dir DIR] [--files F ...]
+import fs from 'fs';
+import path from 'path';
+import { JsonlWatcher, DEFAULT_DIR } from 'ccsniff';
+
+const out = (rec) => { process.stdout.write(JSON.stringify(rec) + '\n'); };
+
+class LosslessWatcher extends JsonlWatcher {
+  constructor(dir) {
+    super(dir);
+    this._line_ctx = null;
+    this.on('streaming_progress', (ev) => this._onBlock(ev));
+    this.on('streaming_error', (ev) => this._onError(ev));
+    this.on('error', (e) => process.stderr.write(`ccsniff error: ${e && e.message}\n`));
+  }
+
+  // ccsniff's _line swallows JSON errors; this copy counts them and records the file for every line.
+  _line(line, fallbackSid, fp) {
+    const raw = line.trim();
+    if (!raw) return;
+    let e;
+    try { e = JSON.parse(raw); } catch (_) { out({ k: 'bad', why: 'json', file: fp, bytes: Buffer.byteLength(raw) }); return; }
+    if (raw.includes('\ufffd')) out({ k: 'bad', why: 'utf8', file: fp });
+    if (!e || typeof e !== 'object' || Array.isArray(e)) { out({ k: 'bad', why: 'shape', file: fp }); return; }
+    const sid = (typeof e.sessionId === 'string' && e.sessionId) || fallbackSid;
+    const ctx = { e, fp, n: 0 };
+    this._line_ctx = ctx;
+    try {
+      const conv = this._conv(sid, e, fp);
+      if (conv) this._route(conv, sid, e);
+    } catch (err) {
+      // A malformed field (e.g. non-array content) throws inside ccsniff; keep the rest of the chunk.
+      out({ k: 'bad', why: 'route', file: fp });
+      ctx.n = -1;
+    }
+    this._line_ctx = null;
+    if (ctx.n === 0) out({ k: 'skip', type: String(e.type ?? e._type ?? '?'), file: fp });
+  }
+
+  // 1.1.38 returns no conversation for a leading isMeta user line, which silently drops it.
+  _conv(sid, e, fp) {
+    if (e && e.type === 'user' && e.isMeta && !this._convs.has(sid)) return super._conv(sid, { ...e, isMeta: false }, fp);
+    return super._conv(sid, e, fp);
+  }
+
+  // 1.1.38 emits content.slice(seen) per message.id, which assumes cumulative content. Claude Code
+  // writes one block per line under a shared message.id (and hive-mind exports drop the id), so every
+  // block after the first would be lost. Forget the count per line; duplicates are removed downstream.
+  _route(conv, sid, e) {
+    if (e && e.type === 'assistant' && e.message) this._emitted.delete(`${sid}:${e.message.id}`);
+    return super._route(conv, sid, e);
+  }
+
+  _context(ctx) {
+    const e = ctx.e;
+    const agent = typeof e.agentId === 'string' && e.agentId ? e.agentId : null;
+    const sid = (typeof e.sessionId === 'string' && e.sessionId) || path.basename(ctx.fp, '.jsonl');
+    return {
+      sid: agent ? `agent-${agent}` : sid,
+      parent: agent ? sid : null,
+      file: ctx.fp,
+      uuid: typeof e.uuid === 'string' ? e.uuid : null,
+      ts: typeof e.timestamp === 'string' ? e.timestamp : null,
+      cwd: typeof e.cwd === 'string' ? e.cwd : '',
+      msg: e.message && typeof e.message.id === 'string' ? e.message.id : null,
+      type: String(e.type ?? ''),
+      meta: e.isMeta === true,
+    };
+  }
+
+  _onBlock(ev) {
+    const ctx = this._line_ctx;
+    if (!ctx) return;
+    const e = ctx.e;
+    let block = ev.block;
+    if (ev.role === 'assistant') {
+      // ccsniff decorates assistant blocks; strip its additions so the block is the transcript's own.
+      const { model, msgId, stopReason, ...own } = block;
+      block = own;
+    } else if (ev.role === 'system') {
+      block = { type: 'system', subtype: e.subtype ?? null, level: e.level ?? null, content: e.content ?? null };
+    }
+    out({ k: 'block', ...this._context(ctx), role: ev.role, bi: ctx.n, block });
+    ctx.n += 1;
+  }
+
+  _onError(ev) {
+    const ctx = this._line_ctx;
+    if (!ctx) return;
+    const e = ctx.e;
+    const text = typeof e.message?.content?.[0]?.text === 'string' ? e.message.content[0].text : String(ev.error);
+    out({ k: 'block', ...this._context(ctx), role: 'system', bi: ctx.n, block: { type: 'system', subtype: 'api_error', level: 'error', content: text } });
+    ctx.n += 1;
+  }
+
+  // Files deleted while tailing: report once and forget the tail so the watcher holds no dead fd.
+  _read(fp) {
+    if (!fs.existsSync(fp)) {
+      const s = this._tails.get(fp);
+      if (s) {
+        if (s.fd !== null) try { fs.closeSync(s.fd); } catch (_) {}
+        this._tails.delete(fp);
+        out({ k: 'gone', file: fp });
+      }
+      return;
+    }
+    return super._read(fp);
+  }
+
+  idle() { return this._timers.size === 0; }
+
+  partials() {
+    const res = [];
+    for (const [fp, s] of this._tails) if (s.partial && s.partial.trim()) res.push({ file: fp, bytes: Buffer.byteLength(s.partial) });
+    return res;
+  }
+}
+
+function parseArgs(argv) {
+  const a = { mode: 'replay', dir: DEFAULT_DIR, files: [] };
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i];
+    if (k === '--mode') a.mode = argv[++i];
+    else if (k === '--dir') a.dir = argv[++i];
+    else if (k === '--files') { while (i + 1 < argv.length && !argv[i + 1].startsWith('--')) a.files.push(argv[++i]); }
+    else { process.stderr.write(`ccsniff_bridge: unknown argument ${k}\n`); process.exit(2); }
+  }
+  if (a.mode !== 'replay' && a.mode !== 'live') { process.stderr.write(`ccsniff_bridge: --mode must be replay or live, got ${a.mode}\n`); process.exit(2); }
+  return a;
+}
+
+function whenIdle(w, cb) {
+  const tick = () => (w.idle() ? cb() : setTimeout(tick, 5));
+  setTimeout(tick, 5);
+}
+
+const args = parseArgs(process.argv.slice(2));
+const w = new LosslessWatcher(args.dir);
+if (args.files.length) {
+  for (const f of args.files.map((x) => path.resolve(x))) {
+    w._debounce(f);
+    if (args.mode === 'live') fs.watch(f, () => w._debounce(f)).on('error', (e) => process.stderr.write(`watch ${f}: ${e.message}\n`));
+  }
+} else if (!fs.existsSync(args.dir)) {
+  process.stderr.write(`ccsniff_bridge: projects folder ${args.dir} does not exist (set CLAUDE_PROJECTS_DIR or --dir)\n`);
+  process.exit(3);
+} else if (args.mode === 'live') {
+  w.start();
+} else {
+  w._scan(args.dir, 0, 0);
+}
+whenIdle(w, () => {
+  for (const p of w.partials()) out({ k: 'partial', ...p });
+  out({ k: 'caught_up' });
+  if (args.mode === 'replay') { w.stop(); process.exit(0); }
+});
+for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => { w.stop(); process.exit(0); });

@@ -1,0 +1,159 @@
+"""Secret redaction applied to every string before it leaves the parser (tokenizer, buffer, logs, disk).
+
+Each rule replaces the secret part of a match with a typed marker `[REDACTED:<rule>]`. Rules are ordered:
+specific key formats first, then structural ones (PEM blocks, connection-string passwords, `NAME=value`
+assignments with secret-looking names), then high-entropy tokens that follow a secret-looking word.
+Markers already present (exporters such as hive-mind write the same shape) are left as they are.
+Lock-file integrity hashes, git SHAs, UUIDs and `data:` base64 payloads do not match any rule
+(tests/test_ingest_redact.py measures the false-positive rate).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+MARK = "[REDACTED:{}]"
+
+# (rule name, pattern, group holding the secret or 0 for the whole match)
+_KEY_FORMATS: list[tuple[str, str, int]] = [
+    ("pem-private-key",
+     r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----.*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----", 0),
+    ("anthropic-key", r"\bsk-ant-(?:api|admin|sid|oat)\d{2}-[A-Za-z0-9_\-]{32,}", 0),
+    ("openai-key", r"\bsk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_\-]{20,}T3BlbkFJ[A-Za-z0-9_\-]{20,}", 0),
+    ("openai-key", r"\bsk-(?:proj|svcacct|admin)-[A-Za-z0-9_\-]{40,}", 0),
+    ("openai-key", r"\bsk-[A-Za-z0-9]{48}\b", 0),
+    ("aws-key", r"\b(?:AKIA|ASIA|ABIA|ACCA|AROA|AIDA)[0-9A-Z]{16}\b", 0),
+    ("gcp-api-key", r"\bAIza[0-9A-Za-z_\-]{35}(?![0-9A-Za-z_\-])", 0),
+    ("gcp-oauth-token", r"\bya29\.[0-9A-Za-z_\-]{30,}", 0),
+    ("gcp-client-secret", r"\bGOCSPX-[0-9A-Za-z_\-]{28}", 0),
+    ("azure-storage-key", r"(?i)\bAccountKey=([A-Za-z0-9+/]{80,}={0,2})", 1),
+    ("azure-sas", r"(?i)[?&]sig=([A-Za-z0-9%+/]{30,}={0,2})", 1),
+    ("github-token", r"\bgh[pousr]_[A-Za-z0-9]{36,255}\b", 0),
+    ("github-token", r"\bgithub_pat_[A-Za-z0-9_]{60,255}\b", 0),
+    ("gitlab-token", r"\bgl(?:pat|dt|ptt|rt|cbt|oas)-[A-Za-z0-9_\-]{20,}", 0),
+    ("huggingface-token", r"\bhf_[A-Za-z0-9]{34,}\b", 0),
+    ("groq-key", r"\bgsk_[A-Za-z0-9]{48,}\b", 0),
+    ("replicate-token", r"\br8_[A-Za-z0-9]{37}\b", 0),
+    ("xai-key", r"\bxai-[A-Za-z0-9]{70,}\b", 0),
+    ("perplexity-key", r"\bpplx-[A-Za-z0-9]{40,}\b", 0),
+    ("openrouter-key", r"\bsk-or-v1-[a-f0-9]{64}\b", 0),
+    ("slack-token", r"\bxox[abposr]-[0-9A-Za-z\-]{10,}", 0),
+    ("slack-webhook", r"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9/_\-]{20,}", 0),
+    ("stripe-key", r"\b(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,}\b", 0),
+    ("stripe-webhook-secret", r"\bwhsec_[0-9A-Za-z]{24,}\b", 0),
+    ("npm-token", r"\bnpm_[A-Za-z0-9]{36}\b", 0),
+    ("pypi-token", r"\bpypi-AgE[A-Za-z0-9_\-]{50,}", 0),
+    ("sendgrid-key", r"\bSG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}\b", 0),
+    ("twilio-key", r"\bSK[0-9a-f]{32}\b", 0),
+    ("digitalocean-token", r"\bdo[opr]_v1_[a-f0-9]{64}\b", 0),
+    ("jwt", r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}", 0),
+    ("connection-password", r"\b[a-zA-Z][a-zA-Z0-9+.\-]{1,20}://[^\s:/@'\"]+:([^\s@/'\"]{3,})@[^\s/'\"]", 1),
+]
+
+# Names that make the value next to them a secret (NAME=value, "name": "value", name: value).
+_SECRET_NAME = (r"[A-Za-z0-9_.\-]*(?:secret|passw(?:or)?d|passwd|pwd|token|api[_\-]?key|apikey|access[_\-]?key|"
+                r"private[_\-]?key|client[_\-]?secret|auth[_\-]?key|credentials?|session[_\-]?key|signing[_\-]?key|"
+                r"encryption[_\-]?key|master[_\-]?key|webhook[_\-]?secret|dsn)[A-Za-z0-9_.\-]*")
+_ASSIGN_RULES: list[tuple[str, str, int]] = [
+    # KEY=value / export KEY="value" / KEY: value (env files, shell, YAML)
+    ("env-secret", r"(?im)^[ \t]*(?:export[ \t]+)?" + _SECRET_NAME + r"[ \t]*[=:][ \t]*([\"']?)([^\s\"'#]{6,})\1[ \t]*$", 2),
+    # "name": "value" / name = 'value' / name: "value" inside code and JSON
+    ("credential", r"(?i)[\"']?\b" + _SECRET_NAME + r"[\"']?[ \t]*(?:=|:|=>)[ \t]*[\"']([^\"'\s]{6,})[\"']", 1),
+    # Authorization headers
+    ("bearer-token", r"(?i)\b(?:bearer|token)[ \t]+([A-Za-z0-9_\-.=+/~]{20,})", 1),
+    ("auth-header", r"(?i)\b(?:x-api-key|api-key|x-auth-token|authorization)[\"']?[ \t]*[:=][ \t]*[\"']?([A-Za-z0-9_\-.=+/~]{16,})", 1),
+]
+
+# High-entropy tokens within a short distance after a secret-looking word.
+_CONTEXT_WORD = r"(?i)(?:secret|passw(?:or)?d|token|api[_\- ]?key|access[_\- ]?key|credential|private[_\- ]?key|auth)"
+_CANDIDATE = re.compile(_CONTEXT_WORD + r"[^\n]{0,40}?(?<![A-Za-z0-9_+/=\-])([A-Za-z0-9_+/=\-]{20,})")
+
+# Values that look like secrets syntactically but are references, placeholders or our own markers.
+_NOT_SECRET = re.compile(
+    r"^(?:\$|\{\{|<|%|\*+$|x{6,}$|X{6,}$|\.{3}|process\.env|os\.environ|env\(|getenv|None$|null$|undefined$|true$|false$|"
+    r"\[REDACTED|REDACTED|changeme$|password$|your[_\-]|example|placeholder|dummy|test$|sha(?:1|256|384|512)-)", re.I)
+_SECRET_KEY = re.compile(_SECRET_NAME, re.I)
+_HEX = re.compile(r"^[0-9a-fA-F]+$")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_MARKER = re.compile(r"\[REDACTED:[A-Za-z0-9_.\-]+\]")
+
+
+def shannon_bits(s: str) -> float:
+    """Entropy per character of `s` (bits)."""
+    n = len(s)
+    return -sum(c / n * math.log2(c / n) for c in Counter(s).values()) if n else 0.0
+
+
+def _high_entropy(tok: str) -> bool:
+    if _UUID.match(tok) or _NOT_SECRET.match(tok):
+        return False
+    if _HEX.match(tok):
+        # Git SHAs (40), lock-file and content hashes (64) are public identifiers, not credentials.
+        return len(tok) not in (40, 64) and len(tok) >= 32 and shannon_bits(tok) > 3.0
+    classes = sum(bool(re.search(p, tok)) for p in ("[a-z]", "[A-Z]", "[0-9]"))
+    return classes >= 2 and shannon_bits(tok) > 3.5
+
+
+@dataclass
+class Redactor:
+    """Callable that redacts a string and counts replacements per rule."""
+
+    entropy: bool = True
+    counts: Counter = field(default_factory=Counter)
+
+    def __post_init__(self):
+        self._formats = [(n, re.compile(p, re.S), g) for n, p, g in _KEY_FORMATS]
+        self._assign = [(n, re.compile(p), g) for n, p, g in _ASSIGN_RULES]
+
+    def __call__(self, text: str) -> str:
+        if not text:
+            return text
+        for name, rx, grp in self._formats:
+            text = self._sub(rx, grp, name, text, check=False)
+        for name, rx, grp in self._assign:
+            text = self._sub(rx, grp, name, text, check=True)
+        if self.entropy:
+            text = self._sub(_CANDIDATE, 1, "high-entropy", text, check=True, entropy=True)
+        return text
+
+    def _sub(self, rx: re.Pattern, grp: int, name: str, text: str, *, check: bool, entropy: bool = False) -> str:
+        if grp == 0:
+            def whole(m: re.Match) -> str:
+                self.counts[name] += 1
+                return MARK.format(name)
+            return rx.sub(whole, text)
+
+        def part(m: re.Match) -> str:
+            val = m.group(grp)
+            if check and (_NOT_SECRET.match(val) or _MARKER.search(val)):
+                return m.group(0)
+            if entropy and not _high_entropy(val):
+                return m.group(0)
+            self.counts[name] += 1
+            s, e = m.span(grp)
+            base = m.start(0)
+            whole = m.group(0)
+            return whole[: s - base] + MARK.format(name) + whole[e - base:]
+        return rx.sub(part, text)
+
+    def deep(self, value: Any) -> Any:
+        """Redact every string inside a JSON-like value (keys are kept: they name fields, not secrets)."""
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, dict):
+            return {k: self._field(k, v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.deep(v) for v in value]
+        return value
+
+    def _field(self, key: str, value: Any) -> Any:
+        # {"password": "..."}: the name alone marks the value, which has no context of its own.
+        if (isinstance(value, str) and len(value) >= 6 and "\n" not in value and _SECRET_KEY.fullmatch(str(key))
+                and not _NOT_SECRET.match(value) and not _MARKER.search(value)):
+            self.counts["credential"] += 1
+            return MARK.format("credential")
+        return self.deep(value)
