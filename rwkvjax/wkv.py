@@ -19,19 +19,28 @@ import enum
 import jax
 import jax.numpy as jnp
 
+from rwkvjax.wkv_chunked import wkv7_chunked
+
 _HI = jax.lax.Precision.HIGHEST
 
 
 class WkvImpl(enum.Enum):
-    AUTO = "auto"
-    SCAN = "scan"
+    AUTO = "auto"  # PALLAS on GPU, CHUNKED elsewhere
+    SCAN = "scan"  # per-token lax.scan (reference; stores every state under autodiff)
+    CHUNKED = "chunked"  # exact chunked pure-JAX form, checkpointed per chunk (rwkvjax.wkv_chunked)
+    PALLAS = "pallas"  # Pallas kernels with a custom VJP (pallas_kernels.wkv7); compiled, GPU
+    PALLAS_INTERPRET = "pallas_interpret"  # the same Pallas kernels under interpret=True (runs on CPU)
 
 
 def resolve(impl: WkvImpl | str) -> WkvImpl:
     """Map AUTO (or a name) to a concrete implementation for the default backend."""
-    impl = WkvImpl(impl) if isinstance(impl, str) else impl
+    try:
+        impl = WkvImpl(impl)
+    except ValueError:
+        names = ", ".join(m.value for m in WkvImpl)
+        raise ValueError(f"unknown WKV implementation {impl!r}; choose one of: {names}") from None
     if impl is WkvImpl.AUTO:
-        return WkvImpl.SCAN
+        return WkvImpl.PALLAS if jax.default_backend() == "gpu" else WkvImpl.CHUNKED
     return impl
 
 
@@ -59,10 +68,19 @@ def wkv7_scan(r, log_w, k, v, a, b, s0):
 
 def wkv7(r, log_w, k, v, a, b, s0, *, impl: WkvImpl | str = WkvImpl.AUTO):
     """Dispatch. T == 1 always takes the single-step path (decode)."""
+    impl = resolve(impl)
     if r.shape[1] == 1:
         y, sT = wkv7_step(r[:, 0], log_w[:, 0], k[:, 0], v[:, 0], a[:, 0], b[:, 0], s0.astype(jnp.float32))
         return y[:, None], sT
-    match resolve(impl):
+    match impl:
         case WkvImpl.SCAN:
             return wkv7_scan(r, log_w, k, v, a, b, s0)
-    raise ValueError(f"unknown WKV implementation {impl!r}")
+        case WkvImpl.CHUNKED:
+            return wkv7_chunked(r, log_w, k, v, a, b, s0)
+        case WkvImpl.PALLAS | WkvImpl.PALLAS_INTERPRET:
+            if impl is WkvImpl.PALLAS and jax.default_backend() != "gpu":
+                raise ValueError(f"WKV impl 'pallas' compiles for a GPU, but the backend is {jax.default_backend()!r}; "
+                                 "use 'pallas_interpret' (slow) or 'chunked' here")
+            from pallas_kernels.wkv7 import wkv7 as wkv7_pallas  # lazy: Pallas imports are heavy
+            return wkv7_pallas(r, log_w, k, v, a, b, s0, interpret=impl is WkvImpl.PALLAS_INTERPRET)
+    raise AssertionError(f"unhandled WKV implementation {impl}")
