@@ -1,0 +1,70 @@
+"""Full-sequence cross-entropy of a batch of windows, starting from the trainable state.
+
+A window of T units is fed as [0, u_0, ..., u_{T-2}] (id 0 = document separator) and every u_t is a
+target, so all T units are predicted. Reported unit: bits per UTF-8 byte of the text the targets cover.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from rwkvjax.config import Config
+from rwkvjax.model import embed, forward_hidden, head_logits
+from rwkvjax.trainable import Trainable, initial_state
+
+LN2 = math.log(2.0)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    inputs: jax.Array   # [B,T] int32 unit ids fed to the model
+    targets: jax.Array  # [B,T] int32 next-unit targets
+    mask: jax.Array     # [B,T] float32, 0 on padding
+    weight: jax.Array   # [B] float32 per-window weight (replay importance weights; 0 for padding windows)
+    nbytes: jax.Array   # [B] float32 UTF-8 bytes covered by the window's targets
+    extra: Any = None   # per-window data for unit embeddings (e.g. dynamic-merge slot tables)
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitFns:
+    """How unit ids become embeddings and how hidden states are scored (plain vocab or dynamic merges)."""
+
+    embed: Callable  # (params, trainable, batch) -> x_BTC
+    logits: Callable  # (params, trainable, batch, hidden_BTC) -> logits_BTV'
+
+
+PLAIN = UnitFns(embed=lambda p, tr, b: embed(p, b.inputs), logits=lambda p, tr, b, h: head_logits(p, h))
+
+
+def window_nll(trainable: Trainable, params, batch: Batch, *, config: Config, units: UnitFns = PLAIN,
+               wkv_impl="auto", remat: bool = True):
+    """Per-position NLL in nats [B,T] (masked positions are 0)."""
+    B = batch.inputs.shape[0]
+    x = units.embed(params, trainable, batch)
+    hidden, _ = forward_hidden(params, x, initial_state(trainable, B), config=config, wkv_impl=wkv_impl, remat=remat)
+    logits = units.logits(params, trainable, batch, hidden)
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch.targets)
+    return nll * batch.mask
+
+
+def loss_and_metrics(trainable: Trainable, params, batch: Batch, **kw):
+    """Weighted token-mean NLL (the optimised loss) and summed bits/bytes for reporting."""
+    nll_BT = window_nll(trainable, params, batch, **kw)
+    tokens_B = jnp.sum(batch.mask, axis=1)
+    loss = jnp.sum(batch.weight * jnp.sum(nll_BT, axis=1)) / jnp.maximum(jnp.sum(batch.weight * tokens_B), 1.0)
+    live = (batch.weight > 0).astype(jnp.float32)
+    metrics = {
+        "loss": loss,
+        "bits": jnp.sum(live * jnp.sum(nll_BT, axis=1)) / LN2,
+        "bytes": jnp.sum(live * batch.nbytes),
+        "tokens": jnp.sum(live * tokens_B),
+        "window_nll": jnp.sum(nll_BT, axis=1) / jnp.maximum(tokens_B, 1.0),  # per-window mean (surprise)
+    }
+    return loss, metrics

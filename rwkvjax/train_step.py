@@ -1,0 +1,63 @@
+"""One jitted, data-parallel training step over a batch of windows (live + replay, per-window weights)."""
+
+from __future__ import annotations
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from rwkvjax.config import Config
+from rwkvjax.objective import PLAIN, Batch, UnitFns, loss_and_metrics
+from rwkvjax.trainable import Trainable
+
+
+def data_mesh() -> Mesh:
+    """All local devices on one 'data' axis (multi-host: call jax.distributed.initialize() first)."""
+    return Mesh(np.asarray(jax.devices()), ("data",))
+
+
+def shard_batch(batch: Batch, mesh: Mesh) -> Batch:
+    """Split the window axis over devices; everything else stays replicated."""
+    n = mesh.devices.size
+    if batch.inputs.shape[0] % n:
+        raise ValueError(f"batch of {batch.inputs.shape[0]} windows does not divide over {n} devices; "
+                         "pad it with zero-weight windows")
+    spec = lambda a: NamedSharding(mesh, P("data", *([None] * (np.ndim(a) - 1))))
+    return jax.tree.map(lambda a: jax.device_put(a, spec(a)), batch)
+
+
+def replicate(tree, mesh: Mesh):
+    return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def make_train_step(config: Config, tx: optax.GradientTransformation, *, units: UnitFns = PLAIN,
+                    wkv_impl="auto", max_traces: int = 1):
+    """Returns step(trainable, opt_state, params, batch) -> (trainable, opt_state, metrics).
+
+    Gradients are taken w.r.t. `trainable` only; `params` (frozen) is an argument, not a constant,
+    so large models are not baked into the executable. The trace guard fails on a recompile.
+    """
+    loss_fn = functools.partial(loss_and_metrics, config=config, units=units, wkv_impl=wkv_impl)
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    @chex.assert_max_traces(n=max_traces)
+    def step(trainable: Trainable, opt_state, params, batch: Batch):
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, params, batch)
+        updates, opt_state = tx.update(grads, opt_state, trainable)
+        trainable = optax.apply_updates(trainable, updates)
+        metrics = dict(metrics, grad_norm=optax.global_norm(grads),
+                       nonfinite_total=opt_state.total_notfinite)
+        return trainable, opt_state, metrics
+
+    return step
+
+
+def make_eval_fn(config: Config, *, units: UnitFns = PLAIN, wkv_impl="auto"):
+    """Loss and metrics without an update (scoring before training, replay surprise refresh)."""
+    return jax.jit(functools.partial(loss_and_metrics, config=config, units=units, wkv_impl=wkv_impl,
+                                     remat=False))
