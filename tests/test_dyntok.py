@@ -156,3 +156,13 @@ def test_byte_vocab_protection_and_top_merge_text():
     texts = {m["text"] for m in tok.top_merges(50)}
     assert "th" in texts
     assert not any(ch.isdigit() for t in texts for ch in t)
+
+
+def test_world_vocab_protects_every_id_with_a_digit():
+    from rwkvjax.world_tokenizer import WorldTokenizer
+    wt = WorldTokenizer()
+    prot = digit_protected(wt.decode_bytes, 65536)
+    assert 0 in prot and set(range(65530, 65536)) <= prot  # end-of-text and the spare rows
+    for i in wt.encode("v2026 x1 3.14"):
+        assert (i in prot) == any(ch.isdigit() for ch in wt.decode([i]))
+    assert not prot.intersection(wt.encode(" the cat"))
