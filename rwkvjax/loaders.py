@@ -80,12 +80,31 @@ def _read_folder(folder: Path) -> dict[str, np.ndarray]:
 
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+    from safetensors import SafetensorError, safe_open
     try:
-        return {k: _to_np32(v) for k, v in load_file(str(path)).items()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+        # framework="numpy" cannot represent bf16 (the usual dtype of released weights); "flax" can,
+        # and one tensor at a time goes through jax before becoming a float32 numpy array.
+        with safe_open(str(path), framework="flax") as f:
+            return {k: _to_np32(f.get_tensor(k)) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: {_safetensors_problem(path) or 'not a readable safetensors file'} ({e})"
+                              ) from None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Name the first tensor whose bytes lie past the end of a truncated safetensors file."""
+    try:
+        with open(path, "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            header = json.loads(f.read(n))
+        have = os.path.getsize(path) - 8 - n
+        spans = sorted((v["data_offsets"], k) for k, v in header.items() if k != "__metadata__")
+    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        return None
+    for (start, end), name in spans:
+        if end > have:
+            return f"tensor '{name}' is truncated ({max(have - start, 0)} of {end - start} bytes present)"
+    return None
 
 
 def _to_np32(a) -> np.ndarray:

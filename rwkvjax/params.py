@@ -136,6 +136,22 @@ def _reject_unknown_variants(sd, source):
             "load the base model and pass this file as a tuned state")
 
 
+def _reject_unknown_tensors(sd, cfg: Config, source):
+    """Every tensor must map to a parameter: an unknown one means an unsupported variant, never dropped data."""
+    known = set(_TOP_NAMES.values()) | {f"blocks.{i}.{suffix}" for i in range(cfg.n_layer)
+                                        for suffix, _ in _BLOCK_NAMES.values()}
+    unknown = sorted(set(sd) - known)
+    if not unknown:
+        return
+    if unknown[0].endswith("att.time_state"):
+        raise CheckpointError(
+            f"{source}: tensor '{unknown[0]}' is a tuned WKV state merged into the model; remove the "
+            "'*.time_state' tensors and pass them as the initial state (rwkvjax.state.state_from_wkv)")
+    raise CheckpointError(
+        f"{source}: tensor '{unknown[0]}' is not part of a standard RWKV-7 x070 model (unknown variant; "
+        f"{len(unknown)} unexpected tensor(s)); rwkvjax refuses to drop weights silently")
+
+
 def expected_shapes(cfg: Config, layer: int) -> dict[str, tuple[int, ...]]:
     """Official-layout shape of every tensor of one block (vectors may also be [1,1,C] or [C])."""
     C, F, H, N = cfg.n_embd, cfg.dim_ffn, cfg.n_head, cfg.head_size
@@ -154,6 +170,7 @@ def from_official(sd: Mapping[str, np.ndarray], dtype=jnp.float32, source: str =
                   ) -> tuple[Config, Params]:
     """Official-name tensors (PyTorch layout) -> (Config, Params). Validates every shape first."""
     cfg = infer_config(sd, source)
+    _reject_unknown_tensors(sd, cfg, source)
     layers: dict[str, list[np.ndarray]] = {f: [] for f in _BLOCK_NAMES}
     for i in range(cfg.n_layer):
         want = expected_shapes(cfg, i)
@@ -171,6 +188,8 @@ def from_official(sd: Mapping[str, np.ndarray], dtype=jnp.float32, source: str =
                 if tuple(arr.shape) != want[field]:
                     raise CheckpointError(
                         f"{source}: tensor '{name}' has shape {tuple(arr.shape)}, expected {want[field]}")
+                if i == 0 and field in _LAYER0_OPTIONAL:
+                    arr = np.zeros(want[field], np.float32)  # unused in layer 0: same params from every format
             layers[field].append(arr.T if transposed else arr)
     top = {}
     for field, name in _TOP_NAMES.items():

@@ -41,8 +41,11 @@ D_DECAY, D_AAA, D_MV, D_GATE = 32, 32, 16, 48
 T = 23  # odd, not a multiple of any chunk size
 
 
-def random_checkpoint(rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Every official x070 tensor (RWKV7.md §5), in official names and PyTorch layout, float32."""
+def random_checkpoint(rng: np.random.Generator, *, L=L, C=C, N=N, F=F, V=V, D_DECAY=D_DECAY, D_AAA=D_AAA,
+                      D_MV=D_MV, D_GATE=D_GATE) -> dict[str, np.ndarray]:
+    """Every official x070 tensor (RWKV7.md §5), in official names and PyTorch layout, float32.
+
+    Defaults are the golden fixture's dimensions; benchmarks/forward.py asks for 0.1B-shaped ones."""
     H = C // N
     n = np.arange(C)
     ddd = n / C
@@ -54,10 +57,10 @@ def random_checkpoint(rng: np.random.Generator) -> dict[str, np.ndarray]:
     vec = lambda x: np.asarray(x, np.float64).reshape(1, 1, C)
 
     sd: dict[str, np.ndarray] = {
-        "emb.weight": normal(V, C, std=1.0),
+        "emb.weight": normal(V, C, std=1.0).astype(np.float32),
         "blocks.0.ln0.weight": jitter(np.ones(C), 0.1), "blocks.0.ln0.bias": normal(C, std=0.1),
         "ln_out.weight": jitter(np.ones(C), 0.1), "ln_out.bias": normal(C, std=0.1),
-        "head.weight": normal(V, C, std=0.5 / np.sqrt(C) * 4),
+        "head.weight": normal(V, C, std=0.5 / np.sqrt(C) * 4).astype(np.float32),
     }
     for i in range(L):
         p = f"blocks.{i}."
@@ -87,7 +90,7 @@ def random_checkpoint(rng: np.random.Generator) -> dict[str, np.ndarray]:
             "ffn.key.weight": normal(F, C, std=1 / np.sqrt(C)),
             "ffn.value.weight": normal(C, F, std=0.5 / np.sqrt(F)),
         }
-        sd.update({p + k: v for k, v in t.items()})
+        sd.update({p + k: np.asarray(v, np.float32) for k, v in t.items()})  # float32 early: 0.1B is large
     return {k: np.ascontiguousarray(v, np.float32) for k, v in sd.items()}
 
 
