@@ -55,18 +55,24 @@ _KEY_FORMATS: list[tuple[str, str, int]] = [
 ]
 
 # Names that make the value next to them a secret (NAME=value, "name": "value", name: value).
-_SECRET_NAME = (r"[A-Za-z0-9_.\-]*(?:secret|passw(?:or)?d|passwd|pwd|token|api[_\-]?key|apikey|access[_\-]?key|"
+_SECRET_NAME = (r"(?<![A-Za-z0-9_.\-])[A-Za-z0-9_.\-]*?(?:secret|passw(?:or)?d|passwd|pwd|token|api[_\-]?key|apikey|access[_\-]?key|"
                 r"private[_\-]?key|client[_\-]?secret|auth[_\-]?key|credentials?|session[_\-]?key|signing[_\-]?key|"
                 r"encryption[_\-]?key|master[_\-]?key|webhook[_\-]?secret|dsn)[A-Za-z0-9_.\-]*")
+_SECRET_WORD = (r"(?:secret|passw(?:or)?d|passwd|pwd|token|api[_\-]?key|apikey|access[_\-]?key|private[_\-]?key|"
+                r"auth[_\-]?key|credentials?|session[_\-]?key|signing[_\-]?key|encryption[_\-]?key|master[_\-]?key|dsn)")
 _ASSIGN_RULES: list[tuple[str, str, int]] = [
     # KEY=value / export KEY="value" / KEY: value (env files, shell, YAML)
     ("env-secret", r"(?im)^[ \t]*(?:export[ \t]+)?" + _SECRET_NAME + r"[ \t]*[=:][ \t]*([\"']?)([^\s\"'#]{6,})\1[ \t]*$", 2),
     # "name": "value" / name = 'value' / name: "value" inside code and JSON
-    ("credential", r"(?i)[\"']?\b" + _SECRET_NAME + r"[\"']?[ \t]*(?:=|:|=>)[ \t]*[\"']([^\"'\s]{6,})[\"']", 1),
     # Authorization headers
     ("bearer-token", r"(?i)\b(?:bearer|token)[ \t]+([A-Za-z0-9_\-.=+/~]{20,})", 1),
     ("auth-header", r"(?i)\b(?:x-api-key|api-key|x-auth-token|authorization)[\"']?[ \t]*[:=][ \t]*[\"']?([A-Za-z0-9_\-.=+/~]{16,})", 1),
 ]
+
+# "name": "value" / name = 'value' / name => "value" in code and JSON: found from the operator, then the
+# name is checked in a short window before it (a keyword-first regex is 10x slower on long texts).
+_QUOTED_VALUE = re.compile(r"(?:=>|[=:])[ \t]*[\"']([^\"'\s]{6,})[\"']")
+_NAME_BEFORE = re.compile(r"(?i)" + _SECRET_WORD + r"[A-Za-z0-9_.\-]*[\"']?[ \t]*\Z")
 
 # High-entropy tokens within a short distance after a secret-looking word.
 _CONTEXT_WORD = r"(?i)(?:secret|passw(?:or)?d|token|api[_\- ]?key|access[_\- ]?key|credential|private[_\- ]?key|auth)"
@@ -88,14 +94,48 @@ def shannon_bits(s: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in Counter(s).values()) if n else 0.0
 
 
+def _words(tok: str) -> bool:
+    """Identifiers and paths (`ephemeral_1h_input_tokens`, `/Users/me/projects/x`): short plain segments."""
+    segs = [s for s in re.split(r"[_\-./~]+", tok) if s]
+    return all(len(s) <= 24 and (s.islower() or s.isupper() or s.istitle() or s.isdigit()) for s in segs)
+
+
 def _high_entropy(tok: str) -> bool:
     if _UUID.match(tok) or _NOT_SECRET.match(tok):
         return False
     if _HEX.match(tok):
         # Git SHAs (40), lock-file and content hashes (64) are public identifiers, not credentials.
         return len(tok) not in (40, 64) and len(tok) >= 32 and shannon_bits(tok) > 3.0
+    if _words(tok):
+        return False
     classes = sum(bool(re.search(p, tok)) for p in ("[a-z]", "[A-Z]", "[0-9]"))
     return classes >= 2 and shannon_bits(tok) > 3.5
+
+
+# Literal needles: a rule's regex runs only on texts containing one of them (str.find is far faster
+# than a regex scan; most texts hold no candidate at all). Lower-case needles are searched in text.lower().
+_NEEDLES: dict[str, tuple[str, ...]] = {
+    "pem-private-key": ("PRIVATE KEY",), "anthropic-key": ("sk-ant-",), "openai-key": ("sk-",),
+    "aws-key": ("AKIA", "ASIA", "ABIA", "ACCA", "AROA", "AIDA"), "gcp-api-key": ("AIza",), "gcp-oauth-token": ("ya29.",),
+    "gcp-client-secret": ("GOCSPX-",), "azure-storage-key": ("accountkey=",), "azure-sas": ("sig=",),
+    "github-token": ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+    "gitlab-token": ("glpat-", "gldt-", "glptt-", "glrt-", "glcbt-", "gloas-"), "huggingface-token": ("hf_",),
+    "groq-key": ("gsk_",), "replicate-token": ("r8_",), "xai-key": ("xai-",), "perplexity-key": ("pplx-",),
+    "openrouter-key": ("sk-or-v1-",), "slack-token": ("xox",), "slack-webhook": ("hooks.slack.com",),
+    "stripe-key": ("_live_", "_test_"), "stripe-webhook-secret": ("whsec_",), "npm-token": ("npm_",),
+    "pypi-token": ("pypi-AgE",), "sendgrid-key": ("SG.",), "twilio-key": ("SK",), "digitalocean-token": ("_v1_",),
+    "jwt": ("eyJ",), "connection-password": ("://",),
+    "env-secret": ("secret", "pass", "pwd", "token", "key", "credential", "dsn"),
+    "credential": ("secret", "pass", "pwd", "token", "key", "credential", "dsn"),
+    "bearer-token": ("bearer", "token"), "auth-header": ("api-key", "auth"),
+    "high-entropy": ("secret", "pass", "token", "key", "credential", "auth"),
+}
+_LOWER = {"azure-storage-key", "azure-sas", "env-secret", "credential", "bearer-token", "auth-header", "high-entropy"}
+
+
+def _present(name: str, text: str, lower: str) -> bool:
+    hay = lower if name in _LOWER else text
+    return any(n in hay for n in _NEEDLES[name])
 
 
 @dataclass
@@ -112,17 +152,37 @@ class Redactor:
     def __call__(self, text: str) -> str:
         if not text:
             return text
+        lower = text.lower()
         for name, rx, grp in self._formats:
-            text = self._sub(rx, grp, name, text, check=False)
+            if _present(name, text, lower):
+                text = self._sub(rx, grp, name, text, check=False)
         for name, rx, grp in self._assign:
-            text = self._sub(rx, grp, name, text, check=True)
-        if self.entropy:
+            if _present(name, text, lower):
+                text = self._sub(rx, grp, name, text, check=True)
+        if _present("credential", text, lower):
+            text = self._credential(text)
+        if self.entropy and _present("high-entropy", text, lower):
             text = self._sub(_CANDIDATE, 1, "high-entropy", text, check=True, entropy=True)
         return text
+
+    def _credential(self, text: str) -> str:
+        out, pos = [], 0
+        for m in _QUOTED_VALUE.finditer(text):
+            val = m.group(1)
+            if _NOT_SECRET.match(val) or _MARKER.search(val):
+                continue
+            if not _NAME_BEFORE.search(text, max(0, m.start() - 64), m.start()):
+                continue
+            self.counts["credential"] += 1
+            out += [text[pos:m.start(1)], MARK.format("credential")]
+            pos = m.end(1)
+        return "".join(out) + text[pos:] if out else text
 
     def _sub(self, rx: re.Pattern, grp: int, name: str, text: str, *, check: bool, entropy: bool = False) -> str:
         if grp == 0:
             def whole(m: re.Match) -> str:
+                if name != "pem-private-key" and shannon_bits(m.group(0)) < 3.0:
+                    return m.group(0)  # documentation placeholders such as ghp_xxxxxxxx...
                 self.counts[name] += 1
                 return MARK.format(name)
             return rx.sub(whole, text)

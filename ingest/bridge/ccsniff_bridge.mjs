@@ -10,6 +10,9 @@ import fs from 'fs';
 import path from 'path';
 import { JsonlWatcher, DEFAULT_DIR } from 'ccsniff';
 
+// Blocking writes: a slow reader then stalls this process (back-pressure) instead of Node buffering
+// the whole history in memory, and nothing written is lost when the process exits.
+if (process.stdout._handle && typeof process.stdout._handle.setBlocking === 'function') process.stdout._handle.setBlocking(true);
 const out = (rec) => { process.stdout.write(JSON.stringify(rec) + '\n'); };
 
 class LosslessWatcher extends JsonlWatcher {
@@ -159,6 +162,6 @@ if (args.files.length) {
 whenIdle(w, () => {
   for (const p of w.partials()) out({ k: 'partial', ...p });
   out({ k: 'caught_up' });
-  if (args.mode === 'replay') { w.stop(); process.exit(0); }
+  if (args.mode === 'replay') w.stop();  // nothing left to wait on: Node exits once stdout is flushed
 });
 for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => { w.stop(); process.exit(0); });
