@@ -36,7 +36,33 @@ def _generate(sub):
     p.set_defaults(run=run)
 
 
-COMMANDS = [_convert, _generate]
+def _traces(sub):
+    p = sub.add_parser("traces", help="show what training would see from Claude Code sessions (after redaction)")
+    p.add_argument("--source", nargs="+", required=True, metavar="live|replay|PATH",
+                   help="live (history, then follow appends), replay (history), or .jsonl files/folders")
+    p.add_argument("--format", default="text", choices=["text", "jsonl"])
+    p.add_argument("--stats", action="store_true", help="counts per event type, session and project instead")
+    p.add_argument("--model", help="with --stats: also count tokens with this model's tokenizer")
+    p.add_argument("--projects-dir", help="Claude Code projects folder (default $CLAUDE_PROJECTS_DIR or ~/.claude/projects)")
+    p.add_argument("--reader", default="auto", choices=["auto", "ccsniff", "python"],
+                   help="explicit paths are replayed by the Python reader unless ccsniff is forced")
+    p.add_argument("--no-thinking", action="store_true")
+    p.add_argument("--meta", action="store_true", help="include isMeta user lines")
+    p.add_argument("--system", action="store_true", help="include system lines")
+    p.add_argument("--no-subagents", action="store_true")
+    p.add_argument("--max-tool-output", type=int, default=16384, help="characters kept per tool output (0: all)")
+
+    def run(a):
+        from ingest.render import RenderOptions
+        from ingest.traces import traces_command
+        opts = RenderOptions(include_thinking=not a.no_thinking, include_meta=a.meta, include_system=a.system,
+                             include_subagents=not a.no_subagents, max_tool_output=a.max_tool_output)
+        traces_command(a.source, fmt=a.format, stats=a.stats, model=a.model, reader=a.reader, opts=opts,
+                       projects=a.projects_dir)
+    p.set_defaults(run=run)
+
+
+COMMANDS = [_convert, _generate, _traces]
 
 
 def main(argv=None) -> int:

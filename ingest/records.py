@@ -126,7 +126,8 @@ def line_records(line: str, fallback_sid: str, file: str, convs: set[str]) -> It
         yield {"k": "bad", "why": "shape", "file": file}
         return
     sid = e.get("sessionId") if isinstance(e.get("sessionId"), str) and e.get("sessionId") else fallback_sid
-    agent = e.get("agentId") if isinstance(e.get("agentId"), str) and e.get("agentId") else None
+    # Task results in the parent transcript also carry agentId; only sidechain lines belong to the subagent.
+    agent = e["agentId"] if e.get("isSidechain") is True and isinstance(e.get("agentId"), str) and e["agentId"] else None
     ctx = {
         "sid": f"agent-{agent}" if agent else sid,
         "parent": sid if agent else None,

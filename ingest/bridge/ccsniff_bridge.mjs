@@ -63,7 +63,8 @@ class LosslessWatcher extends JsonlWatcher {
 
   _context(ctx) {
     const e = ctx.e;
-    const agent = typeof e.agentId === 'string' && e.agentId ? e.agentId : null;
+    // Task results in the parent transcript also carry agentId; only sidechain lines belong to the subagent.
+    const agent = e.isSidechain === true && typeof e.agentId === 'string' && e.agentId ? e.agentId : null;
     const sid = (typeof e.sessionId === 'string' && e.sessionId) || path.basename(ctx.fp, '.jsonl');
     return {
       sid: agent ? `agent-${agent}` : sid,
