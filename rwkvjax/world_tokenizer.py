@@ -17,6 +17,9 @@ import numpy as np
 VOCAB_FILE = Path(__file__).resolve().parent / "data" / "rwkv_vocab_v20230424.txt"
 N_TOKENS = 65529  # ids 1..N_TOKENS in the file
 END_OF_TEXT = 0
+MEMO_MIN_INPUT = 256  # shorter inputs: the numpy split costs more than it saves
+MEMO_MAX_CHUNK = 64  # bytes; longer chunks are rarely repeated
+MEMO_MAX_ENTRIES = 1 << 17  # then start over (~25 MB at most)
 
 
 class VocabError(ValueError):
@@ -26,6 +29,10 @@ class VocabError(ValueError):
 class _Vocab(NamedTuple):
     id_to_bytes: tuple[bytes, ...]  # index = id; [0] = b"" (end-of-text)
     root: dict  # trie: byte -> [token id or 0 if the prefix is no token, child dict or None]
+    # cut_after[a << 8 | b]: no token contains bytes a, b next to each other, so no token can span
+    # that spot and every greedy parse has a token boundary between them.
+    cut_after: np.ndarray  # bool [65536]
+    chunk_ids: dict  # memo: chunk between such boundaries -> its ids (shared, bounded)
 
 
 def _literal(src: str) -> str | bytes:
@@ -67,6 +74,16 @@ def parse_vocab(path: Path) -> tuple[bytes, ...]:
     return tuple(table)
 
 
+def _cut_table(table: Sequence[bytes]) -> np.ndarray:
+    inner = np.frombuffer(b"".join(table), np.uint8).astype(np.int64)
+    ends = np.cumsum([len(t) for t in table])  # a pair across two tokens' bytes in the join is no inner pair
+    is_inner = np.ones(len(inner) - 1, bool)
+    is_inner[ends[ends < len(inner)] - 1] = False
+    cut = np.ones(65536, bool)
+    cut[((inner[:-1] << 8) | inner[1:])[is_inner]] = False
+    return cut
+
+
 def _build_trie(table: Sequence[bytes]) -> dict:
     root: dict = {}
     for tid in range(1, len(table)):
@@ -90,7 +107,7 @@ def _build_trie(table: Sequence[bytes]) -> dict:
 @functools.lru_cache(maxsize=None)
 def _load(path: Path) -> _Vocab:
     table = parse_vocab(path)
-    return _Vocab(table, _build_trie(table))
+    return _Vocab(table, _build_trie(table), _cut_table(table), {})
 
 
 class WorldTokenizer:
@@ -102,6 +119,8 @@ class WorldTokenizer:
         vocab = _load(Path(vocab_path).resolve())
         self._id_to_bytes = vocab.id_to_bytes
         self._root = vocab.root
+        self._cut_after = vocab.cut_after
+        self._chunk_ids = vocab.chunk_ids
 
     def encode(self, text: str) -> list[int]:
         if not isinstance(text, str):
@@ -117,6 +136,32 @@ class WorldTokenizer:
         if isinstance(b, str):
             raise TypeError("WorldTokenizer.encode_bytes takes bytes, got str (use encode)")
         src = bytes(b)
+        if len(src) < MEMO_MIN_INPUT:
+            return self._walk(src)
+        # Split at guaranteed token boundaries (vectorised), then reuse the ids of chunks seen before:
+        # code and prose repeat short chunks, and a dict hit is cheaper than walking the trie.
+        a = np.frombuffer(src, np.uint8).astype(np.uint16)
+        cuts = (np.flatnonzero(self._cut_after[(a[:-1] << 8) | a[1:]]) + 1).tolist()
+        cuts.append(len(src))
+        memo, walk, max_entries = self._chunk_ids, self._walk, MEMO_MAX_ENTRIES
+        get = memo.get
+        out: list[int] = []
+        extend = out.extend
+        start = 0
+        for end in cuts:
+            chunk = src[start:end]
+            ids = get(chunk)
+            if ids is None:
+                ids = walk(chunk)
+                if end - start <= MEMO_MAX_CHUNK:
+                    if len(memo) >= max_entries:
+                        memo.clear()
+                    memo[chunk] = ids
+            extend(ids)
+            start = end
+        return out
+
+    def _walk(self, src: bytes) -> list[int]:
         root = self._root
         out: list[int] = []
         append = out.append

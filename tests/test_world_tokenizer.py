@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rwkvjax.tokenizer import for_vocab
+from rwkvjax import world_tokenizer
 from rwkvjax.world_tokenizer import VOCAB_FILE, VocabError, WorldTokenizer, _literal, parse_vocab
 
 # Hard facts from the official tokenizer (reference RWKV7.md §9).
@@ -120,7 +121,7 @@ def test_bytes_round_trip_and_official(tok, official, raw):
 
 
 @SETTINGS
-@given(st.lists(st.integers(1, 65529), max_size=40), st.binary(max_size=3))
+@given(st.lists(st.integers(1, 65529), max_size=120), st.binary(max_size=3))
 def test_greedy_longest_prefix_on_token_soup(tok, official, vocab_set, ids, tail):
     """Concatenated vocab tokens make long overlapping candidates; check the rule itself and the official output."""
     raw = b"".join(tok.token_bytes(i) for i in ids) + tail
@@ -134,6 +135,28 @@ def test_greedy_longest_prefix_on_token_soup(tok, official, vocab_set, ids, tail
         assert len(piece) == longest
         pos += len(piece)
     assert pos == len(raw)
+
+
+def test_cut_table_never_splits_a_token(tok):
+    cut = tok._cut_after
+    assert 0 < cut.sum() < 65536
+    for t in parse_vocab(VOCAB_FILE)[1:]:
+        assert not any(cut[a << 8 | b] for a, b in zip(t, t[1:])), t
+
+
+def test_chunk_memo_path_equals_plain_walk(tok, shared_data, monkeypatch):
+    texts = _claude_project_strings(shared_data / "claude-projects")[:4000]
+    blob = "\n".join(texts).encode("utf-8")
+    assert len(blob) > 100 * world_tokenizer.MEMO_MIN_INPUT
+    want = tok._walk(blob)
+    tok._chunk_ids.clear()
+    assert tok.encode_bytes(blob) == want  # cold memo
+    assert len(tok._chunk_ids) > 100
+    assert tok.encode_bytes(blob) == want  # warm memo
+    monkeypatch.setattr(world_tokenizer, "MEMO_MAX_ENTRIES", 50)
+    tok._chunk_ids.clear()
+    assert tok.encode_bytes(blob) == want  # memo restarted many times on the way
+    assert 0 < len(tok._chunk_ids) <= 50
 
 
 def test_end_of_text_decodes_empty(tok):
