@@ -38,8 +38,13 @@ def reference_f64(xs, cot_y, cot_sT):
             sT, y = jax.lax.scan(step, s0, time_major)
             return jnp.moveaxis(y, 0, 1), sT
 
-        (y, sT), vjp = jax.vjp(run, *xs64)
-        grads = vjp((jnp.asarray(np.asarray(cot_y, np.float64)), jnp.asarray(np.asarray(cot_sT, np.float64))))
+        @jax.jit
+        def go(xs, cot_y, cot_sT):
+            out, vjp = jax.vjp(run, *xs)
+            return out, vjp((cot_y, cot_sT))
+
+        cots = tuple(jnp.asarray(np.asarray(c, np.float64)) for c in (cot_y, cot_sT))
+        (y, sT), grads = go(xs64, *cots)
         return np.asarray(y), np.asarray(sT), [np.asarray(g) for g in grads]
 
 
