@@ -62,7 +62,67 @@ def _traces(sub):
     p.set_defaults(run=run)
 
 
-COMMANDS = [_convert, _generate, _traces]
+def _train(sub):
+    from rwkvjax.cli_args import add_dataclass_args
+    from rwkvjax.trainer import TrainConfig
+    p = sub.add_parser("train", help="state-tune a frozen model on Claude Code sessions (resumes from --ckpt-dir)")
+    p.add_argument("--source", nargs="+", default=["live"],
+                   help="live (history, then follow new lines), replay (history, then stop), or .jsonl files/folders")
+    p.add_argument("--ckpt-dir", default=None, help="checkpoint directory (required unless --demo)")
+    steps = p.add_mutually_exclusive_group()
+    steps.add_argument("--steps", type=int, default=1000, help="total steps for this checkpoint directory")
+    steps.add_argument("--forever", action="store_true", help="train until interrupted (Ctrl-C saves and exits)")
+    p.add_argument("--demo", action="store_true", help="one-minute offline demo: shipped tiny model + sample traces")
+    add_dataclass_args(p, TrainConfig, skip=("ckpt_dir", "source", "steps"),
+                       help={"replay_per_step": "replay windows per step", "lr": "S0 peak learning rate",
+                             "merges": "dynamic merges + hypernetwork", "wkv_impl": "auto|scan|chunked|pallas"})
+
+    def run(a):
+        from rwkvjax.cli_commands import train_command
+        train_command(a)
+    p.set_defaults(run=run)
+
+
+def _inspect(sub):
+    p = sub.add_parser("inspect", help="what a training checkpoint learned")
+    p.add_argument("--checkpoint", required=True, help="the --ckpt-dir of a training run")
+    p.add_argument("--last", type=int, default=20, help="steps in the recent window of the curve")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--plot", default=None, help="write the loss / bits-per-byte / compression curves to this PNG")
+
+    def run(a):
+        from rwkvjax.cli_commands import inspect_command
+        inspect_command(a)
+    p.set_defaults(run=run)
+
+
+def _merge_stats(sub):
+    p = sub.add_parser("merge-stats", help="dynamic-merge statistics of a training checkpoint")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--top", type=int, default=25)
+
+    def run(a):
+        from rwkvjax.report import merge_stats
+        print(json.dumps(merge_stats(a.checkpoint, a.top), indent=1, ensure_ascii=False))
+    p.set_defaults(run=run)
+
+
+def _pretrain(sub):
+    from rwkvjax.cli_args import add_dataclass_args
+    from rwkvjax.pretrain import PretrainConfig
+    p = sub.add_parser("pretrain", help="train all weights of an RWKV-7 from scratch on text files (resumable)")
+    p.add_argument("--corpus", nargs="+", required=True, help="text files or folders (never your trace data)")
+    p.add_argument("--out", required=True, help="output folder: checkpoints, metrics.jsonl, model.safetensors")
+    add_dataclass_args(p, PretrainConfig, skip=("out", "corpus"), help={"vocab": "byte | world"})
+
+    def run(a):
+        from rwkvjax.cli_args import dataclass_from_args
+        from rwkvjax.pretrain import pretrain
+        print(json.dumps(pretrain(dataclass_from_args(PretrainConfig, a, corpus=tuple(a.corpus)))))
+    p.set_defaults(run=run)
+
+
+COMMANDS = [_convert, _generate, _traces, _train, _inspect, _merge_stats, _pretrain]
 
 
 def main(argv=None) -> int:

@@ -131,6 +131,7 @@ class DynamicTokenizer:
         self._pair_slot: dict[tuple[int, int], int] = {}
         self._lru: collections.OrderedDict[int, None] = collections.OrderedDict()  # oldest first
         self._uses = [0] * S
+        self._born = [0] * S  # base tokens consumed before the slot's pair was installed (for its age)
         self._prev: int = -1  # last base token observed (bigrams span segment boundaries)
         self._last_unit: int = -1
         self._recent: collections.deque[tuple[int, int]] = collections.deque(maxlen=settings.recent_segments)
@@ -180,6 +181,7 @@ class DynamicTokenizer:
         self._slot_pair[slot] = pair
         self._pair_slot[pair] = slot
         self._uses[slot] = 0
+        self._born[slot] = self.base_tokens
         self._lru[slot] = None
         self._lru.move_to_end(slot)
         self._pinned.add(slot)
@@ -283,7 +285,7 @@ class DynamicTokenizer:
         rows.sort(key=lambda r: (-r[0], r[1]))
         out = []
         for uses, s, (a, b) in rows[:n]:
-            row = {"slot": s, "pair": [a, b], "uses": uses}
+            row = {"slot": s, "pair": [a, b], "uses": uses, "age_base_tokens": self.base_tokens - self._born[s]}
             if self.decode_bytes is not None:
                 row["text"] = self.decode_bytes([a, b]).decode("utf-8", errors="backslashreplace")
             out.append(row)
@@ -301,6 +303,7 @@ class DynamicTokenizer:
             "slots": [list(p) if p is not None else None for p in self._slot_pair],
             "lru": list(self._lru),
             "uses": list(self._uses),
+            "born": list(self._born),
             "prev": self._prev, "last_unit": self._last_unit,
             "recent": [list(r) for r in self._recent],
             "counters": {"promotions": self.promotions, "evictions": self.evictions, "merges": self.merges,
@@ -331,6 +334,7 @@ class DynamicTokenizer:
             if set(tok._lru) != set(tok._pair_slot.values()):
                 raise ValueError("field 'lru' does not list exactly the installed slots")
             tok._uses = [int(u) for u in d["uses"]]
+            tok._born = [int(b) for b in d.get("born", [0] * settings.n_slots)]
             tok._prev, tok._last_unit = int(d["prev"]), int(d["last_unit"])
             tok._recent.extend((int(a), int(b)) for a, b in d["recent"])
             c = d["counters"]

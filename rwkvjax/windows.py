@@ -1,0 +1,111 @@
+"""Session events -> rendered text -> base tokens -> (optionally merged) fixed-length training windows.
+
+Each session keeps a buffer of base tokens. A window takes the next tokens of one session, encodes
+them as one dynamic-tokenizer segment (so a single end-of-segment slot table reads every unit of the
+window) and holds at most `ctx_len` units. Tokens still waiting in a buffer are part of the saved
+state, so a restart neither drops nor repeats them.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Iterable
+
+import numpy as np
+
+from ingest.events import Event
+from ingest.render import SEP, RenderOptions, render_session
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    session: str
+    units: np.ndarray          # [n <= ctx_len] int32 unit ids
+    nbytes: int                # UTF-8 bytes of the text the units cover
+    n_base: int                # base tokens the units cover
+    slots: np.ndarray | None = None       # [S,2] slot table that reads the units (merges on)
+    avail_from: np.ndarray | None = None  # [S] first unit index at which each slot may be a target
+
+    def to_dict(self) -> dict:
+        d = {"session": self.session, "units": self.units.tolist(), "nbytes": self.nbytes, "n_base": self.n_base}
+        if self.slots is not None:
+            d.update(slots=self.slots.tolist(), avail_from=self.avail_from.tolist())
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Window":
+        arr = lambda k: None if d.get(k) is None else np.asarray(d[k], np.int32)
+        return cls(d["session"], np.asarray(d["units"], np.int32), int(d["nbytes"]), int(d["n_base"]),
+                   arr("slots"), arr("avail_from"))
+
+
+class WindowAssembler:
+    """Turns a stream of events into training windows; all state is JSON-serialisable."""
+
+    def __init__(self, tokenizer, ctx_len: int, render: RenderOptions = RenderOptions(), dyntok=None):
+        if ctx_len < 2:
+            raise ValueError(f"ctx_len must be >= 2, got {ctx_len}")
+        self.tok, self.ctx_len, self.render, self.dyntok = tokenizer, ctx_len, render, dyntok
+        self.pending: dict[str, list[int]] = {}   # base tokens not yet in a window, per session
+        self.started: set[str] = set()            # sessions that already produced text
+        self.events_seen = 0
+
+    def feed(self, ev: Event) -> list[Window]:
+        """Add one event; return the windows it completes."""
+        self.events_seen += 1
+        text = render_session([ev], self.render).text
+        if not text:
+            return []
+        if ev.session in self.started:
+            text = SEP + text
+        self.started.add(ev.session)
+        buf = self.pending.setdefault(ev.session, [])
+        buf.extend(self.tok.encode(text))
+        out = []
+        while len(buf) >= self._base_per_window():
+            out.append(self._cut(ev.session, buf))
+        return out
+
+    def flush(self, sessions: Iterable[str] | None = None) -> list[Window]:
+        """End of stream: emit what is left (shorter, padded later) so no text is dropped."""
+        out = []
+        for sid in list(self.pending if sessions is None else sessions):
+            buf = self.pending.get(sid, [])
+            while buf:
+                out.append(self._cut(sid, buf))
+        return out
+
+    def _base_per_window(self) -> int:
+        if self.dyntok is None:
+            return self.ctx_len
+        ratio = self.dyntok.stats(top=0)["recent_steps_per_base_token"]
+        return max(self.ctx_len, int(self.ctx_len / max(ratio, 0.25)))
+
+    def _cut(self, sid: str, buf: list[int]) -> Window:
+        n = min(len(buf), self._base_per_window())
+        while True:
+            if self.dyntok is None:
+                units, enc = np.asarray(buf[:n], np.int32), None
+                break
+            saved = copy.deepcopy(self.dyntok)
+            enc = self.dyntok.encode(buf[:n])
+            if len(enc.units) <= self.ctx_len:
+                units = enc.units
+                break
+            self.dyntok = saved  # too many units: undo and take fewer base tokens
+            n -= len(enc.units) - self.ctx_len
+        nbytes = len(self.tok.decode_bytes(buf[:n]))
+        del buf[:n]
+        if not buf:
+            self.pending.pop(sid, None)
+        return Window(sid, np.asarray(units, np.int32), nbytes, n,
+                      None if enc is None else enc.slots, None if enc is None else enc.avail_from)
+
+    def state_dict(self) -> dict:
+        return {"pending": self.pending, "started": sorted(self.started), "events_seen": self.events_seen}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.pending = {k: list(v) for k, v in d["pending"].items()}
+        self.started = set(d["started"])
+        self.events_seen = int(d["events_seen"])
