@@ -55,24 +55,27 @@ _KEY_FORMATS: list[tuple[str, str, int]] = [
 ]
 
 # Names that make the value next to them a secret (NAME=value, "name": "value", name: value).
-_SECRET_NAME = (r"(?<![A-Za-z0-9_.\-])[A-Za-z0-9_.\-]*?(?:secret|passw(?:or)?d|passwd|pwd|token|api[_\-]?key|apikey|access[_\-]?key|"
+_SECRET_NAME_BODY = (r"[A-Za-z0-9_.\-]*?(?:secret|passw(?:or)?d|passwd|pwd|token|api[_\-]?key|apikey|access[_\-]?key|"
                 r"private[_\-]?key|client[_\-]?secret|auth[_\-]?key|credentials?|session[_\-]?key|signing[_\-]?key|"
                 r"encryption[_\-]?key|master[_\-]?key|webhook[_\-]?secret|dsn)[A-Za-z0-9_.\-]*")
 _SECRET_WORD = (r"(?:secret|passw(?:or)?d|passwd|pwd|token|api[_\-]?key|apikey|access[_\-]?key|private[_\-]?key|"
                 r"auth[_\-]?key|credentials?|session[_\-]?key|signing[_\-]?key|encryption[_\-]?key|master[_\-]?key|dsn)")
 _ASSIGN_RULES: list[tuple[str, str, int]] = [
     # KEY=value / export KEY="value" / KEY: value (env files, shell, YAML)
-    ("env-secret", r"(?im)^[ \t]*(?:export[ \t]+)?" + _SECRET_NAME + r"[ \t]*[=:][ \t]*([\"']?)([^\s\"'#]{6,})\1[ \t]*$", 2),
+    # (also inside JSON-escaped text, where lines are separated by a literal backslash-n)
+    ("env-secret", r"(?im)(?:^|(?<=\\n))[ \t]*(?:export[ \t]+)?" + _SECRET_NAME_BODY
+     + r"[ \t]*[=:][ \t]*(\\?[\"']?)([^\s\"'#\\()\[\]{},;]{6,})\1[ \t]*(?:$|(?=\\[nr]))", 2),
     # "name": "value" / name = 'value' / name: "value" inside code and JSON
     # Authorization headers
     ("bearer-token", r"(?i)\b(?:bearer|token)[ \t]+([A-Za-z0-9_\-.=+/~]{20,})", 1),
     ("auth-header", r"(?i)\b(?:x-api-key|api-key|x-auth-token|authorization)[\"']?[ \t]*[:=][ \t]*[\"']?([A-Za-z0-9_\-.=+/~]{16,})", 1),
 ]
+_SECRET_NAME = r"(?<![A-Za-z0-9_.\-])" + _SECRET_NAME_BODY
 
 # "name": "value" / name = 'value' / name => "value" in code and JSON: found from the operator, then the
 # name is checked in a short window before it (a keyword-first regex is 10x slower on long texts).
-_QUOTED_VALUE = re.compile(r"(?:=>|[=:])[ \t]*[\"']([^\"'\s]{6,})[\"']")
-_NAME_BEFORE = re.compile(r"(?i)" + _SECRET_WORD + r"[A-Za-z0-9_.\-]*[\"']?[ \t]*\Z")
+_QUOTED_VALUE = re.compile(r"(?:=>|[=:])[ \t]*\\?[\"']([^\"'\s\\]{6,})\\?[\"']")
+_NAME_BEFORE = re.compile(r"(?i)" + _SECRET_WORD + r"[A-Za-z0-9_.\-]*\\?[\"']?[ \t]*\Z")
 
 # High-entropy tokens within a short distance after a secret-looking word.
 _CONTEXT_WORD = r"(?i)(?:secret|passw(?:or)?d|token|api[_\- ]?key|access[_\- ]?key|credential|private[_\- ]?key|auth)"
@@ -81,7 +84,7 @@ _CANDIDATE = re.compile(_CONTEXT_WORD + r"[^\n]{0,40}?(?<![A-Za-z0-9_+/=\-])([A-
 # Values that look like secrets syntactically but are references, placeholders or our own markers.
 _NOT_SECRET = re.compile(
     r"^(?:\$|\{\{|<|%|\*+$|x{6,}$|X{6,}$|\.{3}|process\.env|os\.environ|env\(|getenv|None$|null$|undefined$|true$|false$|"
-    r"\[REDACTED|REDACTED|changeme$|password$|your[_\-]|example|placeholder|dummy|test$|sha(?:1|256|384|512)-)", re.I)
+    r"[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+$|\[REDACTED|REDACTED|changeme$|password$|your[_\-]|example|placeholder|dummy|test$|sha(?:1|256|384|512)-)", re.I)
 _SECRET_KEY = re.compile(_SECRET_NAME, re.I)
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
