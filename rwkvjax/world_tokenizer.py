@@ -75,12 +75,14 @@ def parse_vocab(path: Path) -> tuple[bytes, ...]:
 
 
 def _cut_table(table: Sequence[bytes]) -> np.ndarray:
-    inner = np.frombuffer(b"".join(table), np.uint8).astype(np.int64)
-    ends = np.cumsum([len(t) for t in table])  # a pair across two tokens' bytes in the join is no inner pair
-    is_inner = np.ones(len(inner) - 1, bool)
-    is_inner[ends[ends < len(inner)] - 1] = False
+    tokens = [t for t in table if t]
+    joined = np.frombuffer(b"".join(tokens), np.uint8).astype(np.int64)
+    pairs = (joined[:-1] << 8) | joined[1:]  # pairs[k] = bytes k, k+1 of the join
+    straddles = np.cumsum([len(t) for t in tokens])[:-1] - 1  # pairs across two tokens are not inner pairs
+    is_inner = np.ones(len(pairs), bool)
+    is_inner[straddles] = False
     cut = np.ones(65536, bool)
-    cut[((inner[:-1] << 8) | inner[1:])[is_inner]] = False
+    cut[pairs[is_inner]] = False
     return cut
 
 
