@@ -57,8 +57,10 @@ class LosslessWatcher extends JsonlWatcher {
   // writes one block per line under a shared message.id (and hive-mind exports drop the id), so every
   // block after the first would be lost. Forget the count per line; duplicates are removed downstream.
   _route(conv, sid, e) {
-    if (e && e.type === 'assistant' && e.message) this._emitted.delete(`${sid}:${e.message.id}`);
-    return super._route(conv, sid, e);
+    const key = e && e.type === 'assistant' && e.message ? `${sid}:${e.message.id}` : null;
+    if (key) this._emitted.delete(key);
+    super._route(conv, sid, e);
+    if (key) this._emitted.delete(key);  // and keep the map from growing with every message in live mode
   }
 
   _context(ctx) {
