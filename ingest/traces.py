@@ -44,6 +44,8 @@ class _Stats:
         r = render_session([ev], opts)
         if not first:
             self.chars_by_role["boilerplate"] += len(SEP)
+            if self.tok is not None:
+                self.tokens_by_role["boilerplate"] += len(self.tok.encode(SEP))
         for s in r.spans:
             self.chars_by_role[s.role] += s.end - s.start
             if self.tok is not None:
@@ -65,7 +67,8 @@ async def _run(stream: TraceStream, fmt: str, stats: _Stats | None, opts: Render
             first = ev.session not in started
             if stats is not None:
                 stats.add(ev, opts, first)
-                started.add(ev.session)
+                if opts.wants(ev):
+                    started.add(ev.session)
                 continue
             if fmt == "jsonl":
                 out.write(ev.to_json() + "\n")
