@@ -58,10 +58,15 @@ def test_fixture_pair_is_consistent(golden):
         "tiny.safetensors differs from the file the golden logits were made from; rerun tests/tools/make_golden.py")
 
 
-def test_sequence_mode_matches_official(golden, tiny_fp32):
+# Every WKV implementation that runs on CPU (PALLAS needs a GPU; its interpret mode has its own tests).
+CPU_IMPLS = [rwkvjax.WkvImpl.AUTO, rwkvjax.WkvImpl.SCAN, rwkvjax.WkvImpl.CHUNKED]
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS, ids=lambda i: i.value)
+def test_sequence_mode_matches_official(golden, tiny_fp32, impl):
     cfg, params = tiny_fp32
     tokens = jnp.asarray(golden["tokens"])[None]
-    logits, st = rwkvjax.forward(params, tokens, rwkvjax.zero_state(cfg, 1), config=cfg)
+    logits, st = rwkvjax.forward(params, tokens, rwkvjax.zero_state(cfg, 1), config=cfg, wkv_impl=impl)
     chex.assert_shape(logits, (1, tokens.shape[1], cfg.vocab_size))
     err = rel_err(logits[0], golden["seq_logits"])
     assert err <= TOL, f"sequence-mode logits: max|Δ|/std = {err:.3g} > {TOL}"
@@ -80,17 +85,18 @@ def test_one_token_mode_matches_official(golden, tiny_fp32):
     assert_state_matches(st, golden, "one")
 
 
-def test_nonzero_initial_wkv_state_matches_official(golden, tiny_fp32):
+@pytest.mark.parametrize("impl", CPU_IMPLS, ids=lambda i: i.value)
+def test_nonzero_initial_wkv_state_matches_official(golden, tiny_fp32, impl):
     cfg, params = tiny_fp32
     tokens = jnp.asarray(golden["tokens"])[None]
     s0 = rwkvjax.zero_state(cfg, 1)._replace(wkv=jnp.asarray(golden["S0"])[:, None])  # official [H, Nv, Nk]
-    logits, st = rwkvjax.forward(params, tokens, s0, config=cfg)
+    logits, st = rwkvjax.forward(params, tokens, s0, config=cfg, wkv_impl=impl)
     err = rel_err(logits[0], golden["s0_logits"])
     assert err <= TOL, f"logits from a non-zero S0: max|Δ|/std = {err:.3g} > {TOL}"
     assert_state_matches(st, golden, "s0")
     # The fixture must be able to tell the orientation apart: a transposed S0 has to fail.
     transposed = s0._replace(wkv=jnp.swapaxes(s0.wkv, -1, -2))
-    bad, _ = rwkvjax.forward(params, tokens, transposed, config=cfg)
+    bad, _ = rwkvjax.forward(params, tokens, transposed, config=cfg, wkv_impl=impl)
     assert rel_err(bad[0], golden["s0_logits"]) > 1e3 * TOL
 
 
