@@ -37,7 +37,10 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 BRIDGE = REPO / "ingest" / "bridge" / "ccsniff_bridge.mjs"
-_LINE_LIMIT = 1 << 30  # bytes of one NDJSON record; transcript lines over 10 MB are normal
+# The pipe reader's buffer: asyncio stops reading the child's stdout beyond twice this, so a slow consumer
+# stalls the child (its writes block). Records may be far longer (transcript lines over 10 MB are normal):
+# _lines assembles them from chunks.
+_PIPE_CHUNK = 1 << 20
 
 
 def projects_dir(explicit: str | os.PathLike | None = None) -> Path:
@@ -54,6 +57,28 @@ def _node() -> str:
     if not (REPO / "node_modules" / "ccsniff" / "package.json").is_file():
         raise FileNotFoundError(f"ccsniff is not installed in {REPO / 'node_modules'}; run `npm ci` in {REPO}")
     return node
+
+
+async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """Complete newline-terminated lines of any length; an unterminated tail (killed child) is dropped."""
+    buf = bytearray()
+    scanned = 0
+    while True:
+        chunk = await stream.read(_PIPE_CHUNK)
+        if not chunk:
+            return
+        buf += chunk
+        start = 0
+        while (i := buf.find(b"\n", max(start, scanned))) >= 0:
+            yield bytes(buf[start:i])
+            start = i + 1
+        del buf[:start]
+        scanned = len(buf)
+
+
+async def _discard(stream: asyncio.StreamReader) -> None:
+    while await stream.read(_PIPE_CHUNK):
+        pass
 
 
 class _Done:
@@ -184,16 +209,11 @@ class TraceStream:
             env["CLAUDE_PROJECTS_DIR"] = str(self.projects)
         self._proc = proc = await asyncio.create_subprocess_exec(
             *self._argv(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
-            limit=_LINE_LIMIT, cwd=str(REPO))
+            limit=_PIPE_CHUNK, cwd=str(REPO))
         drain = asyncio.create_task(self._drain(proc.stderr))
         caught_up = False
         try:
-            while True:
-                line = await proc.stdout.readline()
-                if not line:
-                    break
-                if not line.endswith(b"\n"):
-                    break  # killed mid-record: the restart re-reads it
+            async for line in _lines(proc.stdout):
                 try:
                     rec = json.loads(line)
                 except ValueError:
@@ -213,22 +233,26 @@ class TraceStream:
         return self.mode == "replay" and rc == 0 and caught_up
 
     async def _drain(self, stream: asyncio.StreamReader) -> None:
-        while True:
-            line = await stream.readline()
-            if not line:
-                return
-            log.warning("ccsniff bridge: %s", line.decode("utf-8", "replace").rstrip())
+        async for line in _lines(stream):
+            log.warning("ccsniff bridge: %.2000s", line.decode("utf-8", "replace").rstrip())
 
     async def _stop_child(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.returncode is not None:
+        if proc is None:
             return
-        proc.send_signal(signal.SIGTERM)
+        # Keep reading (and discarding) its stdout: a child blocked writing to a full pipe cannot act on
+        # SIGTERM, and asyncio reports the exit only once the pipes are drained and closed.
+        discard = asyncio.create_task(_discard(proc.stdout))
         try:
-            await asyncio.wait_for(proc.wait(), timeout=3)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=3)
+            except asyncio.TimeoutError:
+                proc.kill()
+                await proc.wait()
+        finally:
+            discard.cancel()
 
     def kill_child(self) -> None:
         """Kill the current bridge child abruptly (tests use it to check restart without loss)."""

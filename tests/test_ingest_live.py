@@ -86,3 +86,23 @@ def test_live_append_kill_and_resume(tmp_path):
     still_there = {(e.session, e.seq) for e in got if e.session != "agent-ac1684a"}
     seen_first = {(e.session, e.seq) for e in got[: len(got) // 2]}
     assert {(e.session, e.seq) for e in rest} == still_there - seen_first
+
+
+def test_back_pressure_and_clean_shutdown(tmp_path):
+    for i in range(4):  # ~9 MB of bridge output: more than the pipe and the reader's buffer hold
+        shutil.copytree(CLAUDE_PROJECTS, tmp_path / f"copy{i}")
+
+    async def run():
+        stream = TraceStream("replay", projects=tmp_path, queue_size=4)
+        async with stream:
+            await asyncio.sleep(1.0)  # nobody consumes: the queue fills, then the child blocks on its pipe
+            assert stream._queue.qsize() == 4
+            proc = stream._proc
+            assert proc is not None and proc.returncode is None
+            first = [await stream.__anext__() for _ in range(10)]
+        assert proc.returncode is not None  # leaving the context stopped the child
+        return first, stream.cursor
+
+    first, cursor = asyncio.run(run())
+    assert [e.seq for e in first if e.session == first[0].session][:3] == [0, 1, 2]
+    assert sum(sc.count for sc in cursor.sessions.values()) == 10  # the cursor covers what was consumed only
