@@ -83,7 +83,7 @@ _CANDIDATE = re.compile(_CONTEXT_WORD + r"[^\n]{0,40}?(?<![A-Za-z0-9_+/=\-])([A-
 
 # Values that look like secrets syntactically but are references, placeholders or our own markers.
 _NOT_SECRET = re.compile(
-    r"^(?:\$|\{\{|<|%|\*+$|x{6,}$|X{6,}$|\.{3}|process\.env|os\.environ|env\(|getenv|None$|null$|undefined$|true$|false$|"
+    r"^(?:\$|\{|<|%|\*+$|x{6,}$|X{6,}$|\.{3}|process\.env|os\.environ|env\(|getenv|None$|null$|undefined$|true$|false$|"
     r"[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+$|\[REDACTED|REDACTED|changeme$|password$|your[_\-]|example|placeholder|dummy|test$|sha(?:1|256|384|512)-)", re.I)
 _SECRET_KEY = re.compile(_SECRET_NAME, re.I)
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
@@ -99,7 +99,7 @@ def shannon_bits(s: str) -> float:
 
 def _words(tok: str) -> bool:
     """Identifiers and paths (`ephemeral_1h_input_tokens`, `/Users/me/projects/x`): short plain segments."""
-    segs = [s for s in re.split(r"[_\-./~]+", tok) if s]
+    segs = [s for s in re.split(r"[_\-./~=]+", tok) if s]
     return all(len(s) <= 24 and (s.islower() or s.isupper() or s.istitle() or s.isdigit()) for s in segs)
 
 
@@ -158,7 +158,7 @@ class Redactor:
         lower = text.lower()
         for name, rx, grp in self._formats:
             if _present(name, text, lower):
-                text = self._sub(rx, grp, name, text, check=False)
+                text = self._sub(rx, grp, name, text, check=name == "connection-password")
         for name, rx, grp in self._assign:
             if _present(name, text, lower):
                 text = self._sub(rx, grp, name, text, check=True)
