@@ -144,6 +144,7 @@ class TraceStream:
             self._queue.put_nowait(_DONE)
             raise StopAsyncIteration
         if isinstance(item, BaseException):
+            self._queue.put_nowait(item)  # every later call fails the same way instead of hanging
             raise item
         self.cursor.admit(item)
         return item
@@ -190,11 +191,15 @@ class TraceStream:
 
     async def _supervise(self) -> None:
         delay = self.backoff[0]
+        loop = asyncio.get_running_loop()
         while True:
             self.normalizer = Normalizer(self._redactor)  # the new child reads the history from the start
+            started = loop.time()
             finished = await self._run_child()
             if finished:
                 return
+            if loop.time() - started > 60:
+                delay = self.backoff[0]  # it ran fine for a while: this is a fresh failure, not a crash loop
             if self.restarts >= self.max_restarts:
                 raise RuntimeError(f"ccsniff bridge died {self.restarts + 1} times; giving up (see the log for its stderr)")
             self.restarts += 1
