@@ -112,7 +112,8 @@ def _lr_mask(params):
 
 
 def make_optimizer(cfg: PretrainConfig):
-    sched = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, cfg.warmup, cfg.steps, end_value=cfg.lr_final)
+    warm = min(cfg.warmup, cfg.steps // 2)
+    sched = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, warm, max(cfg.steps, warm + 1), end_value=cfg.lr_final)
 
     def labels(params):
         return jax.tree_util.tree_map_with_path(lambda p, _: "w0" if p[-1].name == "w0" else "rest", params)

@@ -50,7 +50,7 @@ def make_train_step(config: Config, tx: optax.GradientTransformation, *, units: 
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, params, batch)
         updates, opt_state = tx.update(grads, opt_state, trainable)
         trainable = optax.apply_updates(trainable, updates)
-        metrics = dict(metrics, grad_norm=optax.global_norm(grads),
+        metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
                        nonfinite_total=opt_state.total_notfinite)
         return trainable, opt_state, metrics
 

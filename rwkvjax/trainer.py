@@ -360,3 +360,18 @@ class Trainer:
 
 def run(cfg: TrainConfig, **kw) -> dict:
     return Trainer(cfg, **kw).run()
+
+
+DATA = Path(__file__).resolve().parent / "data"
+DEMO_MODEL = DATA / "demo_model.safetensors"
+DEMO_TRACES = DATA / "demo_projects"
+
+
+def demo_setup(ckpt_dir: str, args=None) -> tuple[TrainConfig, tuple]:
+    """The offline demo: the project's shipped byte-level model on the shipped sample sessions."""
+    from rwkvjax.loaders import load
+    if not DEMO_MODEL.is_file():
+        raise FileNotFoundError(f"{DEMO_MODEL} is missing; rebuild it with the recipe in {DATA / 'README.md'}")
+    cfg = TrainConfig(ckpt_dir=ckpt_dir, source=(str(DEMO_TRACES),), model=str(DEMO_MODEL), steps=60,
+                      ctx_len=128, replay_per_step=3, save_every=20, lr=0.1, lr_final=0.01, decay_steps=60)
+    return cfg, load(DEMO_MODEL)
