@@ -63,9 +63,15 @@ _SECRET_WORD = (r"(?:secret|passw(?:or)?d|passwd|pwd|token|api[_\-]?key|apikey|a
 _ASSIGN_RULES: list[tuple[str, str, int]] = [
     # KEY=value / export KEY="value" / KEY: value (env files, shell, YAML)
     # (also inside JSON-escaped text, where lines are separated by a literal backslash-n)
-    ("env-secret", r"(?im)(?:^|(?<=\\n))[ \t]*(?:export[ \t]+)?" + _SECRET_NAME_BODY
-     + r"[ \t]*[=:][ \t]*(\\?[\"']?)([^\s\"'#\\()\[\]{},;]{6,})\1[ \t]*(?:$|(?=\\[nr]))", 2),
+    ("env-secret", r"(?im)(?:^|(?<=\\n))[ \t]*(?:-[ \t]+)?(?:export[ \t]+)?" + _SECRET_NAME_BODY
+     + r"[ \t]*[=:][ \t]*(\\?[\"']?)([^\s\"'`#\\()\[\]{},;]{6,})\1[ \t]*(?:$|(?=\\[nr]))", 2),
     # "name": "value" / name = 'value' / name: "value" inside code and JSON
+    # mysql -p'secret' / mysql -psecret, and --password=secret / --password secret on any command line
+    ("cli-password", r"\b(?:mysql|mysqldump|mysqladmin|mariadb)\b[^\n]*?\s-p(['\"]?)([^\s'\"]{3,}[^\s'\",;.:!?])\1", 2),
+    ("cli-password", r"(?<![\w-])--password(?:=|[ \t]+)(['\"]?)([^\s'\"-][^\s'\"]{2,}[^\s'\",;.:!?])\1", 2),
+    # name=value inside a line (query strings, comments, one-line configs); code identifiers are left
+    ("inline-secret", r"(?i)(?<![A-Za-z0-9_])(?:password|passwd|pwd|secret|client_secret|token|access_token|api_?key)"
+                      r"=([^\s&'\"`#(),;\[\]{}<>]{5,}[^\s&'\"`#(),;\[\]{}<>:.!?])", 1),
     # Authorization headers
     ("bearer-token", r"(?i)\b(?:bearer|token)[ \t]+([A-Za-z0-9_\-.=+/~]{20,})", 1),
     ("auth-header", r"(?i)\b(?:x-api-key|api-key|x-auth-token|authorization)[\"']?[ \t]*[:=][ \t]*[\"']?([A-Za-z0-9_\-.=+/~]{16,})", 1),
@@ -84,7 +90,7 @@ _CANDIDATE = re.compile(_CONTEXT_WORD + r"[^\n]{0,40}?(?<![A-Za-z0-9_+/=\-])([A-
 # Values that look like secrets syntactically but are references, placeholders or our own markers.
 _NOT_SECRET = re.compile(
     r"^(?:\$|\{|<|%|\*+$|x{6,}$|X{6,}$|\.{3}|process\.env|os\.environ|env\(|getenv|None$|null$|undefined$|true$|false$|"
-    r"[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+$|\[REDACTED|REDACTED|changeme$|password$|your[_\-]|example|placeholder|dummy|test$|sha(?:1|256|384|512)-)", re.I)
+    r"[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+$|https?://|secret$|\[REDACTED|REDACTED|changeme$|password$|your[_\-]|example|placeholder|dummy|test$|sha(?:1|256|384|512)-)", re.I)
 _SECRET_KEY = re.compile(_SECRET_NAME, re.I)
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -130,10 +136,12 @@ _NEEDLES: dict[str, tuple[str, ...]] = {
     "jwt": ("eyJ",), "connection-password": ("://",),
     "env-secret": ("secret", "pass", "pwd", "token", "key", "credential", "dsn"),
     "credential": ("secret", "pass", "pwd", "token", "key", "credential", "dsn"),
-    "bearer-token": ("bearer", "token"), "auth-header": ("api-key", "auth"),
+    "bearer-token": ("bearer", "token"), "auth-header": ("api-key", "auth"), "cli-password": ("mysql", "mariadb", "--password"),
+    "inline-secret": ("pass", "pwd", "secret", "token", "key"),
     "high-entropy": ("secret", "pass", "token", "key", "credential", "auth"),
 }
-_LOWER = {"azure-storage-key", "azure-sas", "env-secret", "credential", "bearer-token", "auth-header", "high-entropy"}
+_LOWER = {"azure-storage-key", "azure-sas", "env-secret", "credential", "bearer-token", "auth-header", "high-entropy",
+          "inline-secret", "cli-password"}
 
 
 def _present(name: str, text: str, lower: str) -> bool:
@@ -194,6 +202,8 @@ class Redactor:
             val = m.group(grp)
             if check and (_NOT_SECRET.match(val) or _MARKER.search(val)):
                 return m.group(0)
+            if name == "inline-secret" and re.fullmatch(r"[a-z_]+|[A-Z_]+", val):
+                return m.group(0)  # api_key=api_key, token=TOKEN: code passing a variable along
             if entropy and not _high_entropy(val):
                 return m.group(0)
             self.counts[name] += 1

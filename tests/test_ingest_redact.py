@@ -56,6 +56,8 @@ def _secrets():
         ("db-password", r(16, B62 + "!%^*")), ("db-password", r(12)), ("env", r(32)), ("env", r(24, B62 + "_-")),
         ("yaml", r(20)), ("json", r(18, B62 + "!")), ("code", r(28)), ("bearer", r(40, B62 + "._-")),
         ("header", r(32)), ("entropy", r(40)), ("entropy", r(48, "0123456789abcdef")),
+        ("aws-csv", j("AK", "IA", r(16, UP + DIG))), ("compose", r(20)), ("github", j("gh", "u_", r(36))),
+        ("mysql", r(14)), ("gcp-json", r(40, "0123456789abcdef")),
     ]
 
 
@@ -97,13 +99,17 @@ def _contexts(kind, s):
         "bearer": f"Authorization: Bearer {s}",
         "header": f"curl -H 'X-Api-Key: {s}' https://api.example.com/v1/items",
         "entropy": f"the api key is {s}, keep it safe",
+        "aws-csv": f"User name,Access key ID,Secret access key\ndeploy,{s},{r(40)}",
+        "compose": f"services:\n  db:\n    environment:\n      - POSTGRES_PASSWORD={s}\n",
+        "mysql": f"mysql -u root -p'{s}' -h 127.0.0.1 # password={s}",
+        "gcp-json": f'{{"type": "service_account", "private_key_id": "{s}", "client_email": "a@b.iam.gserviceaccount.com"}}',
     }[kind]
 
 
 def test_planted_secrets_all_removed():
     red = Redactor()
     secrets = _secrets()
-    assert len(secrets) >= 50 or len(secrets) * 2 >= 50
+    assert len(secrets) >= 50
     corpus = [(k, s, _contexts(k, s)) for k, s in secrets]
     # second variant of every context: inside a JSON-encoded tool output, as transcripts store them
     corpus += [(k, s, json.dumps({"stdout": ctx})) for k, s, ctx in list(corpus)]
