@@ -144,9 +144,17 @@ _LOWER = {"azure-storage-key", "azure-sas", "env-secret", "credential", "bearer-
           "inline-secret", "cli-password"}
 
 
-def _present(name: str, text: str, lower: str) -> bool:
+def _present(name: str, text: str, lower: str, memo: dict) -> bool:
+    """Whether a needle of rule `name` occurs; `memo` caches needle scans shared by several rules."""
     hay = lower if name in _LOWER else text
-    return any(n in hay for n in _NEEDLES[name])
+    for n in _NEEDLES[name]:
+        key = (n, hay is lower)
+        hit = memo.get(key)
+        if hit is None:
+            hit = memo[key] = n in hay
+        if hit:
+            return True
+    return False
 
 
 @dataclass
@@ -163,16 +171,16 @@ class Redactor:
     def __call__(self, text: str) -> str:
         if not text:
             return text
-        lower = text.lower()
+        lower, memo = text.lower(), {}
         for name, rx, grp in self._formats:
-            if _present(name, text, lower):
+            if _present(name, text, lower, memo):
                 text = self._sub(rx, grp, name, text, check=name == "connection-password")
         for name, rx, grp in self._assign:
-            if _present(name, text, lower):
+            if _present(name, text, lower, memo):
                 text = self._sub(rx, grp, name, text, check=True)
-        if _present("credential", text, lower):
+        if _present("credential", text, lower, memo):
             text = self._credential(text)
-        if self.entropy and _present("high-entropy", text, lower):
+        if self.entropy and _present("high-entropy", text, lower, memo):
             text = self._sub(_CANDIDATE, 1, "high-entropy", text, check=True, entropy=True)
         return text
 
