@@ -106,3 +106,24 @@ def test_back_pressure_and_clean_shutdown(tmp_path):
     first, cursor = asyncio.run(run())
     assert [e.seq for e in first if e.session == first[0].session][:3] == [0, 1, 2]
     assert sum(sc.count for sc in cursor.sessions.values()) == 10  # the cursor covers what was consumed only
+
+
+def test_file_deleted_while_tailing_is_counted(tmp_path):
+    projects = tmp_path / "projects"
+    shutil.copytree(CLAUDE_PROJECTS, projects)
+    victim = projects / "-Users-yoav-projects-alignment-hive" / "agent-a6b700c.jsonl"
+
+    async def run():
+        async with TraceStream("live", projects=projects) as stream:
+            async def consume():
+                async for _ in stream:
+                    pass
+            task = asyncio.create_task(consume())
+            await asyncio.wait_for(stream.caught_up.wait(), 30)
+            victim.unlink()
+            await _wait(lambda: stream.metrics["file_deleted"] == 1, timeout=10)
+            task.cancel()
+            return stream.metrics
+
+    m = asyncio.run(run())
+    assert m["file_deleted"] == 1 and m["child_restarts"] == 0
