@@ -13,7 +13,7 @@ The Node bridge (ingest/bridge/ccsniff_bridge.mjs) prints one JSON record per li
 - `{"k":"partial", file, bytes}`: unterminated last line (a file being written; not parsed yet).
 - `{"k":"gone", file}`: file deleted while tailing. `{"k":"caught_up"}`: history fully read.
 
-`read_records` mirrors ccsniff 1.1.38's routing (src/index.js `_route`) with the bridge's two fixes, so
+`read_records` mirrors ccsniff 1.1.38's routing (src/index.js `_route`) with the bridge's fixes, so
 the same files give identical records by either route (tests/test_ingest_bridge.py checks this).
 """
 

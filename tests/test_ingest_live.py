@@ -127,3 +127,26 @@ def test_file_deleted_while_tailing_is_counted(tmp_path):
 
     m = asyncio.run(run())
     assert m["file_deleted"] == 1 and m["child_restarts"] == 0
+
+
+def test_character_split_across_appends_stays_intact(tmp_path):
+    proj = tmp_path / "projects" / "-tmp"
+    proj.mkdir(parents=True)
+    f = proj / "s.jsonl"
+    f.write_text("")
+    line = json.dumps({"type": "user", "uuid": "u1", "sessionId": "s", "message": {"content": "naïve 日本語 ✓"}},
+                      ensure_ascii=False).encode()
+    cut = line.index("日".encode()) + 1  # inside the 3-byte sequence
+
+    async def run():
+        async with TraceStream("live", projects=tmp_path / "projects") as stream:
+            await asyncio.wait_for(stream.caught_up.wait(), 30)
+            with open(f, "ab") as fh:
+                fh.write(line[:cut])
+                fh.flush()
+                await asyncio.sleep(0.3)  # the bridge reads the first half on its own
+                fh.write(line[cut:] + b"\n")
+            return await asyncio.wait_for(stream.__anext__(), 10)
+
+    ev = asyncio.run(run())
+    assert ev.text == "naïve 日本語 ✓"

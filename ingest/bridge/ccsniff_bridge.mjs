@@ -2,7 +2,7 @@
 // Streams Claude Code transcripts through ccsniff's library API as lossless NDJSON, one record per
 // content block (schema: ingest/records.py). ccsniff does discovery, fs.watch tailing, per-file offsets,
 // partial-line buffering and block routing; this subclass only adds the raw line's context (uuid,
-// timestamp, message id, agent id) and fixes two lossy spots of 1.1.38 (see _route and _conv).
+// timestamp, message id, agent id) and fixes three lossy spots of 1.1.38 (see _route, _conv, _readBytes).
 // It never calls vault(), so nothing is copied to ~/.claude/history-backup.
 //
 // usage: node ccsniff_bridge.mjs --mode replay|live [--dir DIR] [--files F ...]
@@ -117,7 +117,33 @@ class LosslessWatcher extends JsonlWatcher {
       }
       return;
     }
-    return super._read(fp);
+    this._readBytes(fp);
+  }
+
+  // Same tailing as ccsniff's _read (offset per file, whole delta per wake-up), but the unterminated tail
+  // is kept as bytes: ccsniff decodes each delta on its own, so a character whose UTF-8 bytes straddle two
+  // appends would turn into U+FFFD. Splitting on 0x0A is safe (it never occurs inside a UTF-8 sequence).
+  _readBytes(fp) {
+    let s = this._tails.get(fp);
+    if (!s) { s = { fd: null, offset: 0, partial: '', rest: Buffer.alloc(0) }; this._tails.set(fp, s); }
+    try {
+      if (s.fd === null) s.fd = fs.openSync(fp, 'r');
+      const size = fs.fstatSync(s.fd).size;
+      if (size <= s.offset) return;
+      const buf = Buffer.allocUnsafe(size - s.offset);
+      const n = fs.readSync(s.fd, buf, 0, buf.length, s.offset);
+      s.offset += n;
+      const data = s.rest.length ? Buffer.concat([s.rest, buf.subarray(0, n)]) : buf.subarray(0, n);
+      const last = data.lastIndexOf(0x0a);
+      s.rest = Buffer.from(data.subarray(last + 1));
+      s.partial = s.rest.toString('utf8');
+      if (last < 0) return;
+      const fallbackSid = path.basename(fp, '.jsonl');
+      for (const l of data.toString('utf8', 0, last).split('\n')) this._line(l, fallbackSid, fp);
+    } catch (e) {
+      if (e.code !== 'ENOENT') this.emit('error', e);
+      if (s.fd !== null) { try { fs.closeSync(s.fd); } catch (_) {} s.fd = null; }
+    }
   }
 
   idle() { return this._timers.size === 0; }
