@@ -193,7 +193,9 @@ class TraceStream:
         delay = self.backoff[0]
         loop = asyncio.get_running_loop()
         while True:
-            self.normalizer = Normalizer(self._redactor)  # the new child reads the history from the start
+            # The new child reads the history from the start: its counters replace the old ones.
+            self.normalizer = Normalizer(self._redactor)
+            self._redactor.counts.clear()
             started = loop.time()
             finished = await self._run_child()
             if finished:
