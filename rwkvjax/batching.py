@@ -14,7 +14,7 @@ from rwkvjax.windows import Window
 # Dynamic merges: unit embeddings and scores come from the hypernetwork, per-window slot tables.
 MERGED = UnitFns(
     embed=lambda p, tr, b: unit_embeddings(p, tr.hyper, b.inputs, b.extra["slots"]),
-    logits=lambda p, tr, b, h: unit_logits(p, tr.hyper, h, b.extra["slots"], b.extra["active"]),
+    logits=lambda p, tr, extra, h, act: unit_logits(p, tr.hyper, h, extra["slots"], act),
 )
 
 
