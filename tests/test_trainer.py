@@ -138,3 +138,20 @@ def test_inspect_and_merge_stats_cli(small_model_file, traces, tmp_path):
     assert all("text" in m and "age_base_tokens" in m for m in st["top_merges"])
     host = (ck / "4" / "host")
     assert all(oct(f.stat().st_mode & 0o777) == "0o600" for f in host.iterdir())
+
+
+def test_ctrl_c_saves_and_exits_cleanly(small_model_file, traces, tmp_path):
+    ck = tmp_path / "ck"
+    p = subprocess.Popen(_train_argv(small_model_file, traces, ck, 10_000, ["--save-every", "100000"]), env=_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = ck / "metrics.jsonl"
+    deadline = time.time() + 600
+    while time.time() < deadline and p.poll() is None and not (metrics.is_file() and metrics.stat().st_size):
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-3000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["stopped"] == "interrupted" and summary["step"] >= 1
+    _, host = _final(ck)
+    assert host["step"] == summary["step"]  # the step reached was committed on the way out
