@@ -64,7 +64,7 @@ def _traces(sub):
 
 def _train(sub):
     from rwkvjax.cli_args import add_dataclass_args
-    from rwkvjax.trainer import TrainConfig
+    from rwkvjax.run_config import TrainConfig
     p = sub.add_parser("train", help="state-tune a frozen model on Claude Code sessions (resumes from --ckpt-dir)")
     p.add_argument("--source", nargs="+", default=["live"],
                    help="live (history, then follow new lines), replay (history, then stop), or .jsonl files/folders")
@@ -109,7 +109,7 @@ def _merge_stats(sub):
 
 def _pretrain(sub):
     from rwkvjax.cli_args import add_dataclass_args
-    from rwkvjax.pretrain import PretrainConfig
+    from rwkvjax.run_config import PretrainConfig
     p = sub.add_parser("pretrain", help="train all weights of an RWKV-7 from scratch on text files (resumable)")
     p.add_argument("--corpus", nargs="+", required=True, help="text files or folders (never your trace data)")
     p.add_argument("--out", required=True, help="output folder: checkpoints, metrics.jsonl, model.safetensors")
@@ -118,6 +118,7 @@ def _pretrain(sub):
     def run(a):
         from rwkvjax.cli_args import dataclass_from_args
         from rwkvjax.pretrain import pretrain
+        from rwkvjax.run_config import PretrainConfig
         print(json.dumps(pretrain(dataclass_from_args(PretrainConfig, a, corpus=tuple(a.corpus)))))
     p.set_defaults(run=run)
 

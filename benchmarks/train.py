@@ -15,6 +15,10 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+# run from the repo root's packages, not from sibling scripts in benchmarks/ (e.g. benchmarks/ingestion.py)
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import jax
 import jax.numpy as jnp

@@ -6,7 +6,6 @@ attention output and FFN value non-zero weights, which the official init starts 
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 

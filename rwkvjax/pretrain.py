@@ -24,40 +24,10 @@ from rwkvjax.config import Config
 from rwkvjax.init import init_params
 from rwkvjax.model import forward
 from rwkvjax.params import to_official
+from rwkvjax.run_config import PretrainConfig
 from rwkvjax.state import zero_state
 
 TEXT_SUFFIXES = {".py", ".txt", ".md", ".rst", ".c", ".h", ".sh", ".toml", ".cfg", ".json", ".html", ".css", ".js"}
-
-
-@dataclasses.dataclass(frozen=True)
-class PretrainConfig:
-    out: str
-    corpus: tuple[str, ...] = ()
-    vocab: str = "byte"        # byte | world
-    n_layer: int = 4
-    n_embd: int = 256
-    ctx_len: int = 256
-    batch: int = 16
-    steps: int = 3000
-    lr: float = 2e-3
-    lr_final: float = 1e-4
-    warmup: int = 100
-    weight_decay: float = 0.1
-    heldout_every: int = 20     # every k-th file (by path hash) is held out
-    eval_every: int = 100
-    eval_batches: int = 8
-    save_every: int = 250
-    max_bytes: int = 200_000_000
-    seed: int = 0
-    wkv_impl: str = "auto"
-
-    def model_config(self) -> Config:
-        C = self.n_embd
-        V = 256 if self.vocab == "byte" else 65536
-        lora = lambda k: max(32, int(round(k * math.sqrt(C) / 32)) * 32)
-        return Config(vocab_size=V, n_embd=C, n_layer=self.n_layer, dim_ffn=4 * C, d_decay=lora(1.8),
-                      d_aaa=lora(1.8), d_mv=lora(1.3), d_gate=max(32, int(round(0.6 * C ** 0.8 / 32)) * 32),
-                      head_size=64)
 
 
 def corpus_files(paths) -> list[Path]:

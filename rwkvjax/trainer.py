@@ -31,59 +31,13 @@ from rwkvjax.config import Config
 from rwkvjax.hypernet import init_hypernet
 from rwkvjax.objective import PLAIN
 from rwkvjax.optim import OptimConfig, make_optimizer
+from rwkvjax.run_config import TrainConfig
 from rwkvjax.tokenizer import for_vocab
 from rwkvjax.train_step import data_mesh, make_eval_fn, make_train_step, replicate, shard_batch
 from rwkvjax.trainable import init_trainable
 from rwkvjax.windows import Window, WindowAssembler
 
 log = logging.getLogger(__name__)
-DEFAULT_MODEL = "RWKV/RWKV7-Goose-World3-1.5B-HF"
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    ckpt_dir: str
-    source: tuple[str, ...] = ("live",)
-    model: str = DEFAULT_MODEL
-    steps: int | None = 1000            # total for the checkpoint directory; None = forever
-    ctx_len: int = 512
-    live_per_step: int = 1
-    replay_per_step: int = 3
-    merges: bool = True
-    train_shift: bool = False
-    lr: float = 1.0
-    lr_final: float = 0.01
-    hyper_lr: float = 1e-3
-    decay_steps: int = 1000
-    clip_norm: float = 1.0
-    replay_capacity: int = 1000
-    replay_priority: str = "surprise"   # or "reducible"
-    replay_admission: str = "priority"  # or "fifo"
-    replay_alpha: float = 0.6
-    replay_beta: float = 0.4
-    merge_window: int = 512
-    merge_threshold: int = 3
-    merge_slots: int = 256
-    include_thinking: bool = True
-    include_subagents: bool = True
-    max_tool_output: int = 16384
-    save_every: int = 50
-    keep: int = 3
-    log_every: int = 1
-    dtype: str = "fp32"
-    wkv_impl: str = "auto"
-    seed: int = 0
-    tensorboard: bool = False
-    # Settings that must not change when resuming (the rest may, e.g. steps or logging).
-    FIXED = ("ctx_len", "live_per_step", "replay_per_step", "merges", "train_shift", "merge_window",
-             "merge_threshold", "merge_slots", "replay_capacity", "replay_priority", "replay_admission")
-
-    @property
-    def batch_size(self) -> int:
-        return self.live_per_step + self.replay_per_step
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 class _Ingestion(threading.Thread):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 from collections import defaultdict
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import CLAUDE_PROJECTS, REPO
+from conftest import CLAUDE_PROJECTS
 from ingest.normalize import Normalizer
 from ingest.records import _JS_WS, line_records, read_records
 from ingest.stream import BRIDGE, collect

@@ -157,7 +157,7 @@ def test_false_positive_rate_on_ordinary_code():
     texts = _ordinary_corpus()
     flagged = [t for t in texts if red(t) != t]
     rate = len(flagged) / len(texts)
-    # Measured value is reported in benchmarks/RESULTS.md (benchmarks/ingest.py --fp); 0 expected here.
+    # Measured value is reported in benchmarks/RESULTS.md (benchmarks/ingestion.py --fp); 0 expected here.
     assert rate == 0.0, [f[:120] for f in flagged[:5]]
 
 

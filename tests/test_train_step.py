@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 
 import rwkvjax
 from rwkvjax.generate import generate_ids
