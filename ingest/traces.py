@@ -34,6 +34,12 @@ class _Stats:
         self.chars_by_role: Counter = Counter()
         self.tokens_by_role: Counter = Counter()
         self.tok = tokenizer
+        self.dyntok = None
+        if tokenizer is not None:  # what the trainer's default dynamic merges would do to this text
+            from ingest.dyntok import DynamicTokenizer, DynTokSettings, digit_protected
+            V = tokenizer.vocab_size
+            self.dyntok = DynamicTokenizer(DynTokSettings(v_base=V, protected=digit_protected(tokenizer.decode_bytes, V)),
+                                           tokenizer.decode_bytes)
 
     def add(self, ev: Event, opts: RenderOptions, first: bool):
         self.by_kind[ev.kind] += 1
@@ -50,6 +56,8 @@ class _Stats:
             self.chars_by_role[s.role] += s.end - s.start
             if self.tok is not None:
                 self.tokens_by_role[s.role] += len(self.tok.encode(r.text[s.start:s.end]))
+        if self.dyntok is not None:
+            self.dyntok.encode(self.tok.encode(r.text if first else SEP + r.text))
 
     def report(self, metrics: Counter) -> dict:
         out = {"events": dict(self.by_kind), "sessions": {k: dict(v) for k, v in self.by_session.items()},
@@ -57,6 +65,11 @@ class _Stats:
                "ingest": dict(sorted(metrics.items()))}
         if self.tok is not None:
             out["tokens_by_role"] = dict(self.tokens_by_role)
+            st = self.dyntok.stats(top=10)
+            out["merges"] = {"base_tokens": st["base_tokens"], "recurrent_steps": st["recurrent_steps"],
+                             "steps_per_base_token": st["steps_per_base_token"],
+                             "fewer_steps": 1 - st["steps_per_base_token"], "promotions": st["promotions"],
+                             "evictions": st["evictions"], "top_merges": st["top_merges"]}
         return out
 
 

@@ -45,6 +45,11 @@ def test_stats_with_byte_model_counts_tokens_per_role():
     # byte-level model: tokens per role == UTF-8 bytes per role
     assert sum(st["tokens_by_role"].values()) == len(text.encode())
     assert st["tokens_by_role"]["tool_output"] > st["tokens_by_role"]["user"] > 0
+    # dynamic merges over the same token stream: fewer recurrent steps, counted consistently
+    m = st["merges"]
+    assert m["base_tokens"] == len(text.encode())
+    assert 0 < m["recurrent_steps"] < m["base_tokens"] and m["promotions"] > 0
+    assert m["steps_per_base_token"] == pytest.approx(m["recurrent_steps"] / m["base_tokens"])
 
 
 def test_source_errors():
