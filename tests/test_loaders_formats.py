@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import chex
-import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import pytest
