@@ -123,7 +123,45 @@ def _pretrain(sub):
     p.set_defaults(run=run)
 
 
-COMMANDS = [_convert, _generate, _traces, _train, _inspect, _merge_stats, _pretrain]
+def _score(sub):
+    p = sub.add_parser("score", help="bits per byte of text files under a model (optionally with a tuned state)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--checkpoint", default=None, help="a --ckpt-dir of `train`: use its tuned S0")
+    p.add_argument("files", nargs="+")
+
+    def run(a):
+        from rwkvjax.cli_commands import score_command
+        score_command(a)
+    p.set_defaults(run=run)
+
+
+def _eval(sub):
+    p = sub.add_parser("eval", help="prequential evaluation of state-tuning arms on a folder of sessions")
+    p.add_argument("--traces", required=True, help="folder of Claude Code transcripts")
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True, help="report folder (REPORT.md, prequential.png, summary.json)")
+    p.add_argument("--k", type=int, default=3, help="every k-th session by start time is held out")
+    p.add_argument("--ctx-len", type=int, default=512)
+    p.add_argument("--live-per-step", type=int, default=2)
+    p.add_argument("--replay-per-step", type=int, default=2)
+    p.add_argument("--max-windows-per-session", type=int, default=32)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--lr-final", type=float, default=0.01)
+    p.add_argument("--hyper-lr", type=float, default=1e-3)
+    p.add_argument("--arms", nargs="+", default=["frozen", "carry", "tuned", "tuned_replay",
+                                                 "tuned_replay_reducible", "merges"])
+    p.add_argument("--canaries", nargs="*", default=None, help="canary text files (default: stdlib textwrap.py "
+                                                               "and the Python licence)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bootstrap", type=int, default=10_000)
+
+    def run(a):
+        from rwkvjax.cli_commands import eval_command
+        eval_command(a)
+    p.set_defaults(run=run)
+
+
+COMMANDS = [_convert, _generate, _traces, _train, _inspect, _merge_stats, _pretrain, _score, _eval]
 
 
 def main(argv=None) -> int:

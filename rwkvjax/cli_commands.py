@@ -45,3 +45,63 @@ def inspect_command(a) -> None:
     if a.plot:
         rep["plot"] = plot(a.checkpoint, a.plot)
     print(json.dumps(rep, indent=1, ensure_ascii=False) if a.json else format_inspect(rep))
+
+
+def score_command(a) -> None:
+    import numpy as np
+
+    from rwkvjax.checkpoint import TrainCheckpointer
+    from rwkvjax.loaders import load
+    from rwkvjax.scoring import score_stream
+    from rwkvjax.state import zero_state
+    from rwkvjax.tokenizer import for_vocab
+    cfg, params = load(a.model)
+    tok = for_vocab(cfg.vocab_size)
+    state = zero_state(cfg, 1)
+    if a.checkpoint:
+        ck = TrainCheckpointer(a.checkpoint, async_save=False)
+        tr = ck.restore_trainable_arrays()
+        ck.close()
+        wkv = np.asarray(tr["wkv"])
+        if wkv.shape != state.wkv.shape[:1] + state.wkv.shape[2:]:
+            raise ValueError(f"{a.checkpoint}: tuned state has shape {wkv.shape}, this model needs "
+                             f"{state.wkv.shape[:1] + state.wkv.shape[2:]}")
+        state = state._replace(wkv=jnp.asarray(wkv)[:, None])
+        for k in ("att_shift", "ffn_shift"):
+            if tr.get(k) is not None:
+                state = state._replace(**{k: jnp.asarray(tr[k])[:, None]})
+    total_bits = total_bytes = 0.0
+    for f in a.files:
+        text = open(f, encoding="utf-8").read()
+        ids = tok.encode(text)
+        if not ids:
+            print(f"{f}\tempty")
+            continue
+        nll, _ = score_stream(params, cfg, np.asarray(ids), state)
+        bits, nbytes = float(nll.sum() / np.log(2)), len(text.encode())
+        total_bits += bits
+        total_bytes += nbytes
+        print(f"{f}\t{nbytes} bytes\t{bits / nbytes:.4f} bits/byte")
+    if total_bytes:
+        print(f"total\t{int(total_bytes)} bytes\t{total_bits / total_bytes:.4f} bits/byte")
+
+
+def eval_command(a) -> None:
+    import shlex
+
+    from rwkvjax.cli_args import dataclass_from_args
+    from rwkvjax.eval_report import write_eval_report
+    from rwkvjax.evaluate import EvalConfig, run_eval
+    from rwkvjax.loaders import load
+    cfg = dataclass_from_args(EvalConfig, a, arms=tuple(a.arms), canaries=tuple(a.canaries or default_canaries()))
+    res = run_eval(cfg, load(a.model), log=lambda m: print(m, file=sys.stderr, flush=True))
+    cmd = "python cli.py " + " ".join(shlex.quote(x) for x in sys.argv[1:])
+    print(write_eval_report(res, cfg.out, cmd))
+
+
+def default_canaries() -> list[str]:
+    """General code and prose that is on every machine of this kind and absent from coding-agent traces."""
+    import sysconfig
+    from pathlib import Path
+    std = Path(sysconfig.get_paths()["stdlib"])
+    return [str(p) for p in (std / "textwrap.py", std / "LICENSE.txt") if p.is_file()]

@@ -35,16 +35,15 @@ def replicate(tree, mesh: Mesh):
 
 
 def make_train_step(config: Config, tx: optax.GradientTransformation, *, units: UnitFns = PLAIN,
-                    wkv_impl="auto", max_traces: int = 1):
+                    wkv_impl="auto", max_traces: int | None = 1):
     """Returns step(trainable, opt_state, params, batch) -> (trainable, opt_state, metrics).
 
     Gradients are taken w.r.t. `trainable` only; `params` (frozen) is an argument, not a constant,
-    so large models are not baked into the executable. The trace guard fails on a recompile.
+    so large models are not baked into the executable. The trace guard fails on a recompile; chex keys it
+    by definition site, so callers that build several steps at one site (one per evaluation arm) pass None.
     """
     loss_fn = functools.partial(loss_and_metrics, config=config, units=units, wkv_impl=wkv_impl)
 
-    @functools.partial(jax.jit, donate_argnums=(0, 1))
-    @chex.assert_max_traces(n=max_traces)
     def step(trainable: Trainable, opt_state, params, batch: Batch):
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, params, batch)
         updates, opt_state = tx.update(grads, opt_state, trainable)
@@ -53,7 +52,9 @@ def make_train_step(config: Config, tx: optax.GradientTransformation, *, units: 
                        nonfinite_total=opt_state.total_notfinite)
         return trainable, opt_state, metrics
 
-    return step
+    if max_traces is not None:
+        step = chex.assert_max_traces(step, n=max_traces)
+    return jax.jit(step, donate_argnums=(0, 1))
 
 
 def make_eval_fn(config: Config, *, units: UnitFns = PLAIN, wkv_impl="auto"):

@@ -134,7 +134,9 @@ class Trainer:
         self.ready: list[Window] = []           # windows cut but not trained yet
         self.cursor = Cursor()
         self.step, self.tokens_seen, self.bytes_seen = 0, 0, 0
-        self.trainable, self.opt_state = self.trainable0, self.tx.init(self.trainable0)
+        # copies: the step donates its inputs, and trainable0 must survive (reducible-surprise baseline)
+        self.trainable = jax.tree.map(jnp.copy, self.trainable0)
+        self.opt_state = self.tx.init(self.trainable)
         if step is None:
             self._place()
             return

@@ -155,3 +155,16 @@ def test_ctrl_c_saves_and_exits_cleanly(small_model_file, traces, tmp_path):
     assert summary["stopped"] == "interrupted" and summary["step"] >= 1
     _, host = _final(ck)
     assert host["step"] == summary["step"]  # the step reached was committed on the way out
+
+
+def test_reducible_surprise_replay_runs_in_the_loop(small_model_file, traces, tmp_path):
+    cfg = TrainConfig(ckpt_dir=str(tmp_path / "ck"), source=(str(traces),), steps=4, ctx_len=16,
+                      replay_priority="reducible", replay_per_step=2, model=str(small_model_file), merge_slots=16)
+    out = Trainer(cfg, model=rwkvjax.load(small_model_file)).run(progress=False)
+    assert out["step"] == 4
+    _, host = _final(tmp_path / "ck")
+    rep = host["replay"]
+    assert len(rep["priority"]) == 4 and rep["settings"]["priority"] == "reducible"
+    # priority = NLL under the current state minus NLL under the untuned model: small, both signs possible
+    assert all(abs(p) < 5 for p in rep["priority"])
+    assert all(r["nll_frozen"] is not None for r in host["replay_windows"])

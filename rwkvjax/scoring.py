@@ -1,0 +1,68 @@
+"""Teacher-forced scoring of long token streams with the recurrent state carried across calls.
+
+A stream is cut into calls whose lengths come from a fixed set of powers of two (greedy), so there is
+no padding (the carried state stays exact) and at most log2(max_len)+1 shapes are ever compiled.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rwkvjax.config import Config
+from rwkvjax.hypernet import unit_embeddings, unit_logits
+from rwkvjax.model import embed, forward_hidden, head_logits
+from rwkvjax.state import State
+
+
+def piece_lengths(n: int, max_len: int) -> list[int]:
+    """Greedy split of n into powers of two <= max_len (max_len a power of two)."""
+    out = []
+    while n:
+        p = max_len
+        while p > n:
+            p //= 2
+        out.append(p)
+        n -= p
+    return out
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _nll_plain(params, state: State, inputs_1T, targets_1T, *, config: Config):
+    hidden, state = forward_hidden(params, embed(params, inputs_1T), state, config=config)
+    return optax.softmax_cross_entropy_with_integer_labels(head_logits(params, hidden), targets_1T)[0], state
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _nll_units(params, hyper, state: State, inputs_1T, targets_1T, slots_S2, active_TS, *, config: Config):
+    x = unit_embeddings(params, hyper, inputs_1T, slots_S2)
+    hidden, state = forward_hidden(params, x, state, config=config)
+    logits = unit_logits(params, hyper, hidden, slots_S2, active_TS[None])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, targets_1T)[0], state
+
+
+def score_stream(params, config: Config, units: np.ndarray, state: State, *, prev_unit: int = 0,
+                 max_len: int = 512, hyper=None, slots=None, avail_from=None) -> tuple[np.ndarray, State]:
+    """NLL in nats of every unit given the ones before it (the first given `prev_unit`), and the final state.
+
+    With `hyper`, units may be virtual tokens read with the slot table `slots` [S,2]; `avail_from` [S] says
+    from which unit index each slot may be a target (dynamic-tokenizer `Encoded`).
+    """
+    units = np.asarray(units, np.int32)
+    inputs = np.concatenate([[prev_unit], units[:-1]]).astype(np.int32)
+    out, pos = [], 0
+    for n in piece_lengths(len(units), max_len):
+        x, y = jnp.asarray(inputs[None, pos:pos + n]), jnp.asarray(units[None, pos:pos + n])
+        if hyper is None:
+            nll, state = _nll_plain(params, state, x, y, config=config)
+        else:
+            active = np.asarray(avail_from)[None, :] <= np.arange(pos, pos + n)[:, None]
+            nll, state = _nll_units(params, hyper, state, x, y, jnp.asarray(slots), jnp.asarray(active),
+                                    config=config)
+        out.append(np.asarray(nll))
+        pos += n
+    return (np.concatenate(out) if out else np.zeros(0, np.float32)), state
