@@ -31,26 +31,36 @@ def piece_lengths(n: int, max_len: int) -> list[int]:
     return out
 
 
+# Forward-only scoring uses the per-token scan: on CPU it is the fastest forward (the chunked form wins
+# only once a backward pass is needed; see benchmarks/RESULTS.md, WKV kernels).
+_SCORE_WKV = "scan"
+
+
 @functools.partial(jax.jit, static_argnames=("config",))
 def _nll_plain(params, state: State, inputs_1T, targets_1T, *, config: Config):
-    hidden, state = forward_hidden(params, embed(params, inputs_1T), state, config=config)
-    return optax.softmax_cross_entropy_with_integer_labels(head_logits(params, hidden), targets_1T)[0], state
+    B = state.wkv.shape[1]
+    inputs = jnp.broadcast_to(inputs_1T, (B,) + inputs_1T.shape[1:])
+    hidden, state = forward_hidden(params, embed(params, inputs), state, config=config, wkv_impl=_SCORE_WKV)
+    targets = jnp.broadcast_to(targets_1T, inputs.shape)
+    return optax.softmax_cross_entropy_with_integer_labels(head_logits(params, hidden), targets), state
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def _nll_units(params, hyper, state: State, inputs_1T, targets_1T, slots_S2, active_TS, *, config: Config):
     x = unit_embeddings(params, hyper, inputs_1T, slots_S2)
-    hidden, state = forward_hidden(params, x, state, config=config)
+    hidden, state = forward_hidden(params, x, state, config=config, wkv_impl=_SCORE_WKV)
     logits = unit_logits(params, hyper, hidden, slots_S2, active_TS[None])
-    return optax.softmax_cross_entropy_with_integer_labels(logits, targets_1T)[0], state
+    return optax.softmax_cross_entropy_with_integer_labels(logits, targets_1T), state
 
 
 def score_stream(params, config: Config, units: np.ndarray, state: State, *, prev_unit: int = 0,
                  max_len: int = 512, hyper=None, slots=None, avail_from=None) -> tuple[np.ndarray, State]:
     """NLL in nats of every unit given the ones before it (the first given `prev_unit`), and the final state.
 
-    With `hyper`, units may be virtual tokens read with the slot table `slots` [S,2]; `avail_from` [S] says
-    from which unit index each slot may be a target (dynamic-tokenizer `Encoded`).
+    The same units are scored from every start state in the batch of `state` (e.g. several tuned S0s
+    at once): the result is [B, n], or [n] when B = 1. With `hyper`, units may be virtual tokens read
+    with the slot table `slots` [S,2]; `avail_from` [S] says from which unit index each slot may be a
+    target (dynamic-tokenizer `Encoded`).
     """
     units = np.asarray(units, np.int32)
     inputs = np.concatenate([[prev_unit], units[:-1]]).astype(np.int32)
@@ -65,4 +75,6 @@ def score_stream(params, config: Config, units: np.ndarray, state: State, *, pre
                                     config=config)
         out.append(np.asarray(nll))
         pos += n
-    return (np.concatenate(out) if out else np.zeros(0, np.float32)), state
+    B = state.wkv.shape[1]
+    nll = np.concatenate(out, axis=1) if out else np.zeros((B, 0), np.float32)
+    return (nll[0] if B == 1 else nll), state
