@@ -29,6 +29,8 @@ def _generate(sub):
     p.add_argument("--top-p", type=float, default=0.85)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--checkpoint", default=None,
+                   help="a --ckpt-dir of `train`: start from its tuned state (S0) instead of zeros")
 
     def run(a):
         from rwkvjax.cli_commands import generate_command

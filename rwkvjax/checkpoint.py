@@ -78,3 +78,27 @@ class TrainCheckpointer:
     def close(self) -> None:
         self.wait()
         self._mngr.close()
+
+
+def load_tuned_state(ckpt_dir: str | os.PathLike, config, batch_size: int = 1):
+    """The start state a training run learned (S0 and, if trained, the shift states), ready for forward."""
+    import jax.numpy as jnp
+
+    from rwkvjax.state import zero_state
+    ck = TrainCheckpointer(ckpt_dir, async_save=False)
+    try:
+        tr = ck.restore_trainable_arrays()
+    finally:
+        ck.close()
+    state = zero_state(config, batch_size)
+    want = state.wkv.shape[:1] + state.wkv.shape[2:]
+    wkv = np.asarray(tr["wkv"])
+    if wkv.shape != want:
+        raise CheckpointMismatch(f"{ckpt_dir}: tuned state has shape {wkv.shape}, this model needs {want}; "
+                                 "use the --model the checkpoint was trained on")
+    bcast = lambda a, like: jnp.broadcast_to(jnp.asarray(a, jnp.float32)[:, None], like.shape)
+    state = state._replace(wkv=bcast(wkv, state.wkv))
+    for k in ("att_shift", "ffn_shift"):
+        if tr.get(k) is not None:
+            state = state._replace(**{k: bcast(tr[k], getattr(state, k))})
+    return state

@@ -13,8 +13,12 @@ def generate_command(a) -> None:
     from rwkvjax.tokenizer import for_vocab
     cfg, params = load(a.model, dtype=jnp.bfloat16 if a.dtype == "bf16" else jnp.float32)
     tok = for_vocab(cfg.vocab_size)
+    state = None
+    if a.checkpoint:
+        from rwkvjax.checkpoint import load_tuned_state
+        state = load_tuned_state(a.checkpoint, cfg)
     ids = generate_ids(params, cfg, tok.encode(a.prompt), max_tokens=a.max_tokens, temperature=a.temperature,
-                       top_p=a.top_p, seed=a.seed, state=getattr(a, "state", None))
+                       top_p=a.top_p, seed=a.seed, state=state)
     for piece in stream_text(ids, tok.decode_bytes):
         sys.stdout.write(piece)
         sys.stdout.flush()
@@ -50,26 +54,14 @@ def inspect_command(a) -> None:
 def score_command(a) -> None:
     import numpy as np
 
-    from rwkvjax.checkpoint import TrainCheckpointer
+    from rwkvjax.checkpoint import load_tuned_state
     from rwkvjax.loaders import load
     from rwkvjax.scoring import score_stream
     from rwkvjax.state import zero_state
     from rwkvjax.tokenizer import for_vocab
     cfg, params = load(a.model)
     tok = for_vocab(cfg.vocab_size)
-    state = zero_state(cfg, 1)
-    if a.checkpoint:
-        ck = TrainCheckpointer(a.checkpoint, async_save=False)
-        tr = ck.restore_trainable_arrays()
-        ck.close()
-        wkv = np.asarray(tr["wkv"])
-        if wkv.shape != state.wkv.shape[:1] + state.wkv.shape[2:]:
-            raise ValueError(f"{a.checkpoint}: tuned state has shape {wkv.shape}, this model needs "
-                             f"{state.wkv.shape[:1] + state.wkv.shape[2:]}")
-        state = state._replace(wkv=jnp.asarray(wkv)[:, None])
-        for k in ("att_shift", "ffn_shift"):
-            if tr.get(k) is not None:
-                state = state._replace(**{k: jnp.asarray(tr[k])[:, None]})
+    state = load_tuned_state(a.checkpoint, cfg) if a.checkpoint else zero_state(cfg, 1)
     total_bits = total_bytes = 0.0
     for f in a.files:
         text = open(f, encoding="utf-8").read()

@@ -139,6 +139,24 @@ def test_inspect_and_merge_stats_cli(small_model_file, traces, tmp_path):
     host = (ck / "4" / "host")
     assert all(oct(f.stat().st_mode & 0o777) == "0o600" for f in host.iterdir())
 
+    # score and generate apply exactly the state training saved
+    text = tmp_path / "t.txt"
+    text.write_text("def main():\n    return 0\n" * 4)
+    score = lambda *extra: subprocess.run([*cli, "score", "--model", str(small_model_file), *extra, str(text)],
+                                          env=_env(), capture_output=True, text=True, timeout=300)
+    base, tuned = score(), score("--checkpoint", str(ck))
+    assert base.returncode == tuned.returncode == 0, tuned.stderr[-2000:]
+    bpb = lambda r: float(r.stdout.strip().splitlines()[-1].split("\t")[-1].split()[0])
+    assert bpb(base) != bpb(tuned)
+    from rwkvjax.checkpoint import load_tuned_state
+    st = load_tuned_state(ck, SMALL)
+    arrays, _ = _final(ck)
+    np.testing.assert_array_equal(np.asarray(st.wkv[:, 0]), np.asarray(arrays["wkv"]))
+    g = subprocess.run([*cli, "generate", "--model", str(small_model_file), "--checkpoint", str(ck), "--prompt",
+                        "def ", "--max-tokens", "8", "--temperature", "0"], env=_env(), capture_output=True,
+                       text=True, timeout=300)
+    assert g.returncode == 0, g.stderr[-2000:]
+
 
 def test_ctrl_c_saves_and_exits_cleanly(small_model_file, traces, tmp_path):
     ck = tmp_path / "ck"
