@@ -19,7 +19,7 @@ class TrainConfig:
     ctx_len: int = 512
     live_per_step: int = 1
     replay_per_step: int = 3
-    merges: bool = True
+    merges: bool = False               # off by default: merges cost 0.34 bpb held-out (benchmarks/eval)
     train_shift: bool = False
     lr: float = 1.0
     lr_final: float = 0.01

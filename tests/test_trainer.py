@@ -42,7 +42,7 @@ def traces(tmp_path_factory) -> Path:
 def _train_argv(model, traces, ckpt, steps, extra=()):
     return [sys.executable, str(REPO / "cli.py"), "train", "--source", str(traces), "--model", str(model),
             "--ckpt-dir", str(ckpt), "--steps", str(steps), "--ctx-len", "32", "--replay-per-step", "2",
-            "--save-every", "2", "--lr", "0.1", "--merge-slots", "16", *extra]
+            "--save-every", "2", "--lr", "0.1", "--merges", "--merge-slots", "16", *extra]
 
 
 def _env():
