@@ -73,6 +73,9 @@ class Encoded:
     slots [S,2] int32: constituent base ids per slot at the end of the segment (-1 = empty).
     avail_from [S] int32: first index into `units` at which the slot (with this pair) may appear;
         0 for slots installed before the segment, NEVER for empty slots. Use it to mask the output side.
+    prior [S,2] int32: the table when the segment began. A slot changes at most once per segment
+        (installing pins it), so the table the encoder consulted for unit t is `pairs_at(t)`:
+        `prior[s]` while t < avail_from[s], `slots[s]` from then on.
     prev_unit: the previous segment's last unit (-1 at stream start), readable with `slots`.
     n_base: base tokens covered by `units`.
     """
@@ -83,14 +86,31 @@ class Encoded:
     prev_unit: int
     n_base: int
     v_base: int
+    prior: np.ndarray
+
+    def pairs_at(self) -> np.ndarray:
+        """[T,S,2]: the causal table in force when unit t was decided (-1 = no pair in that slot)."""
+        return table_at(self.prior, self.slots, self.avail_from, np.arange(len(self.units)))
 
     def decode(self) -> list[int]:
         return expand(self.units, self.slots, self.v_base)
 
     def target_mask(self) -> np.ndarray:
         """[T,S] bool: may slot s be the unit at index t (the target when units[t] is predicted)?"""
-        t = np.arange(len(self.units))[:, None]
-        return self.avail_from[None, :] <= t
+        return self.pairs_at()[..., 0] >= 0
+
+    def excluded_next(self) -> list[frozenset[int]]:
+        """Per unit index t: base ids that cannot start unit t (canonical-stream rule).
+
+        Unit t-1 = base a was emitted alone although the table then held (a, b): so the next base token
+        is not b, and no unit starting with b can follow inside the segment. Empty for t = 0.
+        """
+        pairs = self.pairs_at()
+        out = [frozenset()]
+        for t in range(1, len(self.units)):
+            a = int(self.units[t - 1])
+            out.append(frozenset(int(b) for x, b in pairs[t - 1] if a < self.v_base and x == a))
+        return out
 
     def training_pair(self, bos: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(inputs [T], targets [T], target_mask [T,S]): input t is the unit before target t.
@@ -101,6 +121,12 @@ class Encoded:
         first = self.prev_unit if self.prev_unit >= 0 else bos
         inputs = np.concatenate([[first], self.units]).astype(np.int32)[: len(self.units)]
         return inputs, self.units.astype(np.int32), self.target_mask()
+
+
+def table_at(prior: np.ndarray, slots: np.ndarray, avail_from: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Slot pairs in force at unit indices t: [..., S, 2] (numpy twin of the model's device-side rule)."""
+    before = np.asarray(t)[..., None, None] < avail_from[:, None]
+    return np.where(before, prior, slots)
 
 
 def expand(units: Iterable[int], slots: np.ndarray, v_base: int) -> list[int]:
@@ -147,6 +173,7 @@ class DynamicTokenizer:
         self._pinned = set()
         self._installed_at = {}
         self._n_units = 0
+        self._prior = np.asarray([p if p is not None else (-1, -1) for p in self._slot_pair], np.int32)
         if self._last_unit >= self.settings.v_base:
             self._pinned.add(self._last_unit - self.settings.v_base)
 
@@ -203,7 +230,8 @@ class DynamicTokenizer:
             if p is not None:
                 slots[s] = p
                 avail[s] = self._installed_at.get(s, 0)
-        enc = Encoded(np.asarray(units, np.int32), slots, avail, self._last_unit, n_base, self.settings.v_base)
+        enc = Encoded(np.asarray(units, np.int32), slots, avail, self._last_unit, n_base, self.settings.v_base,
+                      self._prior.reshape(S, 2))
         if units:
             self._last_unit = units[-1]
         self.base_tokens += n_base

@@ -7,14 +7,14 @@ from typing import Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from rwkvjax.hypernet import unit_embeddings, unit_logits
+from rwkvjax.hypernet import SlotTables, UnitPositions, unit_embeddings, unit_logits
 from rwkvjax.objective import Batch, UnitFns
 from rwkvjax.windows import Window
 
 # Dynamic merges: unit embeddings and scores come from the hypernetwork, per-window slot tables.
 MERGED = UnitFns(
-    embed=lambda p, tr, b: unit_embeddings(p, tr.hyper, b.inputs, b.extra["slots"]),
-    logits=lambda p, tr, extra, h, act: unit_logits(p, tr.hyper, h, extra["slots"], act),
+    embed=lambda p, tr, b: unit_embeddings(p, tr.hyper, b.inputs, b.extra["tables"]),
+    logits=lambda p, tr, extra, h, pos: unit_logits(p, tr.hyper, h, extra["tables"], pos),
 )
 
 
@@ -30,6 +30,7 @@ def make_batch(windows: Sequence[Window], weights: Sequence[float], *, batch_siz
     weight = np.zeros((B,), np.float32)
     nbytes = np.zeros((B,), np.float32)
     slots = np.full((B, n_slots, 2), -1, np.int32) if n_slots else None
+    prior = np.full((B, n_slots, 2), -1, np.int32) if n_slots else None
     avail = np.full((B, n_slots), np.iinfo(np.int32).max, np.int32) if n_slots else None
     for i, (w, wt) in enumerate(zip(windows, weights)):
         n = len(w.units)
@@ -43,10 +44,12 @@ def make_batch(windows: Sequence[Window], weights: Sequence[float], *, batch_siz
         if n_slots:
             if w.slots is None:
                 raise ValueError("merges are on but a window carries no slot table")
-            slots[i], avail[i] = w.slots, w.avail_from
+            slots[i], prior[i], avail[i] = w.slots, w.prior_slots, w.avail_from
     extra = None
     if n_slots:
-        active = avail[:, None, :] <= np.arange(T)[None, :, None]  # [B,T,S]: slot usable as target t
-        extra = {"slots": jnp.asarray(slots), "active": jnp.asarray(active)}
+        # each window is one dyntok segment: unit t's table is read at index t, and target 0 has no
+        # previous unit of its segment (its input is the separator)
+        extra = {"tables": SlotTables(jnp.asarray(slots), jnp.asarray(prior), jnp.asarray(avail)),
+                 "pos": UnitPositions.of(inputs, first_in_segment=True)}
     return Batch(jnp.asarray(inputs), jnp.asarray(targets), jnp.asarray(mask), jnp.asarray(weight),
                  jnp.asarray(nbytes), extra)

@@ -146,7 +146,7 @@ class Arm:
                 out.append(Window(s.sid, base, nbytes, len(base)))
             else:
                 enc = self.dyntok.encode(base)
-                out.append(Window(s.sid, enc.units, nbytes, len(base), enc.slots, enc.avail_from))
+                out.append(Window(s.sid, enc.units, nbytes, len(base), enc.slots, enc.avail_from, enc.prior))
         return out
 
     def score_merged(self, params, s: Session) -> tuple[np.ndarray, list[Window]]:
@@ -157,7 +157,7 @@ class Arm:
         pos = 0
         for w in wins:
             nll, state = score_stream(params, self.config, w.units, state, prev_unit=prev, max_len=self.cfg.ctx_len,
-                                      hyper=self.trainable.hyper, slots=w.slots, avail_from=w.avail_from)
+                                      hyper=self.trainable.hyper, tables=(w.slots, w.prior_slots, w.avail_from))
             widths = [2 if u >= self.config.vocab_size else 1 for u in w.units]
             starts = pos + np.concatenate([[0], np.cumsum(widths)[:-1]])
             bits[starts] = nll / LN2

@@ -37,15 +37,18 @@ class UnitFns:
     """How unit ids become embeddings and how hidden states are scored (plain vocab or dynamic merges)."""
 
     embed: Callable  # (params, trainable, batch) -> x_BTC
-    logits: Callable  # (params, trainable, extra, hidden_BtC, active_BtS | None) -> logits_BtV' for a time chunk
+    logits: Callable  # (params, trainable, extra, hidden_BtC, per_position_Bt | None) -> logits_BtV' for a time chunk
 
 
-PLAIN = UnitFns(embed=lambda p, tr, b: embed(p, b.inputs), logits=lambda p, tr, extra, h, act: head_logits(p, h))
+PLAIN = UnitFns(embed=lambda p, tr, b: embed(p, b.inputs), logits=lambda p, tr, extra, h, pos: head_logits(p, h))
 HEAD_CHUNK = 128  # positions scored at once: logits never exist for the whole window (65536-row heads)
 
 
-def _chunked_nll(logits_fn, hidden_BTC, targets_BT, active_BTS, chunk: int):
-    """Cross-entropy per position, computed chunk by chunk and recomputed in the backward pass."""
+def _chunked_nll(logits_fn, hidden_BTC, targets_BT, per_pos, chunk: int):
+    """Cross-entropy per position, computed chunk by chunk and recomputed in the backward pass.
+
+    `per_pos`: None or a pytree of [B,T,...] arrays the logits need per position (cut into the same chunks).
+    """
     B, T, C = hidden_BTC.shape
     n = -(-T // chunk)
     pad = n * chunk - T
@@ -54,11 +57,10 @@ def _chunked_nll(logits_fn, hidden_BTC, targets_BT, active_BTS, chunk: int):
 
     @jax.checkpoint
     def one(xs):
-        h, t, act = xs
-        return optax.softmax_cross_entropy_with_integer_labels(logits_fn(h, act), t)
+        h, t, pos = xs
+        return optax.softmax_cross_entropy_with_integer_labels(logits_fn(h, pos), t)
 
-    act = None if active_BTS is None else split(active_BTS)
-    nll = jax.lax.map(one, (split(hidden_BTC), split(targets_BT), act))  # [n,B,chunk]
+    nll = jax.lax.map(one, (split(hidden_BTC), split(targets_BT), jax.tree.map(split, per_pos)))  # [n,B,chunk]
     return jnp.moveaxis(nll, 0, 1).reshape(B, n * chunk)[:, :T]
 
 
@@ -69,9 +71,9 @@ def window_nll(trainable: Trainable, params, batch: Batch, *, config: Config, un
     x = units.embed(params, trainable, batch)
     hidden, _ = forward_hidden(params, x, initial_state(trainable, B), config=config, wkv_impl=wkv_impl, remat=remat)
     extra = batch.extra
-    active = None if extra is None else extra.get("active")
-    nll = _chunked_nll(lambda h, act: units.logits(params, trainable, extra, h, act), hidden, batch.targets,
-                       active, min(HEAD_CHUNK, batch.inputs.shape[1]))
+    per_pos = None if extra is None else extra.get("pos")
+    nll = _chunked_nll(lambda h, pos: units.logits(params, trainable, extra, h, pos), hidden, batch.targets,
+                       per_pos, min(HEAD_CHUNK, batch.inputs.shape[1]))
     # where(): a masked position may score an unavailable (-inf) slot; it must not poison the sum
     return jnp.where(batch.mask > 0, nll, 0.0)
 

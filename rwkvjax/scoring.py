@@ -14,7 +14,7 @@ import numpy as np
 import optax
 
 from rwkvjax.config import Config
-from rwkvjax.hypernet import unit_embeddings, unit_logits
+from rwkvjax.hypernet import SlotTables, UnitPositions, unit_embeddings, unit_logits
 from rwkvjax.model import embed, forward_hidden, head_logits
 from rwkvjax.state import State
 
@@ -46,33 +46,35 @@ def _nll_plain(params, state: State, inputs_1T, targets_1T, *, config: Config):
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _nll_units(params, hyper, state: State, inputs_1T, targets_1T, slots_S2, active_TS, *, config: Config):
-    x = unit_embeddings(params, hyper, inputs_1T, slots_S2)
+def _nll_units(params, hyper, state: State, inputs_1T, targets_1T, tables: SlotTables, pos: UnitPositions, *,
+               config: Config):
+    x = unit_embeddings(params, hyper, inputs_1T, tables)
     hidden, state = forward_hidden(params, x, state, config=config, wkv_impl=_SCORE_WKV)
-    logits = unit_logits(params, hyper, hidden, slots_S2, active_TS[None])
+    logits = unit_logits(params, hyper, hidden, tables, pos)
     return optax.softmax_cross_entropy_with_integer_labels(logits, targets_1T), state
 
 
 def score_stream(params, config: Config, units: np.ndarray, state: State, *, prev_unit: int = 0,
-                 max_len: int = 512, hyper=None, slots=None, avail_from=None) -> tuple[np.ndarray, State]:
+                 max_len: int = 512, hyper=None, tables=None) -> tuple[np.ndarray, State]:
     """NLL in nats of every unit given the ones before it (the first given `prev_unit`), and the final state.
 
     The same units are scored from every start state in the batch of `state` (e.g. several tuned S0s
-    at once): the result is [B, n], or [n] when B = 1. With `hyper`, units may be virtual tokens read
-    with the slot table `slots` [S,2]; `avail_from` [S] says from which unit index each slot may be a
-    target (dynamic-tokenizer `Encoded`).
+    at once): the result is [B, n], or [n] when B = 1. With `hyper`, `units` is one dynamic-tokenizer
+    segment and `tables` its (slots [S,2], prior [S,2], avail_from [S]) from `Encoded`; `prev_unit` then
+    belongs to the previous segment.
     """
     units = np.asarray(units, np.int32)
     inputs = np.concatenate([[prev_unit], units[:-1]]).astype(np.int32)
+    if hyper is not None:
+        tables = SlotTables.of(*tables)
     out, pos = [], 0
     for n in piece_lengths(len(units), max_len):
         x, y = jnp.asarray(inputs[None, pos:pos + n]), jnp.asarray(units[None, pos:pos + n])
         if hyper is None:
             nll, state = _nll_plain(params, state, x, y, config=config)
         else:
-            active = np.asarray(avail_from)[None, :] <= np.arange(pos, pos + n)[:, None]
-            nll, state = _nll_units(params, hyper, state, x, y, jnp.asarray(slots), jnp.asarray(active),
-                                    config=config)
+            upos = UnitPositions.of(x, first_in_segment=pos == 0, start=pos)
+            nll, state = _nll_units(params, hyper, state, x, y, tables, upos, config=config)
         out.append(np.asarray(nll))
         pos += n
     B = state.wkv.shape[1]

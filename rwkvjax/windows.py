@@ -25,19 +25,69 @@ class Window:
     nbytes: int                # UTF-8 bytes of the text the units cover
     n_base: int                # base tokens the units cover
     slots: np.ndarray | None = None       # [S,2] slot table that reads the units (merges on)
-    avail_from: np.ndarray | None = None  # [S] first unit index at which each slot may be a target
+    avail_from: np.ndarray | None = None  # [S] first unit index at which each slot holds its `slots` pair
+    prior_slots: np.ndarray | None = None  # [S,2] slot table when the window's segment began
+
+    def __post_init__(self):
+        parts = (self.slots is None, self.avail_from is None, self.prior_slots is None)
+        if len(set(parts)) != 1:
+            raise ValueError(f"window of session {self.session}: slots, avail_from and prior_slots come together "
+                             f"(got slots={'no' if parts[0] else 'yes'}, avail_from={'no' if parts[1] else 'yes'}, "
+                             f"prior_slots={'no' if parts[2] else 'yes'})")
 
     def to_dict(self) -> dict:
         d = {"session": self.session, "units": self.units.tolist(), "nbytes": self.nbytes, "n_base": self.n_base}
         if self.slots is not None:
-            d.update(slots=self.slots.tolist(), avail_from=self.avail_from.tolist())
+            d.update(slots=self.slots.tolist(), avail_from=self.avail_from.tolist(),
+                     prior_slots=self.prior_slots.tolist())
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Window":
         arr = lambda k: None if d.get(k) is None else np.asarray(d[k], np.int32)
         return cls(d["session"], np.asarray(d["units"], np.int32), int(d["nbytes"]), int(d["n_base"]),
-                   arr("slots"), arr("avail_from"))
+                   arr("slots"), arr("avail_from"), arr("prior_slots"))
+
+
+def base_per_window(ctx_len: int, dyntok) -> int:
+    """Base tokens to try for a window of ctx_len units (more when merges compress the stream)."""
+    if dyntok is None:
+        return ctx_len
+    ratio = dyntok.stats(top=0)["recent_steps_per_base_token"]
+    return max(ctx_len, int(ctx_len / max(ratio, 0.25)))
+
+
+def cut_window(sid: str, buf: list[int], ctx_len: int, tok, dyntok):
+    """Cut one window of at most ctx_len units from the front of `buf` (which loses those tokens).
+
+    Returns (window, dyntok): when the first try yields too many units, the tokenizer state is restored
+    from a copy and fewer base tokens are taken, so use the returned tokenizer from then on.
+    """
+    n = min(len(buf), base_per_window(ctx_len, dyntok))
+    while True:
+        if dyntok is None:
+            units, enc = np.asarray(buf[:n], np.int32), None
+            break
+        saved = copy.deepcopy(dyntok)
+        enc = dyntok.encode(buf[:n])
+        if len(enc.units) <= ctx_len:
+            units = enc.units
+            break
+        dyntok = saved  # too many units: undo and take fewer base tokens
+        n -= len(enc.units) - ctx_len
+    nbytes = len(tok.decode_bytes(buf[:n]))
+    del buf[:n]
+    tables = (None, None, None) if enc is None else (enc.slots, enc.avail_from, enc.prior)
+    return Window(sid, np.asarray(units, np.int32), nbytes, n, *tables), dyntok
+
+
+def stream_windows(sid: str, tokens, ctx_len: int, tok, dyntok=None) -> tuple[list[Window], object]:
+    """A whole token stream as consecutive windows (one dyntok segment each); returns (windows, dyntok)."""
+    buf, out = [int(t) for t in tokens], []
+    while buf:
+        w, dyntok = cut_window(sid, buf, ctx_len, tok, dyntok)
+        out.append(w)
+    return out, dyntok
 
 
 class WindowAssembler:
@@ -77,30 +127,13 @@ class WindowAssembler:
         return out
 
     def _base_per_window(self) -> int:
-        if self.dyntok is None:
-            return self.ctx_len
-        ratio = self.dyntok.stats(top=0)["recent_steps_per_base_token"]
-        return max(self.ctx_len, int(self.ctx_len / max(ratio, 0.25)))
+        return base_per_window(self.ctx_len, self.dyntok)
 
     def _cut(self, sid: str, buf: list[int]) -> Window:
-        n = min(len(buf), self._base_per_window())
-        while True:
-            if self.dyntok is None:
-                units, enc = np.asarray(buf[:n], np.int32), None
-                break
-            saved = copy.deepcopy(self.dyntok)
-            enc = self.dyntok.encode(buf[:n])
-            if len(enc.units) <= self.ctx_len:
-                units = enc.units
-                break
-            self.dyntok = saved  # too many units: undo and take fewer base tokens
-            n -= len(enc.units) - self.ctx_len
-        nbytes = len(self.tok.decode_bytes(buf[:n]))
-        del buf[:n]
+        w, self.dyntok = cut_window(sid, buf, self.ctx_len, self.tok, self.dyntok)
         if not buf:
             self.pending.pop(sid, None)
-        return Window(sid, np.asarray(units, np.int32), nbytes, n,
-                      None if enc is None else enc.slots, None if enc is None else enc.avail_from)
+        return w
 
     def state_dict(self) -> dict:
         return {"pending": self.pending, "started": sorted(self.started), "events_seen": self.events_seen}

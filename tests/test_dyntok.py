@@ -57,6 +57,39 @@ def test_output_side_masks_allow_every_target_and_prev_unit_is_readable(segs):
             prev_tables = e.slots
 
 
+class _TableRecorder(DynamicTokenizer):
+    """Replay decoder that records the table in force when each unit was decided."""
+
+    def _begin_segment(self):
+        super()._begin_segment()
+        self.decided: list[dict] = []
+
+    def _observe(self, tok):
+        if len(self.decided) < self._n_units:  # first observation after a unit: table still as decided
+            self.decided.append(dict(self._pair_slot))
+        super()._observe(tok)
+
+
+@settings(max_examples=150, deadline=None)
+@given(segments, setting_choices)
+def test_pairs_at_is_the_decision_time_table_and_exclusion_never_hits_the_next_unit(segs, cfg):
+    enc_tok, rec = DynamicTokenizer(cfg), _TableRecorder(cfg)
+    for seg in segs:
+        e = enc_tok.encode(seg)
+        rec.decode_segment(e.units)
+        pairs = e.pairs_at()
+        assert pairs.shape == (len(e.units), cfg.n_slots, 2)
+        for t, table in enumerate(rec.decided):
+            got = {tuple(map(int, p)): s for s, p in enumerate(pairs[t]) if p[0] >= 0}
+            assert got == table, f"unit {t}: pairs_at disagrees with the table the encoder consulted"
+        excl = e.excluded_next()
+        for t in range(len(e.units)):
+            u = int(e.units[t])
+            first = u if u < V else int(pairs[t, u - V, 0])
+            assert first not in excl[t], "the canonical next unit must never be excluded"
+        assert not excl[0] if len(e.units) else True
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.integers(0, V - 1), max_size=60), st.lists(st.integers(0, V - 1), min_size=1, max_size=20))
 def test_merges_at_t_depend_only_on_earlier_tokens(x, y):

@@ -1,0 +1,241 @@
+"""Offline hypernetwork training for dynamic merges, and its held-out measurement.
+
+The hypernetwork starts as an exact identity-like map (see `hypernet`), which leaves merges costing bits.
+Here it is trained on the merged stream of a folder of sessions with the model and S0 frozen, then the
+held-out sessions (every k-th by start time, never trained on) are scored three ways with the state
+carried through each session: plain base tokens, merges with the untrained hypernetwork, and merges with
+the trained one. Strict bits per byte are comparable across the three (see `hypernet`). The scoring time
+of each pass (dynamic tokenizer included for merges) gives the wall-clock gain.
+
+The result file (`save_hypernet`) is what `train --merges --hypernet FILE` and `eval --hypernet FILE` start from.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from ingest.dyntok import DynamicTokenizer, DynTokSettings, digit_protected
+from rwkvjax.batching import MERGED, make_batch
+from rwkvjax.checkpoint import params_hash
+from rwkvjax.config import Config
+from rwkvjax.evaluate import load_sessions
+from rwkvjax.hypernet import HyperParams, PairMLP, init_hypernet
+from rwkvjax.objective import PLAIN
+from rwkvjax.scoring import score_stream
+from rwkvjax.state import zero_state
+from rwkvjax.train_step import make_train_step
+from rwkvjax.trainable import group_labels, init_trainable
+from rwkvjax.windows import stream_windows
+
+LN2 = math.log(2.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class HyperTrainConfig:
+    traces: str
+    out: str                  # .safetensors file for the trained hypernetwork
+    k: int = 3                # every k-th session (by start time) is held out, as in `eval`
+    ctx_len: int = 512        # units per training window
+    batch: int = 8
+    steps: int = 600
+    lr: float = 3e-3
+    lr_final: float = 3e-4
+    warmup: int = 30
+    seed: int = 0
+    window: int = 512         # dynamic tokenizer settings (the issue's defaults)
+    threshold: int = 3
+    n_slots: int = 256
+    speed_steps: int = 8      # training steps timed per arm for the tokens/s comparison
+
+    def __post_init__(self):
+        for name in ("k", "ctx_len", "batch", "steps", "n_slots", "window", "threshold"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.k < 2:
+            raise ValueError(f"k must be >= 2 (every k-th session is held out), got {self.k}")
+
+
+# ----- file format -----
+
+def _flat(hyper: HyperParams) -> dict[str, np.ndarray]:
+    return {f"{side}.{f.name}": np.asarray(getattr(getattr(hyper, side), f.name), np.float32)
+            for side in ("inp", "out") for f in dataclasses.fields(PairMLP)}
+
+
+def save_hypernet(path: str | Path, hyper: HyperParams, config: Config, meta: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    md = {"format": "rwkvjax-hypernet-1", "n_embd": str(config.n_embd), "vocab_size": str(config.vocab_size),
+          "meta": json.dumps(meta)}
+    save_file(_flat(hyper), str(path), metadata=md)
+
+
+def load_hypernet(path: str | Path, config: Config) -> HyperParams:
+    """Read a `save_hypernet` file and check it fits `config`; errors name the file and the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"hypernetwork file {path} does not exist (write one with `python cli.py hypernet`)")
+    try:
+        t = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
+    want = _flat(init_hypernet(config, jax.random.key(0)))
+    for name, ref in want.items():
+        if name not in t:
+            raise ValueError(f"{path}: tensor {name!r} is missing; it is not a hypernetwork file of this version")
+        if t[name].shape != ref.shape:
+            raise ValueError(f"{path}: tensor {name!r} has shape {t[name].shape}, this model (n_embd={config.n_embd}) "
+                             f"needs {ref.shape}; train a hypernetwork for this model")
+        if not np.isfinite(t[name]).all():
+            raise ValueError(f"{path}: tensor {name!r} holds non-finite values")
+    mlp = lambda side: PairMLP(**{f.name: jnp.asarray(t[f"{side}.{f.name}"]) for f in dataclasses.fields(PairMLP)})
+    return HyperParams(inp=mlp("inp"), out=mlp("out"))
+
+
+# ----- training and measurement -----
+
+def _optimizer(tr, cfg: HyperTrainConfig):
+    sched = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, cfg.warmup, max(cfg.steps, cfg.warmup + 1),
+                                               end_value=cfg.lr_final)
+    tx = optax.partition({"state": optax.set_to_zero(),  # S0 stays the frozen model's zeros
+                          "hyper": optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched))},
+                         group_labels(tr))
+    return optax.apply_if_finite(tx, 100)
+
+
+def _score_session(params, config, tok, s, ctx_len, hyper=None, dyntok=None) -> tuple[float, float]:
+    """(bits, seconds) of one session, state carried; with merges the session is encoded here (timed)."""
+    t0 = time.perf_counter()
+    state = zero_state(config, 1)
+    if hyper is None:
+        nll, _ = score_stream(params, config, s.tokens, state, max_len=ctx_len)
+        bits = float(np.asarray(nll, np.float64).sum() / LN2)
+    else:
+        wins, _ = stream_windows(s.sid, s.tokens, ctx_len, tok, dyntok)
+        bits, prev = 0.0, 0
+        for w in wins:
+            nll, state = score_stream(params, config, w.units, state, prev_unit=prev, max_len=ctx_len, hyper=hyper,
+                                      tables=(w.slots, w.prior_slots, w.avail_from))
+            bits += float(np.asarray(nll, np.float64).sum() / LN2)
+            prev = int(w.units[-1])
+    return bits, time.perf_counter() - t0
+
+
+def _measure(params, config, tok, sessions, ctx_len, arms: dict, dyntok) -> dict:
+    """Strict bpb and scoring speed of every arm on the held-out sessions (each pass run twice: 2nd timed)."""
+    nbytes = sum(int(s.nbytes.sum()) for s in sessions)
+    ntok = sum(len(s.tokens) for s in sessions)
+    out = {}
+    for name, hyper in arms.items():
+        for rep in range(2):  # the first pass compiles every piece length
+            bits = secs = 0.0
+            tk = None if hyper is None else copy.deepcopy(dyntok)
+            for s in sessions:
+                b, t = _score_session(params, config, tok, s, ctx_len, hyper, tk)
+                bits, secs = bits + b, secs + t
+        out[name] = {"bpb": bits / nbytes, "score_base_tokens_per_s": ntok / secs}
+    out["bytes"], out["base_tokens"] = nbytes, ntok
+    return out
+
+
+def _time_steps(step, tr, opt, params, batches, n) -> float:
+    """Seconds per step over n steps after one warm-up step (compilation)."""
+    tr, opt, m = step(tr, opt, params, batches[0])
+    jax.block_until_ready(m)
+    t0 = time.perf_counter()
+    for i in range(n):
+        tr, opt, m = step(tr, opt, params, batches[(i + 1) % len(batches)])
+    jax.block_until_ready(m)
+    return (time.perf_counter() - t0) / n
+
+
+def run_hyper_train(cfg: HyperTrainConfig, model, *, log=print) -> dict:
+    from rwkvjax.tokenizer import for_vocab
+    config, params = model
+    tok = for_vocab(config.vocab_size)
+    sessions = load_sessions(cfg.traces, tok)
+    if len(sessions) < cfg.k:
+        raise ValueError(f"{cfg.traces}: {len(sessions)} session(s); holding out every {cfg.k}-th needs at least "
+                         f"{cfg.k}")
+    heldout = [s for i, s in enumerate(sessions) if (i + 1) % cfg.k == 0]
+    train = [s for i, s in enumerate(sessions) if (i + 1) % cfg.k != 0]
+    V = config.vocab_size
+    dyntok = DynamicTokenizer(DynTokSettings(v_base=V, window=cfg.window, threshold=cfg.threshold,
+                                             n_slots=cfg.n_slots, protected=digit_protected(tok.decode_bytes, V)),
+                              tok.decode_bytes)
+    windows = []
+    for s in train:
+        w, dyntok = stream_windows(s.sid, s.tokens, cfg.ctx_len, tok, dyntok)
+        windows += w
+    tstats = dyntok.stats(top=10)
+    log(f"hypernet: {len(train)} training sessions -> {len(windows)} windows, "
+        f"{tstats['steps_per_base_token']:.3f} recurrent steps per base token; {len(heldout)} held out")
+
+    hyper0 = init_hypernet(config, jax.random.key(cfg.seed))
+    tr = init_trainable(config, hyper=jax.tree.map(jnp.copy, hyper0))
+    tx = _optimizer(tr, cfg)
+    opt = tx.init(tr)
+    step = make_train_step(config, tx, units=MERGED, max_traces=None)
+    rng = np.random.default_rng(cfg.seed)
+    mk = lambda ws: make_batch(ws, [1.0] * len(ws), batch_size=cfg.batch, ctx_len=cfg.ctx_len, n_slots=cfg.n_slots)
+    order, curve, t_train = [], [], time.perf_counter()
+    for i in range(cfg.steps):
+        if len(order) < cfg.batch:
+            order += list(rng.permutation(len(windows)))
+        idx, order = order[:cfg.batch], order[cfg.batch:]
+        tr, opt, m = step(tr, opt, params, mk([windows[j] for j in idx]))
+        if i % 25 == 0 or i == cfg.steps - 1:
+            bpb = float(m["bits"]) / float(m["bytes"])
+            curve.append({"step": i, "train_bpb": bpb})
+            log(f"hypernet step {i}: train strict bpb {bpb:.4f}")
+    t_train = time.perf_counter() - t_train
+
+    # wall-clock training speed per base token: merged windows vs plain windows of the same stream
+    plain_wins = []
+    for s in train:
+        plain_wins += stream_windows(s.sid, s.tokens, cfg.ctx_len, tok)[0]
+    n = cfg.speed_steps
+    speed = {}
+    for name, wins, units in (("plain", plain_wins, PLAIN), ("merges", windows, MERGED)):
+        tr_s = init_trainable(config, hyper=jax.tree.map(jnp.copy, tr.hyper) if units is MERGED else None)
+        tx_s = _optimizer(tr_s, cfg)
+        batches = [make_batch(wins[j:j + cfg.batch], [1.0] * cfg.batch, batch_size=cfg.batch, ctx_len=cfg.ctx_len,
+                              n_slots=cfg.n_slots if units is MERGED else None)
+                   for j in range(0, cfg.batch * (n + 1), cfg.batch)]
+        base = sum(w.n_base for b in range(n + 1) for w in wins[b * cfg.batch:(b + 1) * cfg.batch]) / (n + 1)
+        sec = _time_steps(make_train_step(config, tx_s, units=units, max_traces=None), tr_s, tx_s.init(tr_s),
+                          params, batches, n)
+        speed[name] = {"step_s": sec, "base_tokens_per_s": base / sec}
+    speed["gain"] = speed["merges"]["base_tokens_per_s"] / speed["plain"]["base_tokens_per_s"]
+
+    held = _measure(params, config, tok, heldout, cfg.ctx_len,
+                    {"plain": None, "merges_untrained": hyper0, "merges_trained": tr.hyper}, dyntok)
+    for name in ("merges_untrained", "merges_trained"):
+        held[name]["bpb_vs_plain"] = held[name]["bpb"] / held["plain"]["bpb"] - 1.0
+        held[name]["score_speed_gain"] = (held[name]["score_base_tokens_per_s"]
+                                          / held["plain"]["score_base_tokens_per_s"])
+    held_tok = copy.deepcopy(dyntok)
+    for s in heldout:
+        stream_windows(s.sid, s.tokens, cfg.ctx_len, tok, held_tok)
+    res = {"config": dataclasses.asdict(cfg), "model_hash": params_hash(params),
+           "train_sessions": [s.sid for s in train], "heldout_sessions": [s.sid for s in heldout],
+           "train_windows": len(windows), "train_seconds": t_train, "curve": curve,
+           "train_steps_per_base_token": tstats["steps_per_base_token"],
+           "heldout_steps_per_base_token": ((held_tok.units_out - dyntok.units_out)
+                                            / max(held_tok.base_tokens - dyntok.base_tokens, 1)),
+           "heldout": held, "train_speed": speed, "top_merges": tstats["top_merges"]}
+    save_hypernet(cfg.out, tr.hyper, config, {k: res[k] for k in ("model_hash", "train_sessions", "heldout_sessions")}
+                  | {"steps": cfg.steps, "heldout_bpb": {k: held[k]["bpb"] for k in ("plain", "merges_trained")}})
+    return res
