@@ -150,6 +150,8 @@ def _eval(sub):
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--lr-final", type=float, default=0.01)
     p.add_argument("--hyper-lr", type=float, default=1e-3)
+    p.add_argument("--hypernet", default=None, help="the merges arm starts from this trained hypernetwork "
+                                                    "(`cli.py hypernet`); default: untrained")
     p.add_argument("--arms", nargs="+", default=["frozen", "carry", "tuned", "tuned_replay",
                                                  "tuned_replay_reducible", "merges"])
     p.add_argument("--canaries", nargs="*", default=None, help="canary text files (default: stdlib textwrap.py "
@@ -163,7 +165,26 @@ def _eval(sub):
     p.set_defaults(run=run)
 
 
-COMMANDS = [_convert, _generate, _traces, _train, _inspect, _merge_stats, _pretrain, _score, _eval]
+def _hypernet(sub):
+    from rwkvjax.cli_args import add_dataclass_args
+    from rwkvjax.hyper_train import HyperTrainConfig
+    p = sub.add_parser("hypernet", help="train the merge hypernetwork offline on a folder of sessions and measure "
+                                        "strict bits/byte and speed with and without merges on held-out sessions")
+    p.add_argument("--model", required=True)
+    p.add_argument("--corpus", nargs="*", default=(), help="train on these text files/folders instead of the "
+                                                           "training sessions (held-out sessions are still scored)")
+    add_dataclass_args(p, HyperTrainConfig, skip=("corpus",), help={
+        "traces": "folder of Claude Code transcripts", "out": "output .safetensors file",
+        "k": "every k-th session by start time is held out", "ctx_len": "units per training window",
+        "speed_steps": "training steps timed per arm for the speed comparison"})
+
+    def run(a):
+        from rwkvjax.cli_commands import hypernet_command
+        hypernet_command(a)
+    p.set_defaults(run=run)
+
+
+COMMANDS = [_convert, _generate, _traces, _train, _inspect, _merge_stats, _pretrain, _score, _eval, _hypernet]
 
 
 def main(argv=None) -> int:

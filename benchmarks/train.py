@@ -65,7 +65,8 @@ def _setup(ctx: int, batch: int, merges: bool):
     for _ in range(batch):
         units = rng.integers(1, cfg.vocab_size + (S if merges else 0), ctx).astype(np.int32)
         slots = rng.integers(1, cfg.vocab_size, (S, 2)).astype(np.int32) if merges else None
-        wins.append(Window("bench", units, ctx * 4, ctx, slots, np.zeros(S, np.int32) if merges else None))
+        tables = (slots, np.zeros(S, np.int32), slots) if merges else (None, None, None)
+        wins.append(Window("bench", units, ctx * 4, ctx, *tables))
     b = make_batch(wins, [1.0] * batch, batch_size=batch, ctx_len=ctx, n_slots=S if merges else None)
     step = make_train_step(cfg, tx, units=MERGED if merges else PLAIN, max_traces=1)
     return cfg, params, tr, opt, b, step

@@ -240,8 +240,12 @@ class DynamicTokenizer:
         return enc
 
     # ----- public API -----
-    def encode(self, ids: Sequence[int]) -> Encoded:
-        """Base ids of one segment -> Encoded (mutates the tokenizer state)."""
+    def encode(self, ids: Sequence[int], max_units: int | None = None) -> Encoded:
+        """Base ids of one segment -> Encoded (mutates the tokenizer state).
+
+        With `max_units` the segment ends after that many units; `Encoded.n_base` says how many of `ids`
+        it consumed (the rest belongs to the next segment). `2 * max_units` ids always fill it.
+        """
         V = self.settings.v_base
         ids = [int(i) for i in ids]
         bad = [i for i in ids if not 0 <= i < V]
@@ -251,7 +255,10 @@ class DynamicTokenizer:
         units: list[int] = []
         pair_slot = self._pair_slot
         i, n = 0, len(ids)
-        while i < n:
+        if max_units is not None and max_units < 1:
+            raise ValueError(f"dynamic tokenizer: max_units must be >= 1, got {max_units}")
+        cap = n if max_units is None else max_units
+        while i < n and len(units) < cap:
             a = ids[i]
             slot = pair_slot.get((a, ids[i + 1])) if i + 1 < n else None
             if slot is not None:
@@ -266,7 +273,7 @@ class DynamicTokenizer:
                 self._n_units += 1
                 self._observe(a)
                 i += 1
-        return self._end_segment(units, n)
+        return self._end_segment(units, i)
 
     def decode_segment(self, units: Sequence[int]) -> list[int]:
         """Replay decoder: expands units with the causal table and mutates state exactly like `encode`."""

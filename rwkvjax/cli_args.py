@@ -14,7 +14,9 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, *, skip=(), help: d
             continue
         flag = "--" + f.name.replace("_", "-")
         kind, doc = hints[f.name], (help or {}).get(f.name, "")
-        if kind is bool:
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            parser.add_argument(flag, type=kind, required=True, help=doc)
+        elif kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=doc)
         else:
             base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)

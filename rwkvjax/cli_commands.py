@@ -97,3 +97,14 @@ def default_canaries() -> list[str]:
     from pathlib import Path
     std = Path(sysconfig.get_paths()["stdlib"])
     return [str(p) for p in (std / "textwrap.py", std / "LICENSE.txt") if p.is_file()]
+
+
+def hypernet_command(a) -> None:
+    import json
+
+    from rwkvjax.cli_args import dataclass_from_args
+    from rwkvjax.hyper_train import HyperTrainConfig, run_hyper_train
+    from rwkvjax.loaders import load
+    cfg = dataclass_from_args(HyperTrainConfig, a, corpus=tuple(a.corpus))
+    res = run_hyper_train(cfg, load(a.model), log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(json.dumps(res, indent=1, ensure_ascii=False))

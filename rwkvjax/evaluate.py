@@ -24,14 +24,15 @@ from ingest.render import RenderOptions, group_sessions, render_session
 from ingest.replay import ReplayBuffer, ReplaySettings
 from ingest.stream import collect
 from rwkvjax.batching import MERGED, make_batch
-from rwkvjax.hypernet import init_hypernet
+from rwkvjax.checkpoint import params_hash
+from rwkvjax.hypernet_io import start_hypernet
 from rwkvjax.objective import PLAIN
 from rwkvjax.optim import OptimConfig, make_optimizer
 from rwkvjax.scoring import score_stream
 from rwkvjax.state import State, zero_state
 from rwkvjax.train_step import make_eval_fn, make_train_step
 from rwkvjax.trainable import init_trainable
-from rwkvjax.windows import Window
+from rwkvjax.windows import Window, stream_windows
 
 LN2 = math.log(2.0)
 ARMS = ("frozen", "carry", "tuned", "tuned_replay", "tuned_replay_reducible", "merges")
@@ -51,6 +52,7 @@ class EvalConfig:
     lr: float = 0.1
     lr_final: float = 0.01
     hyper_lr: float = 1e-3
+    hypernet: str | None = None      # the merges arm starts from this `python cli.py hypernet` file
     arms: tuple[str, ...] = ARMS
     canaries: tuple[str, ...] = ()
     seed: int = 0
@@ -100,7 +102,7 @@ def canary_texts(paths) -> dict[str, str]:
 class Arm:
     """One arm's learner: its trainable S0 (+ hypernetwork), optimizer, replay buffer and tokenizer state."""
 
-    def __init__(self, name: str, cfg: EvalConfig, config, tok):
+    def __init__(self, name: str, cfg: EvalConfig, config, tok, model_hash: str | None = None):
         self.name, self.cfg, self.config, self.tok = name, cfg, config, tok
         self.trains = name not in ("frozen", "carry")
         self.merges = name == "merges"
@@ -109,7 +111,7 @@ class Arm:
             self.replay = ReplayBuffer(ReplaySettings(
                 priority="surprise" if name == "tuned_replay" else "reducible"), seed=cfg.seed)
             self.replay_windows: list[dict] = []
-        hyper = init_hypernet(config, jax.random.key(cfg.seed)) if self.merges else None
+        hyper = start_hypernet(config, cfg.hypernet, cfg.seed, model_hash) if self.merges else None
         self.trainable0 = init_trainable(config, hyper=hyper)
         self.trainable = jax.tree.map(jnp.copy, self.trainable0)  # the step donates it; trainable0 stays
         self.dyntok = None
@@ -138,16 +140,7 @@ class Arm:
 
     def segments(self, s: Session) -> list[Window]:
         """The session as consecutive windows of <= ctx_len units (dynamic merges applied causally)."""
-        T, out = self.cfg.ctx_len, []
-        for i in range(0, len(s.tokens), T):
-            base = s.tokens[i:i + T]
-            nbytes = int(s.nbytes[i:i + T].sum())
-            if self.dyntok is None:
-                out.append(Window(s.sid, base, nbytes, len(base)))
-            else:
-                enc = self.dyntok.encode(base)
-                out.append(Window(s.sid, enc.units, nbytes, len(base), enc.slots, enc.avail_from, enc.prior))
-        return out
+        return stream_windows(s.sid, s.tokens, self.cfg.ctx_len, self.tok, self.dyntok)
 
     def score_merged(self, params, s: Session) -> tuple[np.ndarray, list[Window]]:
         """Bits per base token position (a merged unit's bits go to its first token), state carried."""
@@ -240,7 +233,8 @@ def run_eval(cfg: EvalConfig, model, *, log=print) -> dict:
     for name in cfg.arms:
         if name not in ARMS:
             raise ValueError(f"unknown arm {name!r}; choose from {ARMS}")
-    arms = {name: Arm(name, cfg, config, tok) for name in cfg.arms}
+    mhash = params_hash(params) if cfg.hypernet else None
+    arms = {name: Arm(name, cfg, config, tok, mhash) for name in cfg.arms}
     res = {"config": dataclasses.asdict(cfg), "sessions": [], "canary": {a: [] for a in arms},
            "canary_bytes": canary_bytes, "arms": list(arms)}
     score_seconds = {a: 0.0 for a in arms}

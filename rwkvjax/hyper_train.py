@@ -14,25 +14,22 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
+import hashlib
 import math
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
-
 from ingest.dyntok import DynamicTokenizer, DynTokSettings, digit_protected
 from rwkvjax.batching import MERGED, make_batch
 from rwkvjax.checkpoint import params_hash
-from rwkvjax.config import Config
 from rwkvjax.evaluate import load_sessions
-from rwkvjax.hypernet import HyperParams, PairMLP, init_hypernet
+from rwkvjax.hypernet import init_hypernet
+from rwkvjax.hypernet_io import save_hypernet
 from rwkvjax.objective import PLAIN
+from rwkvjax.pretrain import corpus_files
 from rwkvjax.scoring import score_stream
 from rwkvjax.state import zero_state
 from rwkvjax.train_step import make_train_step
@@ -58,6 +55,8 @@ class HyperTrainConfig:
     threshold: int = 3
     n_slots: int = 256
     speed_steps: int = 8      # training steps timed per arm for the tokens/s comparison
+    corpus: tuple[str, ...] = ()      # train on these text files/folders instead of the training sessions
+    max_corpus_bytes: int = 2_000_000
 
     def __post_init__(self):
         for name in ("k", "ctx_len", "batch", "steps", "n_slots", "window", "threshold"):
@@ -65,43 +64,6 @@ class HyperTrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.k < 2:
             raise ValueError(f"k must be >= 2 (every k-th session is held out), got {self.k}")
-
-
-# ----- file format -----
-
-def _flat(hyper: HyperParams) -> dict[str, np.ndarray]:
-    return {f"{side}.{f.name}": np.asarray(getattr(getattr(hyper, side), f.name), np.float32)
-            for side in ("inp", "out") for f in dataclasses.fields(PairMLP)}
-
-
-def save_hypernet(path: str | Path, hyper: HyperParams, config: Config, meta: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    md = {"format": "rwkvjax-hypernet-1", "n_embd": str(config.n_embd), "vocab_size": str(config.vocab_size),
-          "meta": json.dumps(meta)}
-    save_file(_flat(hyper), str(path), metadata=md)
-
-
-def load_hypernet(path: str | Path, config: Config) -> HyperParams:
-    """Read a `save_hypernet` file and check it fits `config`; errors name the file and the field."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"hypernetwork file {path} does not exist (write one with `python cli.py hypernet`)")
-    try:
-        t = load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
-    want = _flat(init_hypernet(config, jax.random.key(0)))
-    for name, ref in want.items():
-        if name not in t:
-            raise ValueError(f"{path}: tensor {name!r} is missing; it is not a hypernetwork file of this version")
-        if t[name].shape != ref.shape:
-            raise ValueError(f"{path}: tensor {name!r} has shape {t[name].shape}, this model (n_embd={config.n_embd}) "
-                             f"needs {ref.shape}; train a hypernetwork for this model")
-        if not np.isfinite(t[name]).all():
-            raise ValueError(f"{path}: tensor {name!r} holds non-finite values")
-    mlp = lambda side: PairMLP(**{f.name: jnp.asarray(t[f"{side}.{f.name}"]) for f in dataclasses.fields(PairMLP)})
-    return HyperParams(inp=mlp("inp"), out=mlp("out"))
 
 
 # ----- training and measurement -----
@@ -123,7 +85,7 @@ def _score_session(params, config, tok, s, ctx_len, hyper=None, dyntok=None) -> 
         nll, _ = score_stream(params, config, s.tokens, state, max_len=ctx_len)
         bits = float(np.asarray(nll, np.float64).sum() / LN2)
     else:
-        wins, _ = stream_windows(s.sid, s.tokens, ctx_len, tok, dyntok)
+        wins = stream_windows(s.sid, s.tokens, ctx_len, tok, dyntok)
         bits, prev = 0.0, 0
         for w in wins:
             nll, state = score_stream(params, config, w.units, state, prev_unit=prev, max_len=ctx_len, hyper=hyper,
@@ -161,6 +123,30 @@ def _time_steps(step, tr, opt, params, batches, n) -> float:
     return (time.perf_counter() - t0) / n
 
 
+def _corpus_streams(cfg: HyperTrainConfig, tok) -> tuple[list[tuple[str, list[int]]], dict]:
+    """(name, tokens) per UTF-8 text file, in a hash order (a mix of folders), up to max_corpus_bytes."""
+    files = sorted(corpus_files(cfg.corpus), key=lambda f: hashlib.sha256(str(f).encode()).hexdigest())
+    out, stats = [], {"files": 0, "skipped_binary": 0, "bytes": 0}
+    for f in files:
+        raw = f.read_bytes()
+        try:
+            if b"\0" in raw:
+                raise UnicodeDecodeError("utf-8", raw, 0, 1, "NUL byte")
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            stats["skipped_binary"] += 1
+            continue
+        if text:
+            out.append((str(f), tok.encode(text)))
+            stats["files"] += 1
+            stats["bytes"] += len(raw)
+        if stats["bytes"] >= cfg.max_corpus_bytes:
+            break
+    if not out:
+        raise ValueError(f"--corpus {list(cfg.corpus)}: no UTF-8 text files found")
+    return out, stats
+
+
 def run_hyper_train(cfg: HyperTrainConfig, model, *, log=print) -> dict:
     from rwkvjax.tokenizer import for_vocab
     config, params = model
@@ -175,13 +161,14 @@ def run_hyper_train(cfg: HyperTrainConfig, model, *, log=print) -> dict:
     dyntok = DynamicTokenizer(DynTokSettings(v_base=V, window=cfg.window, threshold=cfg.threshold,
                                              n_slots=cfg.n_slots, protected=digit_protected(tok.decode_bytes, V)),
                               tok.decode_bytes)
+    streams, corpus_stats = ([(s.sid, s.tokens) for s in train], None) if not cfg.corpus else \
+        _corpus_streams(cfg, tok)
     windows = []
-    for s in train:
-        w, dyntok = stream_windows(s.sid, s.tokens, cfg.ctx_len, tok, dyntok)
-        windows += w
+    for name, toks in streams:
+        windows += stream_windows(name, toks, cfg.ctx_len, tok, dyntok)
     tstats = dyntok.stats(top=10)
-    log(f"hypernet: {len(train)} training sessions -> {len(windows)} windows, "
-        f"{tstats['steps_per_base_token']:.3f} recurrent steps per base token; {len(heldout)} held out")
+    log(f"hypernet: {len(streams)} training {'files' if cfg.corpus else 'sessions'} -> {len(windows)} windows, "
+        f"{tstats['steps_per_base_token']:.3f} recurrent steps per base token; {len(heldout)} sessions held out")
 
     hyper0 = init_hypernet(config, jax.random.key(cfg.seed))
     tr = init_trainable(config, hyper=jax.tree.map(jnp.copy, hyper0))
@@ -204,8 +191,8 @@ def run_hyper_train(cfg: HyperTrainConfig, model, *, log=print) -> dict:
 
     # wall-clock training speed per base token: merged windows vs plain windows of the same stream
     plain_wins = []
-    for s in train:
-        plain_wins += stream_windows(s.sid, s.tokens, cfg.ctx_len, tok)[0]
+    for name, toks in streams:
+        plain_wins += stream_windows(name, toks, cfg.ctx_len, tok)
     n = cfg.speed_steps
     speed = {}
     for name, wins, units in (("plain", plain_wins, PLAIN), ("merges", windows, MERGED)):
@@ -230,12 +217,14 @@ def run_hyper_train(cfg: HyperTrainConfig, model, *, log=print) -> dict:
     for s in heldout:
         stream_windows(s.sid, s.tokens, cfg.ctx_len, tok, held_tok)
     res = {"config": dataclasses.asdict(cfg), "model_hash": params_hash(params),
-           "train_sessions": [s.sid for s in train], "heldout_sessions": [s.sid for s in heldout],
+           "train_sessions": [] if cfg.corpus else [s.sid for s in train], "corpus": corpus_stats,
+           "heldout_sessions": [s.sid for s in heldout],
            "train_windows": len(windows), "train_seconds": t_train, "curve": curve,
            "train_steps_per_base_token": tstats["steps_per_base_token"],
            "heldout_steps_per_base_token": ((held_tok.units_out - dyntok.units_out)
                                             / max(held_tok.base_tokens - dyntok.base_tokens, 1)),
            "heldout": held, "train_speed": speed, "top_merges": tstats["top_merges"]}
-    save_hypernet(cfg.out, tr.hyper, config, {k: res[k] for k in ("model_hash", "train_sessions", "heldout_sessions")}
+    save_hypernet(cfg.out, tr.hyper, config, res["model_hash"],
+                  {k: res[k] for k in ("train_sessions", "corpus", "heldout_sessions")}
                   | {"steps": cfg.steps, "heldout_bpb": {k: held[k]["bpb"] for k in ("plain", "merges_trained")}})
     return res

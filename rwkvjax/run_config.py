@@ -20,6 +20,7 @@ class TrainConfig:
     live_per_step: int = 1
     replay_per_step: int = 3
     merges: bool = False               # off by default: merges cost 0.34 bpb held-out (benchmarks/eval)
+    hypernet: str | None = None        # with merges: start from a `python cli.py hypernet` file
     train_shift: bool = False
     lr: float = 1.0
     lr_final: float = 0.01

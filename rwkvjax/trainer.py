@@ -28,7 +28,7 @@ from ingest.replay import ReplayBuffer, ReplaySettings
 from rwkvjax.batching import MERGED, make_batch
 from rwkvjax.checkpoint import CheckpointMismatch, TrainCheckpointer, params_hash
 from rwkvjax.config import Config
-from rwkvjax.hypernet import init_hypernet
+from rwkvjax.hypernet_io import start_hypernet
 from rwkvjax.objective import PLAIN
 from rwkvjax.optim import OptimConfig, make_optimizer
 from rwkvjax.run_config import TrainConfig
@@ -101,7 +101,7 @@ class Trainer:
         self.params = replicate(params, self.mesh)
         V = self.config.vocab_size
         self.units = MERGED if cfg.merges else PLAIN
-        hyper = init_hypernet(self.config, jax.random.key(cfg.seed)) if cfg.merges else None
+        hyper = start_hypernet(self.config, cfg.hypernet, cfg.seed, self.base_hash) if cfg.merges else None
         self.trainable0 = init_trainable(self.config, train_shift=cfg.train_shift, hyper=hyper)
         self.tx = make_optimizer(self.trainable0, OptimConfig(
             state_lr=cfg.lr, state_lr_final=cfg.lr_final, hyper_lr=cfg.hyper_lr, decay_steps=cfg.decay_steps,

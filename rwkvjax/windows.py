@@ -8,7 +8,6 @@ state, so a restart neither drops nor repeats them.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from typing import Iterable
 
@@ -50,44 +49,33 @@ class Window:
 
 
 def base_per_window(ctx_len: int, dyntok) -> int:
-    """Base tokens to try for a window of ctx_len units (more when merges compress the stream)."""
-    if dyntok is None:
-        return ctx_len
-    ratio = dyntok.stats(top=0)["recent_steps_per_base_token"]
-    return max(ctx_len, int(ctx_len / max(ratio, 0.25)))
+    """Base tokens that always fill a window of ctx_len units (a unit covers at most two)."""
+    return ctx_len if dyntok is None else 2 * ctx_len
 
 
-def cut_window(sid: str, buf: list[int], ctx_len: int, tok, dyntok):
-    """Cut one window of at most ctx_len units from the front of `buf` (which loses those tokens).
+def cut_window(sid: str, buf: list[int], ctx_len: int, tok, dyntok) -> Window:
+    """Cut one window of at most ctx_len units from the front of `buf` (which loses the tokens it covers).
 
-    Returns (window, dyntok): when the first try yields too many units, the tokenizer state is restored
-    from a copy and fewer base tokens are taken, so use the returned tokenizer from then on.
+    With merges, the tokenizer encodes until the window holds ctx_len units, so a window is full
+    whenever `buf` holds base_per_window() tokens, and the tokenizer never has to undo a segment.
     """
-    n = min(len(buf), base_per_window(ctx_len, dyntok))
-    while True:
-        if dyntok is None:
-            units, enc = np.asarray(buf[:n], np.int32), None
-            break
-        saved = copy.deepcopy(dyntok)
-        enc = dyntok.encode(buf[:n])
-        if len(enc.units) <= ctx_len:
-            units = enc.units
-            break
-        dyntok = saved  # too many units: undo and take fewer base tokens
-        n -= len(enc.units) - ctx_len
+    if dyntok is None:
+        units, enc, n = np.asarray(buf[:ctx_len], np.int32), None, min(len(buf), ctx_len)
+    else:
+        enc = dyntok.encode(buf[:base_per_window(ctx_len, dyntok)], max_units=ctx_len)
+        units, n = enc.units, enc.n_base
     nbytes = len(tok.decode_bytes(buf[:n]))
     del buf[:n]
     tables = (None, None, None) if enc is None else (enc.slots, enc.avail_from, enc.prior)
-    return Window(sid, np.asarray(units, np.int32), nbytes, n, *tables), dyntok
+    return Window(sid, np.asarray(units, np.int32), nbytes, n, *tables)
 
 
-def stream_windows(sid: str, tokens, ctx_len: int, tok, dyntok=None) -> tuple[list[Window], object]:
-    """A whole token stream as consecutive windows (one dyntok segment each); returns (windows, dyntok)."""
+def stream_windows(sid: str, tokens, ctx_len: int, tok, dyntok=None) -> list[Window]:
+    """A whole token stream as consecutive windows (one dyntok segment each, advancing `dyntok`)."""
     buf, out = [int(t) for t in tokens], []
     while buf:
-        w, dyntok = cut_window(sid, buf, ctx_len, tok, dyntok)
-        out.append(w)
-    return out, dyntok
+        out.append(cut_window(sid, buf, ctx_len, tok, dyntok))
+    return out
 
 
 class WindowAssembler:
@@ -130,7 +118,7 @@ class WindowAssembler:
         return base_per_window(self.ctx_len, self.dyntok)
 
     def _cut(self, sid: str, buf: list[int]) -> Window:
-        w, self.dyntok = cut_window(sid, buf, self.ctx_len, self.tok, self.dyntok)
+        w = cut_window(sid, buf, self.ctx_len, self.tok, self.dyntok)
         if not buf:
             self.pending.pop(sid, None)
         return w

@@ -199,3 +199,20 @@ def test_world_vocab_protects_every_id_with_a_digit():
     for i in wt.encode("v2026 x1 3.14"):
         assert (i in prot) == any(ch.isdigit() for ch in wt.decode([i]))
     assert not prot.intersection(wt.encode(" the cat"))
+
+
+@settings(max_examples=100, deadline=None)
+@given(segments, st.integers(1, 12))
+def test_max_units_cuts_a_stream_into_full_segments_without_losing_tokens(segs, cap):
+    stream = [t for seg in segs for t in seg]
+    whole, cut = DynamicTokenizer(small), DynamicTokenizer(small)
+    rest, got = list(stream), []
+    while rest:
+        e = cut.encode(rest[: 2 * cap], max_units=cap)
+        assert len(e.units) == cap or e.n_base == len(rest), "a segment is full unless the stream ran out"
+        assert e.decode() == rest[: e.n_base]
+        got += rest[: e.n_base]
+        del rest[: e.n_base]
+    assert got == stream
+    with pytest.raises(ValueError, match="max_units"):
+        whole.encode([1, 2], max_units=0)

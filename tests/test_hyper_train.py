@@ -1,0 +1,116 @@
+"""Offline hypernetwork training: held-out figures are what an independent scorer gets; the file round-trips."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+import rwkvjax
+from ingest.dyntok import DynamicTokenizer, DynTokSettings, digit_protected
+from rwkvjax.checkpoint import params_hash
+from rwkvjax.evaluate import load_sessions
+from rwkvjax.hyper_train import HyperTrainConfig, run_hyper_train
+from rwkvjax.hypernet import init_hypernet
+from rwkvjax.hypernet_io import load_hypernet, start_hypernet
+from rwkvjax.init import init_params
+from rwkvjax.scoring import score_stream
+from rwkvjax.tokenizer import ByteTokenizer
+from rwkvjax.trainer import DEMO_TRACES
+from rwkvjax.windows import stream_windows
+
+SMALL = rwkvjax.Config(256, 64, 1, 128, 32, 32, 32, 32)
+LN2 = np.log(2.0)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("hyper") / "h.safetensors"
+    cfg = HyperTrainConfig(traces=str(DEMO_TRACES), out=str(out), k=3, ctx_len=32, batch=4, steps=6, warmup=2,
+                           speed_steps=1, window=64, threshold=2, n_slots=16)
+    model = (SMALL, init_params(SMALL, 0, live_output=True))
+    return cfg, model, run_hyper_train(cfg, model, log=lambda m: None)
+
+
+def test_split_and_heldout_plain_figure_match_an_independent_scorer(run):
+    cfg, (config, params), res = run
+    sessions = load_sessions(cfg.traces, ByteTokenizer())
+    held = [s for i, s in enumerate(sessions) if (i + 1) % cfg.k == 0]
+    assert res["heldout_sessions"] == [s.sid for s in held]
+    assert not set(res["heldout_sessions"]) & set(res["train_sessions"])
+    bits = sum(float(score_stream(params, config, s.tokens, rwkvjax.zero_state(config, 1), max_len=32)[0].sum())
+               for s in held) / LN2
+    nbytes = sum(int(s.nbytes.sum()) for s in held)
+    assert res["heldout"]["bytes"] == nbytes
+    np.testing.assert_allclose(res["heldout"]["plain"]["bpb"], bits / nbytes, rtol=1e-6)
+
+
+def test_heldout_merged_figure_continues_the_training_streams_tokenizer(run):
+    """Untrained arm re-scored by hand: tokenizer state carried from the training sessions, state carried."""
+    cfg, (config, params), res = run
+    tok = ByteTokenizer()
+    sessions = load_sessions(cfg.traces, tok)
+    dyn = DynamicTokenizer(DynTokSettings(v_base=256, window=64, threshold=2, n_slots=16,
+                                          protected=digit_protected(tok.decode_bytes, 256)), tok.decode_bytes)
+    for i, s in enumerate(sessions):
+        if (i + 1) % cfg.k:
+            stream_windows(s.sid, s.tokens, 32, tok, dyn)
+    hyper0 = init_hypernet(config, jax.random.key(cfg.seed))
+    bits = 0.0
+    for i, s in enumerate(sessions):
+        if (i + 1) % cfg.k == 0:
+            wins = stream_windows(s.sid, s.tokens, 32, tok, dyn)
+            state, prev = rwkvjax.zero_state(config, 1), 0
+            for w in wins:
+                nll, state = score_stream(params, config, w.units, state, prev_unit=prev, max_len=32, hyper=hyper0,
+                                          tables=(w.slots, w.prior_slots, w.avail_from))
+                bits += float(np.asarray(nll, np.float64).sum()) / LN2
+                prev = int(w.units[-1])
+    np.testing.assert_allclose(res["heldout"]["merges_untrained"]["bpb"], bits / res["heldout"]["bytes"], rtol=1e-6)
+    assert res["heldout_steps_per_base_token"] < 1.0
+    for arm in ("merges_untrained", "merges_trained"):
+        assert np.isfinite(res["heldout"][arm]["bpb"]) and res["heldout"][arm]["score_speed_gain"] > 0
+    assert res["train_speed"]["gain"] > 0
+
+
+def test_saved_hypernet_round_trips_and_is_what_was_measured(run):
+    cfg, (config, params), res = run
+    h = load_hypernet(cfg.out, config, params_hash(params))
+    h0 = init_hypernet(config, jax.random.key(cfg.seed))
+    moved = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(h), jax.tree.leaves(h0))]
+    assert any(moved), "6 steps must move the hypernetwork"
+    assert start_hypernet(config, None, cfg.seed) is not None
+    same = start_hypernet(config, cfg.out, 0, params_hash(params))
+    for a, b in zip(jax.tree.leaves(h), jax.tree.leaves(same)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_bad_hypernet_files_raise_errors_naming_file_and_field(run, tmp_path):
+    cfg, (config, params), _ = run
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_hypernet(tmp_path / "nope.safetensors", config)
+    with pytest.raises(ValueError, match="trained for model"):
+        load_hypernet(cfg.out, config, "0" * 32)
+    other = rwkvjax.Config(256, 128, 1, 256, 32, 32, 32, 32)
+    with pytest.raises(ValueError, match=r"'inp.w1' has shape"):
+        load_hypernet(cfg.out, other)
+    t = load_file(cfg.out)
+    from safetensors import safe_open
+    with safe_open(cfg.out, "np") as f:
+        md = f.metadata()
+    bad = dict(t)
+    bad["out.b2"] = np.full_like(t["out.b2"], np.nan)
+    save_file(bad, str(tmp_path / "nan.safetensors"), metadata=md)
+    with pytest.raises(ValueError, match=r"nan.safetensors: tensor 'out.b2' holds non-finite"):
+        load_hypernet(tmp_path / "nan.safetensors", config)
+    del bad["out.b2"]
+    save_file(bad, str(tmp_path / "missing.safetensors"), metadata=md)
+    with pytest.raises(ValueError, match=r"tensor 'out.b2' is missing"):
+        load_hypernet(tmp_path / "missing.safetensors", config)
+    save_file(t, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(ValueError, match="not a hypernetwork file"):
+        load_hypernet(tmp_path / "plain.safetensors", config)
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not a readable safetensors"):
+        load_hypernet(tmp_path / "junk.safetensors", config)
