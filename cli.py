@@ -77,7 +77,9 @@ def _train(sub):
     p.add_argument("--demo", action="store_true", help="one-minute offline demo: shipped tiny model + sample traces")
     add_dataclass_args(p, TrainConfig, skip=("ckpt_dir", "source", "steps"),
                        help={"replay_per_step": "replay windows per step", "lr": "S0 peak learning rate",
-                             "merges": "dynamic merges + hypernetwork", "wkv_impl": "auto|scan|chunked|pallas"})
+                             "merges": "dynamic merges + hypernetwork",
+                             "hypernet": "with --merges: start from this `cli.py hypernet` file",
+                             "wkv_impl": "auto|scan|chunked|pallas"})
 
     def run(a):
         from rwkvjax.cli_commands import train_command

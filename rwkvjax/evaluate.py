@@ -233,6 +233,8 @@ def run_eval(cfg: EvalConfig, model, *, log=print) -> dict:
     for name in cfg.arms:
         if name not in ARMS:
             raise ValueError(f"unknown arm {name!r}; choose from {ARMS}")
+    if cfg.hypernet and "merges" not in cfg.arms:
+        raise ValueError(f"--hypernet {cfg.hypernet} is only used by the 'merges' arm, which --arms leaves out")
     mhash = params_hash(params) if cfg.hypernet else None
     arms = {name: Arm(name, cfg, config, tok, mhash) for name in cfg.arms}
     res = {"config": dataclasses.asdict(cfg), "sessions": [], "canary": {a: [] for a in arms},

@@ -19,8 +19,8 @@ class TrainConfig:
     ctx_len: int = 512
     live_per_step: int = 1
     replay_per_step: int = 3
-    merges: bool = False               # off by default: merges cost 0.34 bpb held-out (benchmarks/eval)
-    hypernet: str | None = None        # with merges: start from a `python cli.py hypernet` file
+    merges: bool = False               # off by default: an untrained hypernetwork costs 26% (benchmarks/RESULTS.md)
+    hypernet: str | None = None        # with merges: start from a `python cli.py hypernet` file (recommended)
     train_shift: bool = False
     lr: float = 1.0
     lr_final: float = 0.01
@@ -48,6 +48,10 @@ class TrainConfig:
     # Settings that must not change when resuming (the rest may, e.g. steps or logging).
     FIXED = ("ctx_len", "live_per_step", "replay_per_step", "merges", "train_shift", "merge_window",
              "merge_threshold", "merge_slots", "replay_capacity", "replay_priority", "replay_admission")
+
+    def __post_init__(self):
+        if self.hypernet and not self.merges:
+            raise ValueError(f"--hypernet {self.hypernet} is only used with --merges; add --merges or drop it")
 
     @property
     def batch_size(self) -> int:

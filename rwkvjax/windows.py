@@ -1,9 +1,10 @@
 """Session events -> rendered text -> base tokens -> (optionally merged) fixed-length training windows.
 
 Each session keeps a buffer of base tokens. A window takes the next tokens of one session, encodes
-them as one dynamic-tokenizer segment (so a single end-of-segment slot table reads every unit of the
-window) and holds at most `ctx_len` units. Tokens still waiting in a buffer are part of the saved
-state, so a restart neither drops nor repeats them.
+them as one dynamic-tokenizer segment (its end-of-segment slot table reads every unit of the window;
+with the table at the segment's start and the install indices it gives the table in force at every
+unit) and holds exactly `ctx_len` units, except at the end of a stream. Tokens still waiting in a
+buffer are part of the saved state, so a restart neither drops nor repeats them.
 """
 
 from __future__ import annotations

@@ -114,3 +114,24 @@ def test_bad_hypernet_files_raise_errors_naming_file_and_field(run, tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"junk")
     with pytest.raises(ValueError, match="not a readable safetensors"):
         load_hypernet(tmp_path / "junk.safetensors", config)
+
+
+def test_trainer_and_eval_start_from_the_file_and_reject_it_without_merges(run, tmp_path):
+    from rwkvjax.evaluate import EvalConfig, run_eval
+    from rwkvjax.run_config import TrainConfig
+    from rwkvjax.trainer import Trainer
+    cfg, model, _ = run
+    config, params = model
+    tc = TrainConfig(ckpt_dir=str(tmp_path / "ck"), source=(str(DEMO_TRACES),), steps=1, ctx_len=32, merges=True,
+                     hypernet=cfg.out, merge_slots=16, replay_per_step=0)
+    tr = Trainer(tc, model=model)
+    for a, b in zip(jax.tree.leaves(tr.trainable0.hyper), jax.tree.leaves(load_hypernet(cfg.out, config))):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="only used with --merges"):
+        TrainConfig(ckpt_dir=str(tmp_path / "x"), hypernet=cfg.out)
+    with pytest.raises(ValueError, match="trained for model"):
+        Trainer(TrainConfig(**{**tc.to_dict(), "ckpt_dir": str(tmp_path / "ck2")}),
+                model=(config, init_params(config, 1, live_output=True)))
+    with pytest.raises(ValueError, match="'merges' arm"):
+        run_eval(EvalConfig(traces=str(DEMO_TRACES), out=str(tmp_path / "ev"), hypernet=cfg.out, arms=("frozen",)),
+                 model)
