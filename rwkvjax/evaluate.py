@@ -28,7 +28,7 @@ from rwkvjax.checkpoint import params_hash
 from rwkvjax.hypernet_io import start_hypernet
 from rwkvjax.objective import PLAIN
 from rwkvjax.optim import OptimConfig, make_optimizer
-from rwkvjax.scoring import score_stream
+from rwkvjax.scoring import score_stream, score_windows
 from rwkvjax.state import State, zero_state
 from rwkvjax.train_step import make_eval_fn, make_train_step
 from rwkvjax.trainable import init_trainable
@@ -144,18 +144,16 @@ class Arm:
 
     def score_merged(self, params, s: Session) -> tuple[np.ndarray, list[Window]]:
         """Bits per base token position (a merged unit's bits go to its first token), state carried."""
-        state, prev = self.start_state(), 0
         wins = self.segments(s)
+        nlls, _ = score_windows(params, self.config, wins, self.start_state(), hyper=self.trainable.hyper,
+                                max_len=self.cfg.ctx_len)
         bits = np.zeros(len(s.tokens), np.float64)
         pos = 0
-        for w in wins:
-            nll, state = score_stream(params, self.config, w.units, state, prev_unit=prev, max_len=self.cfg.ctx_len,
-                                      hyper=self.trainable.hyper, tables=(w.slots, w.prior_slots, w.avail_from))
+        for w, nll in zip(wins, nlls):
             widths = [2 if u >= self.config.vocab_size else 1 for u in w.units]
             starts = pos + np.concatenate([[0], np.cumsum(widths)[:-1]])
             bits[starts] = nll / LN2
             pos += w.n_base
-            prev = int(w.units[-1])
         return bits, wins
 
 

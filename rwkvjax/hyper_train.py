@@ -29,8 +29,8 @@ from rwkvjax.evaluate import load_sessions
 from rwkvjax.hypernet import init_hypernet
 from rwkvjax.hypernet_io import save_hypernet
 from rwkvjax.objective import PLAIN
-from rwkvjax.pretrain import corpus_files
-from rwkvjax.scoring import score_stream
+from rwkvjax.pretrain import corpus_files, read_text_files
+from rwkvjax.scoring import score_stream, score_windows
 from rwkvjax.state import zero_state
 from rwkvjax.train_step import make_train_step
 from rwkvjax.trainable import group_labels, init_trainable
@@ -77,37 +77,31 @@ def _optimizer(tr, cfg: HyperTrainConfig):
     return optax.apply_if_finite(tx, 100)
 
 
-def _score_session(params, config, tok, s, ctx_len, hyper=None, dyntok=None) -> tuple[float, float]:
-    """(bits, seconds) of one session, state carried; with merges the session is encoded here (timed)."""
+def _score_session(params, config, tok, s, ctx_len, hyper=None, dyntok=None) -> tuple[float, float, int]:
+    """(bits, seconds, recurrent steps) of one session, state carried; merges encode the session here (timed)."""
     t0 = time.perf_counter()
     state = zero_state(config, 1)
     if hyper is None:
-        nll, _ = score_stream(params, config, s.tokens, state, max_len=ctx_len)
-        bits = float(np.asarray(nll, np.float64).sum() / LN2)
+        nlls = [np.asarray(score_stream(params, config, s.tokens, state, max_len=ctx_len)[0], np.float64)]
     else:
         wins = stream_windows(s.sid, s.tokens, ctx_len, tok, dyntok)
-        bits, prev = 0.0, 0
-        for w in wins:
-            nll, state = score_stream(params, config, w.units, state, prev_unit=prev, max_len=ctx_len, hyper=hyper,
-                                      tables=(w.slots, w.prior_slots, w.avail_from))
-            bits += float(np.asarray(nll, np.float64).sum() / LN2)
-            prev = int(w.units[-1])
-    return bits, time.perf_counter() - t0
+        nlls, _ = score_windows(params, config, wins, state, hyper=hyper, max_len=ctx_len)
+    return sum(float(n.sum()) for n in nlls) / LN2, time.perf_counter() - t0, sum(n.size for n in nlls)
 
 
 def _measure(params, config, tok, sessions, ctx_len, arms: dict, dyntok) -> dict:
-    """Strict bpb and scoring speed of every arm on the held-out sessions (each pass run twice: 2nd timed)."""
+    """Strict bpb, recurrent steps and scoring speed of every arm on the held-out sessions (2nd of 2 passes timed)."""
     nbytes = sum(int(s.nbytes.sum()) for s in sessions)
     ntok = sum(len(s.tokens) for s in sessions)
     out = {}
     for name, hyper in arms.items():
         for rep in range(2):  # the first pass compiles every piece length
-            bits = secs = 0.0
+            bits = secs = steps = 0
             tk = None if hyper is None else copy.deepcopy(dyntok)
             for s in sessions:
-                b, t = _score_session(params, config, tok, s, ctx_len, hyper, tk)
-                bits, secs = bits + b, secs + t
-        out[name] = {"bpb": bits / nbytes, "score_base_tokens_per_s": ntok / secs}
+                b, t, n = _score_session(params, config, tok, s, ctx_len, hyper, tk)
+                bits, secs, steps = bits + b, secs + t, steps + n
+        out[name] = {"bpb": bits / nbytes, "score_base_tokens_per_s": ntok / secs, "steps_per_base_token": steps / ntok}
     out["bytes"], out["base_tokens"] = nbytes, ntok
     return out
 
@@ -127,15 +121,7 @@ def _corpus_streams(cfg: HyperTrainConfig, tok) -> tuple[list[tuple[str, list[in
     """(name, tokens) per UTF-8 text file, in a hash order (a mix of folders), up to max_corpus_bytes."""
     files = sorted(corpus_files(cfg.corpus), key=lambda f: hashlib.sha256(str(f).encode()).hexdigest())
     out, stats = [], {"files": 0, "skipped_binary": 0, "bytes": 0}
-    for f in files:
-        raw = f.read_bytes()
-        try:
-            if b"\0" in raw:
-                raise UnicodeDecodeError("utf-8", raw, 0, 1, "NUL byte")
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            stats["skipped_binary"] += 1
-            continue
+    for f, raw, text in read_text_files(files, stats):
         if text:
             out.append((str(f), tok.encode(text)))
             stats["files"] += 1
@@ -198,10 +184,10 @@ def run_hyper_train(cfg: HyperTrainConfig, model, *, log=print) -> dict:
     for name, wins, units in (("plain", plain_wins, PLAIN), ("merges", windows, MERGED)):
         tr_s = init_trainable(config, hyper=jax.tree.map(jnp.copy, tr.hyper) if units is MERGED else None)
         tx_s = _optimizer(tr_s, cfg)
-        batches = [make_batch(wins[j:j + cfg.batch], [1.0] * cfg.batch, batch_size=cfg.batch, ctx_len=cfg.ctx_len,
-                              n_slots=cfg.n_slots if units is MERGED else None)
-                   for j in range(0, cfg.batch * (n + 1), cfg.batch)]
-        base = sum(w.n_base for b in range(n + 1) for w in wins[b * cfg.batch:(b + 1) * cfg.batch]) / (n + 1)
+        chunks = [wins[j:j + cfg.batch] for j in range(0, cfg.batch * (n + 1), cfg.batch)]
+        batches = [make_batch(c, [1.0] * len(c), batch_size=cfg.batch, ctx_len=cfg.ctx_len,
+                              n_slots=cfg.n_slots if units is MERGED else None) for c in chunks]
+        base = sum(w.n_base for c in chunks for w in c) / len(chunks)
         sec = _time_steps(make_train_step(config, tx_s, units=units, max_traces=None), tr_s, tx_s.init(tr_s),
                           params, batches, n)
         speed[name] = {"step_s": sec, "base_tokens_per_s": base / sec}
@@ -213,16 +199,12 @@ def run_hyper_train(cfg: HyperTrainConfig, model, *, log=print) -> dict:
         held[name]["bpb_vs_plain"] = held[name]["bpb"] / held["plain"]["bpb"] - 1.0
         held[name]["score_speed_gain"] = (held[name]["score_base_tokens_per_s"]
                                           / held["plain"]["score_base_tokens_per_s"])
-    held_tok = copy.deepcopy(dyntok)
-    for s in heldout:
-        stream_windows(s.sid, s.tokens, cfg.ctx_len, tok, held_tok)
     res = {"config": dataclasses.asdict(cfg), "model_hash": params_hash(params),
            "train_sessions": [] if cfg.corpus else [s.sid for s in train], "corpus": corpus_stats,
            "heldout_sessions": [s.sid for s in heldout],
            "train_windows": len(windows), "train_seconds": t_train, "curve": curve,
            "train_steps_per_base_token": tstats["steps_per_base_token"],
-           "heldout_steps_per_base_token": ((held_tok.units_out - dyntok.units_out)
-                                            / max(held_tok.base_tokens - dyntok.base_tokens, 1)),
+           "heldout_steps_per_base_token": held["merges_trained"]["steps_per_base_token"],
            "heldout": held, "train_speed": speed, "top_merges": tstats["top_merges"]}
     save_hypernet(cfg.out, tr.hyper, config, res["model_hash"],
                   {k: res[k] for k in ("train_sessions", "corpus", "heldout_sessions")}

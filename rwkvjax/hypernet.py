@@ -141,11 +141,10 @@ def slot_scorers(params: Params, hyper: HyperParams, pairs_BS2) -> tuple[jax.Arr
     return out[..., :-1], out[..., -1]
 
 
-def unit_embeddings(params: Params, hyper: HyperParams, units_BT, slots) -> jax.Array:
+def unit_embeddings(params: Params, hyper: HyperParams, units_BT, tables: SlotTables) -> jax.Array:
     """Units [B,T] -> raw embeddings [B,T,C]: base ids read params.emb, ids >= V the slot's hypernet output."""
     V = params.emb.shape[0]
     units_BT = jnp.asarray(units_BT, jnp.int32)
-    tables = slots if isinstance(slots, SlotTables) else SlotTables.of(slots)
     B = units_BT.shape[0]
     virt_BSC = slot_embeddings(params, hyper, jnp.broadcast_to(tables.slots_BS2, (B,) + tables.slots_BS2.shape[1:]))
     is_virt = units_BT >= V

@@ -38,11 +38,9 @@ def make_optimizer(trainable: Trainable, cfg: OptimConfig) -> optax.GradientTran
     """AdamW for S0/shift ('state') and for the hypernetwork ('hyper'), each with its own schedule."""
     adam = lambda peak, final: optax.adamw(_schedule(peak, final, cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
                                            weight_decay=cfg.weight_decay)
-    # state_lr 0 freezes S0 exactly (hypernetwork-only training), without Adam moments for it
-    state_tx = adam(cfg.state_lr, cfg.state_lr_final) if cfg.state_lr else optax.set_to_zero()
     tx = optax.chain(
         optax.clip_by_global_norm(cfg.clip_norm),
-        optax.partition({"state": state_tx,
+        optax.partition({"state": adam(cfg.state_lr, cfg.state_lr_final),
                          "hyper": adam(cfg.hyper_lr, cfg.hyper_lr_final)}, group_labels(trainable)),
     )
     return optax.apply_if_finite(tx, cfg.max_consecutive_nonfinite)

@@ -47,10 +47,9 @@ def _is_heldout(path: Path, k: int) -> bool:
     return int(hashlib.sha256(str(path).encode()).hexdigest(), 16) % k == 0
 
 
-def build_corpus(cfg: PretrainConfig, tokenizer) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(train ids, held-out ids, summary). Files that are not UTF-8 text are skipped and counted."""
-    train, held, stats = [], [], {"files": 0, "skipped_binary": 0, "bytes": 0}
-    for f in corpus_files(cfg.corpus):
+def read_text_files(files, stats: dict):
+    """Yield (path, raw bytes, text) for every UTF-8 file; others (NUL bytes, bad UTF-8) count in stats['skipped_binary']."""
+    for f in files:
         raw = f.read_bytes()
         if b"\0" in raw:
             stats["skipped_binary"] += 1
@@ -60,6 +59,13 @@ def build_corpus(cfg: PretrainConfig, tokenizer) -> tuple[np.ndarray, np.ndarray
         except UnicodeDecodeError:
             stats["skipped_binary"] += 1
             continue
+        yield f, raw, text
+
+
+def build_corpus(cfg: PretrainConfig, tokenizer) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(train ids, held-out ids, summary). Files that are not UTF-8 text are skipped and counted."""
+    train, held, stats = [], [], {"files": 0, "skipped_binary": 0, "bytes": 0}
+    for f, raw, text in read_text_files(corpus_files(cfg.corpus), stats):
         ids = tokenizer.encode(text) + [0]  # 0 separates documents
         (held if _is_heldout(f, cfg.heldout_every) else train).append(np.asarray(ids, np.int32))
         stats["files"] += 1

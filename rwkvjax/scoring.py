@@ -80,3 +80,17 @@ def score_stream(params, config: Config, units: np.ndarray, state: State, *, pre
     B = state.wkv.shape[1]
     nll = np.concatenate(out, axis=1) if out else np.zeros((B, 0), np.float32)
     return (nll[0] if B == 1 else nll), state
+
+
+def score_windows(params, config: Config, windows, state: State, *, hyper, max_len: int = 512):
+    """Consecutive merged windows (one dyntok segment each) scored with the state and previous unit carried.
+
+    Returns (NLL in nats per window, each [n_units], final State).
+    """
+    out, prev = [], 0
+    for w in windows:
+        nll, state = score_stream(params, config, w.units, state, prev_unit=prev, max_len=max_len, hyper=hyper,
+                                  tables=(w.slots, w.prior_slots, w.avail_from))
+        out.append(np.asarray(nll, np.float64))
+        prev = int(w.units[-1])
+    return out, state
