@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from ingest.dyntok import DynamicTokenizer, DynTokSettings, digit_protected
-from rwkvjax.tokenizer import for_vocab
+from rwkvjax.merges.dyntok import DynamicTokenizer, DynTokSettings, digit_protected
+from rwkvjax.text.tokenizer import for_vocab
 
 DEFAULT_SOURCE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "claude-projects"
 

@@ -31,7 +31,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import rwkvjax  # noqa: E402
-from rwkvjax.params import from_official  # noqa: E402
+from rwkvjax.model.params import from_official  # noqa: E402
+from rwkvjax.model.wkv import resolve  # noqa: E402
 from tests.tools.make_golden import random_checkpoint  # noqa: E402
 
 SHAPE_0_1B = dict(L=12, C=768, F=3072, V=65536, D_DECAY=64, D_AAA=64, D_MV=32, D_GATE=128)
@@ -134,7 +135,7 @@ def main() -> None:
     ap.add_argument("--torch-threads", type=int, default=0, help="0 keeps torch's default")
     ap.add_argument("--prefill-impls", default="auto,scan,chunked", help="WKV implementations to time in prefill")
     args = ap.parse_args()
-    impls = [rwkvjax.wkv.resolve(i).value if i == "auto" else i for i in args.prefill_impls.split(",")]
+    impls = [resolve(i).value if i == "auto" else i for i in args.prefill_impls.split(",")]
     impls = list(dict.fromkeys(impls))  # auto resolves to one of the others on this backend
 
     import torch
@@ -171,7 +172,7 @@ def main() -> None:
 
     flops = matmul_flops_per_token(cfg)
     T = args.prefill_T
-    default = f"rwkvjax wkv={rwkvjax.wkv.resolve('auto').value}"
+    default = f"rwkvjax wkv={resolve('auto').value}"
     print()
     print("| measure | official cpu fp32 (tok/s) | rwkvjax (tok/s) | ratio (median of per-round ratios) | target |")
     print("|---|---|---|---|---|")

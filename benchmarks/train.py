@@ -45,19 +45,19 @@ def matmul_params(cfg) -> int:
 
 def _setup(ctx: int, batch: int, merges: bool):
     import rwkvjax
-    from rwkvjax.batching import MERGED, make_batch
-    from rwkvjax.hypernet import init_hypernet
-    from rwkvjax.init import init_params
-    from rwkvjax.objective import PLAIN
-    from rwkvjax.optim import OptimConfig, make_optimizer
-    from rwkvjax.train_step import make_train_step
-    from rwkvjax.trainable import init_trainable
-    from rwkvjax.windows import Window
+    from rwkvjax.train.batch import MERGED, make_batch
+    from rwkvjax.merges.hypernet import init_hypernet
+    from rwkvjax.model.init import init_params
+    from rwkvjax.train.objective import PLAIN
+    from rwkvjax.train.optim import OptimConfig, state_tuning_optimizer
+    from rwkvjax.train.step import make_train_step
+    from rwkvjax.train.trainable import init_trainable
+    from rwkvjax.train.data import Window
     cfg = rwkvjax.PRESETS["0.1B"]
     params = init_params(cfg, 0, live_output=True)
     hyper = init_hypernet(cfg, jax.random.key(0)) if merges else None
     tr = init_trainable(cfg, hyper=hyper)
-    tx = make_optimizer(tr, OptimConfig())
+    tx = state_tuning_optimizer(tr, OptimConfig())
     opt = tx.init(tr)
     rng = np.random.default_rng(0)
     S = 256

@@ -28,8 +28,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rwkvjax.wkv import wkv7_scan  # noqa: E402
-from rwkvjax.wkv_chunked import wkv7_chunked  # noqa: E402
+from rwkvjax.model.wkv import wkv7_scan  # noqa: E402
+from rwkvjax.model.wkv_chunked import wkv7_chunked  # noqa: E402
 
 
 def make_inputs(B, T, H, N, dtype=jnp.float32, seed=0):

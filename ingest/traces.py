@@ -2,7 +2,8 @@
 
 Formats: `text` (rendered training text, sessions one after another; a `### session ...` header per
 session goes to stderr so stdout is only training text), `jsonl` (typed events), and `--stats` (counts per
-event type, session and project, characters per role, skipped/bad lines, redactions; tokens with --model).
+event type, session and project, characters per role, skipped/bad lines, redactions; tokens and merges
+through a `token_stats` counter, which the CLI builds from --model).
 """
 
 from __future__ import annotations
@@ -11,35 +12,31 @@ import asyncio
 import json
 import sys
 from collections import Counter, defaultdict
-from typing import IO
+from typing import IO, Protocol
 
+from ingest.errors import InputError
 from ingest.events import Event
 from ingest.render import SEP, RenderOptions, render_session
 from ingest.stream import TraceStream
 
 
-def _tokenizer(model: str):
-    """Tokenizer of the model's vocabulary (rwkvjax.tokenizer.for_vocab); loads the model to learn it."""
-    import rwkvjax
-    from rwkvjax.tokenizer import for_vocab
-    cfg, _ = rwkvjax.load(model)
-    return for_vocab(cfg.vocab_size)
+class TokenCounter(Protocol):
+    """What `--stats` asks of a tokenizer-side counter (rwkvjax.merges.stats.TokenStats is one)."""
+
+    def add_span(self, role: str, text: str) -> None: ...
+
+    def add_text(self, text: str) -> None: ...
+
+    def report(self) -> dict: ...
 
 
 class _Stats:
-    def __init__(self, tokenizer=None):
+    def __init__(self, tokens: TokenCounter | None = None):
         self.by_kind: Counter = Counter()
         self.by_session: dict[str, Counter] = defaultdict(Counter)
         self.by_project: Counter = Counter()
         self.chars_by_role: Counter = Counter()
-        self.tokens_by_role: Counter = Counter()
-        self.tok = tokenizer
-        self.dyntok = None
-        if tokenizer is not None:  # what the trainer's default dynamic merges would do to this text
-            from ingest.dyntok import DynamicTokenizer, DynTokSettings, digit_protected
-            V = tokenizer.vocab_size
-            self.dyntok = DynamicTokenizer(DynTokSettings(v_base=V, protected=digit_protected(tokenizer.decode_bytes, V)),
-                                           tokenizer.decode_bytes)
+        self.tokens = tokens
 
     def add(self, ev: Event, opts: RenderOptions, first: bool):
         self.by_kind[ev.kind] += 1
@@ -50,26 +47,21 @@ class _Stats:
         r = render_session([ev], opts)
         if not first:
             self.chars_by_role["boilerplate"] += len(SEP)
-            if self.tok is not None:
-                self.tokens_by_role["boilerplate"] += len(self.tok.encode(SEP))
+            if self.tokens is not None:
+                self.tokens.add_span("boilerplate", SEP)
         for s in r.spans:
             self.chars_by_role[s.role] += s.end - s.start
-            if self.tok is not None:
-                self.tokens_by_role[s.role] += len(self.tok.encode(r.text[s.start:s.end]))
-        if self.dyntok is not None:
-            self.dyntok.encode(self.tok.encode(r.text if first else SEP + r.text))
+            if self.tokens is not None:
+                self.tokens.add_span(s.role, r.text[s.start:s.end])
+        if self.tokens is not None:
+            self.tokens.add_text(r.text if first else SEP + r.text)
 
     def report(self, metrics: Counter) -> dict:
         out = {"events": dict(self.by_kind), "sessions": {k: dict(v) for k, v in self.by_session.items()},
                "projects": dict(self.by_project), "chars_by_role": dict(self.chars_by_role),
                "ingest": dict(sorted(metrics.items()))}
-        if self.tok is not None:
-            out["tokens_by_role"] = dict(self.tokens_by_role)
-            st = self.dyntok.stats(top=10)
-            out["merges"] = {"base_tokens": st["base_tokens"], "recurrent_steps": st["recurrent_steps"],
-                             "steps_per_base_token": st["steps_per_base_token"],
-                             "fewer_steps": 1 - st["steps_per_base_token"], "promotions": st["promotions"],
-                             "evictions": st["evictions"], "top_merges": st["top_merges"]}
+        if self.tokens is not None:
+            out.update(self.tokens.report())
         return out
 
 
@@ -101,19 +93,19 @@ async def _run(stream: TraceStream, fmt: str, stats: _Stats | None, opts: Render
             out.write("\n")
 
 
-def traces_command(source: list[str], *, fmt: str = "text", stats: bool = False, model: str | None = None,
+def traces_command(source: list[str], *, fmt: str = "text", stats: bool = False, token_stats: TokenCounter | None = None,
                    reader: str = "auto", opts: RenderOptions = RenderOptions(), projects: str | None = None,
                    out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> None:
     """`source` is ["live"], ["replay"] or transcript paths (.jsonl files or folders)."""
     if fmt not in ("text", "jsonl"):
-        raise ValueError(f"--format must be text or jsonl, got {fmt!r}")
+        raise InputError(f"--format must be text or jsonl, got {fmt!r}")
     if not source:
-        raise ValueError("--source needs live, replay or transcript paths")
+        raise InputError("--source needs live, replay or transcript paths")
     if source in (["live"], ["replay"]):
         stream = TraceStream(source[0], projects=projects, reader=reader)
     elif "live" in source or "replay" in source:
-        raise ValueError("--source takes live or replay alone, or only transcript paths")
+        raise InputError("--source takes live or replay alone, or only transcript paths")
     else:
         stream = TraceStream("replay", paths=source, reader=reader)
-    st = _Stats(_tokenizer(model) if model else None) if stats else None
+    st = _Stats(token_stats) if stats else None
     asyncio.run(_run(stream, fmt, st, opts, out, err))

@@ -1,20 +1,41 @@
-"""Turn expected user-facing failures into one clear line on stderr and exit status 2."""
+"""User-facing errors: what the user gave (a file, a flag, a model for a state) cannot be used.
+
+Only these become a one-line `error: ...` and exit status 2 in the CLI; any other exception is a bug
+and keeps its traceback. Each class also derives from the builtin a caller would expect
+(`ValueError`, `FileNotFoundError`, ...), so library users can catch either.
+`ingest` is a leaf package with its own base, `ingest.errors.InputError`; the CLI treats it the same.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import sys
+
+class UserError(Exception):
+    """Base class: the message names the file, flag or setting, and says what to do."""
 
 
-@contextlib.contextmanager
-def user_errors():
-    from rwkvjax.hub import HubError
-    from rwkvjax.params import CheckpointError
-    try:
-        yield
-    except (CheckpointError, HubError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+class ConfigError(UserError, ValueError):
+    """A setting or flag value is invalid."""
+
+
+class DataError(UserError, ValueError):
+    """Input data (sessions, corpus or text files, saved state) cannot be used."""
+
+
+class MissingFile(UserError, FileNotFoundError):
+    """A file or folder the user named does not exist."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint file cannot be turned into RWKV-7 parameters."""
+
+
+class CheckpointMismatch(UserError, ValueError):
+    """A training checkpoint cannot be resumed or used with the given model or settings."""
+
+
+class HubError(UserError, RuntimeError):
+    """A model could not be fetched from (or found in the cache of) the Hugging Face Hub."""
+
+
+class VocabError(UserError, ValueError):
+    """A tokenizer vocabulary file is malformed."""

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 import rwkvjax
-from rwkvjax.pretrain import _is_heldout, corpus_files
-from rwkvjax.scoring import score_stream
-from rwkvjax.trainer import DEMO_MODEL, demo_setup
+from rwkvjax.train.corpus import _is_heldout, corpus_files
+from rwkvjax.eval.scoring import score_stream
+from rwkvjax.train.run import DEMO_MODEL, demo_setup
 
 
 def test_demo_model_is_clearly_better_than_chance_on_heldout_code():

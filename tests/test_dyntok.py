@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ingest.dyntok import NEVER, DynamicTokenizer, DynTokSettings, digit_protected, expand
-from rwkvjax.tokenizer import ByteTokenizer
+from rwkvjax.merges.dyntok import NEVER, DynamicTokenizer, DynTokSettings, digit_protected, expand
+from rwkvjax.text.tokenizer import ByteTokenizer
 
 V = 8
 # tiny alphabet, window and table so promotions, evictions, deferrals and slot reuse all happen
@@ -192,7 +192,7 @@ def test_byte_vocab_protection_and_top_merge_text():
 
 
 def test_world_vocab_protects_every_id_with_a_digit():
-    from rwkvjax.world_tokenizer import WorldTokenizer
+    from rwkvjax.text.world import WorldTokenizer
     wt = WorldTokenizer()
     prot = digit_protected(wt.decode_bytes, 65536)
     assert 0 in prot and set(range(65530, 65536)) <= prot  # end-of-text and the spare rows

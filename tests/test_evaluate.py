@@ -8,11 +8,11 @@ import optax
 import pytest
 
 import rwkvjax
-from rwkvjax.eval_report import summarize, write_eval_report
-from rwkvjax.evaluate import ARMS, EvalConfig, load_sessions, run_eval
-from rwkvjax.init import init_params
-from rwkvjax.tokenizer import ByteTokenizer
-from rwkvjax.trainer import DEMO_TRACES
+from rwkvjax.eval.report import summarize, write_eval_report
+from rwkvjax.eval.prequential import ARMS, EvalConfig, load_sessions, run_eval
+from rwkvjax.model.init import init_params
+from rwkvjax.text.tokenizer import ByteTokenizer
+from rwkvjax.train.run import DEMO_TRACES
 
 SMALL = rwkvjax.Config(256, 64, 1, 128, 32, 32, 32, 32)
 

@@ -8,17 +8,17 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import rwkvjax
-from ingest.dyntok import DynamicTokenizer, DynTokSettings, digit_protected
-from rwkvjax.checkpoint import params_hash
-from rwkvjax.evaluate import load_sessions
-from rwkvjax.hyper_train import HyperTrainConfig, run_hyper_train
-from rwkvjax.hypernet import init_hypernet
-from rwkvjax.hypernet_io import load_hypernet, start_hypernet
-from rwkvjax.init import init_params
-from rwkvjax.scoring import score_stream
-from rwkvjax.tokenizer import ByteTokenizer
-from rwkvjax.trainer import DEMO_TRACES
-from rwkvjax.windows import stream_windows
+from rwkvjax.merges.dyntok import DynamicTokenizer, DynTokSettings, digit_protected
+from rwkvjax.model.params import params_hash
+from rwkvjax.eval.prequential import load_sessions
+from rwkvjax.eval.hypernet import HyperTrainConfig, run_hyper_train
+from rwkvjax.merges.hypernet import init_hypernet
+from rwkvjax.merges.hypernet_io import load_hypernet, start_hypernet
+from rwkvjax.model.init import init_params
+from rwkvjax.eval.scoring import score_stream
+from rwkvjax.text.tokenizer import ByteTokenizer
+from rwkvjax.train.run import DEMO_TRACES
+from rwkvjax.train.data import stream_windows
 
 SMALL = rwkvjax.Config(256, 64, 1, 128, 32, 32, 32, 32)
 LN2 = np.log(2.0)
@@ -117,15 +117,15 @@ def test_bad_hypernet_files_raise_errors_naming_file_and_field(run, tmp_path):
 
 
 def test_trainer_and_eval_start_from_the_file_and_reject_it_without_merges(run, tmp_path):
-    from rwkvjax.evaluate import EvalConfig, run_eval
-    from rwkvjax.run_config import TrainConfig
-    from rwkvjax.trainer import Trainer
+    from rwkvjax.eval.prequential import EvalConfig, run_eval
+    from rwkvjax.train.config import TrainConfig
+    from rwkvjax.train.run import Trainer
     cfg, model, _ = run
     config, params = model
     tc = TrainConfig(ckpt_dir=str(tmp_path / "ck"), source=(str(DEMO_TRACES),), steps=1, ctx_len=32, merges=True,
                      hypernet=cfg.out, merge_slots=16, replay_per_step=0)
     tr = Trainer(tc, model=model)
-    for a, b in zip(jax.tree.leaves(tr.trainable0.hyper), jax.tree.leaves(load_hypernet(cfg.out, config))):
+    for a, b in zip(jax.tree.leaves(tr.learner.trainable0.hyper), jax.tree.leaves(load_hypernet(cfg.out, config))):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="only used with --merges"):
         TrainConfig(ckpt_dir=str(tmp_path / "x"), hypernet=cfg.out)

@@ -5,9 +5,10 @@ import optax
 import pytest
 
 import rwkvjax
-from ingest.dyntok import DynamicTokenizer, DynTokSettings, table_at
-from rwkvjax.hypernet import SlotTables, UnitPositions, forward_units, init_hypernet, unit_logits, unit_loss
-from rwkvjax.tokenizer import ByteTokenizer
+from rwkvjax.merges.dyntok import DynamicTokenizer, DynTokSettings, table_at
+from rwkvjax.merges.hypernet import SlotTables, UnitPositions, forward_units, init_hypernet, unit_logits, unit_loss
+from rwkvjax.model.rwkv7 import head_logits
+from rwkvjax.text.tokenizer import ByteTokenizer
 
 V, S = 256, 4
 TEXT = b"the cat and the hat: the end."
@@ -87,7 +88,7 @@ def test_slots_follow_the_table_in_force_at_each_position(model):
     np.testing.assert_allclose(virt[:4, 2], lg[:4, 97], rtol=1e-6)
     np.testing.assert_allclose(virt[4:, 2], lg[4:, 116], rtol=1e-6)
     p = np.asarray(jax.nn.softmax(jnp.asarray(lg), -1))
-    base = np.asarray(jax.nn.softmax(rwkvjax.model.head_logits(params, hidden)[0], -1))
+    base = np.asarray(jax.nn.softmax(head_logits(params, hidden)[0], -1))
     for t in range(T):
         np.testing.assert_allclose(_group_mass(p[t:t + 1], table_at(prior, end, avail, t)), base[t:t + 1],
                                    rtol=2e-5, atol=1e-7)

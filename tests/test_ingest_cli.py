@@ -7,9 +7,13 @@ import json
 
 import pytest
 
+import rwkvjax
+
 from conftest import CLAUDE_PROJECTS, RWKVCPP_DIR
 from ingest.render import RenderOptions
 from ingest.traces import traces_command
+from rwkvjax.merges.stats import TokenStats
+from rwkvjax.text.tokenizer import for_vocab
 
 AGENT = CLAUDE_PROJECTS / "-Users-yoav-projects-alignment-hive" / "agent-a78d046.jsonl"
 
@@ -37,7 +41,8 @@ def test_stats_with_byte_model_counts_tokens_per_role():
     model = RWKVCPP_DIR / "tiny-rwkv-7v0-834K-FP32.bin"
     if not model.is_file():
         raise FileNotFoundError(f"fixture {model} is missing")
-    out, _ = _run(stats=True, model=str(model))
+    config, _ = rwkvjax.load(model)
+    out, _ = _run(stats=True, token_stats=TokenStats(for_vocab(config.vocab_size)))
     st = json.loads(out)
     assert st["events"]["ToolUse"] > 0 and st["ingest"]["skipped_line:hive-mind-meta"] == 1
     text = _run(fmt="text")[0][:-1]  # the command ends its output with one newline

@@ -23,7 +23,7 @@ from safetensors.numpy import load_file, save_file
 
 import rwkvjax
 from rwkvjax import CheckpointError
-from rwkvjax.params import from_official
+from rwkvjax.model.params import from_official
 from tests.conftest import REPO, RWKVCPP_DIR
 
 GOLDEN_ST = Path(__file__).resolve().parent / "data" / "golden" / "tiny.safetensors"
@@ -254,7 +254,7 @@ def test_hf_packed_x_x_with_wrong_rows_is_named(tmp_path, official_sd):
 def test_hub_offline_gives_hub_error_without_network(tmp_path):
     """huggingface_hub reads HF_HUB_OFFLINE at import, so the check runs in a fresh interpreter."""
     code = ("import rwkvjax\n"
-            "from rwkvjax.hub import HubError\n"
+            "from rwkvjax.io.hub import HubError\n"
             "try:\n    rwkvjax.load('some-org/some-rwkv7-model')\n"
             "except HubError as e:\n    print('HUBERROR', e)\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "JAX_PLATFORMS": "cpu",

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import rwkvjax
-from rwkvjax.convert import convert
-from rwkvjax.generate import generate_ids
-from rwkvjax.state import state_from_wkv
+from rwkvjax.io.convert import convert
+from rwkvjax.serve.generate import generate_ids
+from rwkvjax.model.state import start_state
 from tests.conftest import REPO, RWKVCPP_DIR
 
 TEXT = b"def main():\n    print('hello, world')\n"
@@ -63,7 +63,7 @@ def test_nonzero_initial_state_changes_logits(tiny_model):
     toks = _tokens(n=8, batch=1)
     S0 = jax.random.normal(jax.random.key(0), (cfg.n_layer, cfg.n_head, cfg.head_size, cfg.head_size)) * 0.5
     base, _ = rwkvjax.forward(params, toks, rwkvjax.zero_state(cfg, 1), config=cfg)
-    tuned, _ = rwkvjax.forward(params, toks, state_from_wkv(S0, 1, cfg), config=cfg)
+    tuned, _ = rwkvjax.forward(params, toks, start_state(S0, 1), config=cfg)
     assert float(jnp.max(jnp.abs(tuned - base))) > 1e-3
 
 
@@ -106,7 +106,7 @@ def test_generate_is_seeded_and_uses_the_state(tiny_model):
     lg, _ = rwkvjax.forward(params, toks, rwkvjax.zero_state(cfg, 1), config=cfg)
     assert greedy[0] == int(jnp.argmax(lg[0, -1]))
     S0 = jax.random.normal(jax.random.key(3), (cfg.n_layer, cfg.n_head, cfg.head_size, cfg.head_size))
-    assert run(1, state_from_wkv(S0, 1, cfg)) != run(1)
+    assert run(1, start_state(S0, 1)) != run(1)
 
 
 def test_cli_reports_bad_model_in_one_line(tmp_path):

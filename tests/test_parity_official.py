@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 import rwkvjax
-from rwkvjax.params import Block, Params, _BLOCK_NAMES, expected_shapes
-from rwkvjax.state import State
+from rwkvjax.model.params import Block, Params, _BLOCK_NAMES, expected_shapes
+from rwkvjax.model.state import State
 from tests.conftest import RWKVCPP_DIR
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "golden"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scipy.stats import chisquare
 
-from ingest.replay import ReplayBuffer, ReplaySettings
+from rwkvjax.train.replay import ReplayBuffer, ReplaySettings
 
 nlls = st.floats(-5, 20, allow_nan=False, allow_infinity=False)
 

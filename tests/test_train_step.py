@@ -14,13 +14,13 @@ import numpy as np
 import optax
 
 import rwkvjax
-from rwkvjax.generate import generate_ids
-from rwkvjax.init import init_params
-from rwkvjax.objective import Batch, loss_and_metrics
-from rwkvjax.optim import OptimConfig, make_optimizer
-from rwkvjax.state import state_from_wkv
-from rwkvjax.train_step import make_train_step
-from rwkvjax.trainable import init_trainable
+from rwkvjax.serve.generate import generate_ids
+from rwkvjax.model.init import init_params
+from rwkvjax.train.objective import Batch, loss_and_metrics
+from rwkvjax.train.optim import OptimConfig, state_tuning_optimizer
+from rwkvjax.model.state import start_state
+from rwkvjax.train.step import make_train_step
+from rwkvjax.train.trainable import init_trainable
 from tests.conftest import REPO
 
 CODE = b"def add(a, b):\n    return a + b\n\nprint(add(1, 2))\n" * 4
@@ -49,7 +49,7 @@ def test_frozen_leaves_bit_identical_and_optimizer_state_only_for_trainables(tin
     cfg, params = tiny_model
     frozen_copy = jax.tree.map(np.array, params)
     tr = init_trainable(cfg, train_shift=True)
-    tx = make_optimizer(tr, OptimConfig(decay_steps=10))
+    tx = state_tuning_optimizer(tr, OptimConfig(decay_steps=10))
     opt = tx.init(tr)
     trainable_shapes = {a.shape for a in jax.tree.leaves(tr)}
     assert {a.shape for a in jax.tree.leaves(opt) if a.ndim} <= trainable_shapes
@@ -63,7 +63,7 @@ def test_frozen_leaves_bit_identical_and_optimizer_state_only_for_trainables(tin
 def test_loss_falls_on_repeated_corpus():
     params = init_params(SMALL, 0, live_output=True)  # official init but live outputs, so the state matters
     tr = init_trainable(SMALL)
-    tx = make_optimizer(tr, OptimConfig(state_lr=0.1, state_lr_final=0.001, decay_steps=50))
+    tx = state_tuning_optimizer(tr, OptimConfig(state_lr=0.1, state_lr_final=0.001, decay_steps=50))
     opt = tx.init(tr)
     step = make_train_step(SMALL, tx)
     b = _batch(T=64)
@@ -75,14 +75,14 @@ def test_loss_falls_on_repeated_corpus():
     # the tuned S0 changes what `generate` samples
     base = list(generate_ids(params, SMALL, list(b"def "), max_tokens=16, temperature=0))
     tuned = list(generate_ids(params, SMALL, list(b"def "), max_tokens=16, temperature=0,
-                              state=state_from_wkv(tr.wkv, 1, SMALL)))
+                              state=start_state(tr.wkv, 1)))
     assert tuned != base
 
 
 def test_step_does_not_recompile_as_windows_vary(tiny_model):
     cfg, params = tiny_model
     tr = init_trainable(cfg)
-    tx = make_optimizer(tr, OptimConfig())
+    tx = state_tuning_optimizer(tr, OptimConfig())
     opt = tx.init(tr)
     step = make_train_step(cfg, tx, max_traces=1)  # a second trace raises
     for lengths in ([32, 32], [5, 32], [1, 17], [32, 0]):
@@ -95,7 +95,7 @@ def test_step_does_not_recompile_as_windows_vary(tiny_model):
 def test_nonfinite_updates_are_skipped_and_counted(tiny_model):
     cfg, params = tiny_model
     tr = init_trainable(cfg)
-    tx = make_optimizer(tr, OptimConfig())
+    tx = state_tuning_optimizer(tr, OptimConfig())
     opt = tx.init(tr)
     step = make_train_step(cfg, tx, max_traces=2)
     b = _batch()
@@ -108,16 +108,16 @@ def test_nonfinite_updates_are_skipped_and_counted(tiny_model):
 _DP_SCRIPT = """
 import json, jax, jax.numpy as jnp, numpy as np
 import rwkvjax
-from rwkvjax.init import init_params
-from rwkvjax.objective import Batch
-from rwkvjax.optim import OptimConfig, make_optimizer
-from rwkvjax.train_step import data_mesh, make_train_step, replicate, shard_batch
-from rwkvjax.trainable import init_trainable
+from rwkvjax.model.init import init_params
+from rwkvjax.train.objective import Batch
+from rwkvjax.train.optim import OptimConfig, state_tuning_optimizer
+from rwkvjax.train.step import data_mesh, make_train_step, replicate, shard_batch
+from rwkvjax.train.trainable import init_trainable
 cfg = rwkvjax.Config(256, 64, 2, 256, 32, 32, 32, 32)
 mesh = data_mesh()
 params = replicate(init_params(cfg, 0, live_output=True), mesh)
 tr = init_trainable(cfg)
-tx = make_optimizer(tr, OptimConfig(state_lr=0.1))
+tx = state_tuning_optimizer(tr, OptimConfig(state_lr=0.1))
 opt = tx.init(tr)
 tr, opt = replicate(tr, mesh), replicate(opt, mesh)
 rng = np.random.default_rng(0)

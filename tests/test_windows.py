@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ingest.dyntok import DynamicTokenizer, DynTokSettings, expand
+from rwkvjax.merges.dyntok import DynamicTokenizer, DynTokSettings, expand
 from ingest.events import UserText
 from ingest.render import render_session
-from rwkvjax.tokenizer import ByteTokenizer
-from rwkvjax.windows import Window, WindowAssembler, stream_windows
+from rwkvjax.text.tokenizer import ByteTokenizer
+from rwkvjax.train.data import Window, WindowAssembler, stream_windows
 
 TOK = ByteTokenizer()
 TEXT = "the cat and the hat sat on the mat; the rat ate the oat. " * 12

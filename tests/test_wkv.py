@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from pallas_kernels.wkv7 import wkv7 as wkv7_pallas
-from rwkvjax.wkv import WkvImpl, resolve, wkv7, wkv7_scan
-from rwkvjax.wkv_chunked import wkv7_chunked
+from rwkvjax.model.wkv import WkvImpl, resolve, wkv7, wkv7_scan
+from rwkvjax.model.wkv_chunked import wkv7_chunked
 from tests.wkv_reference import INPUT_NAMES, reference_f64, rel_err, rwkv_inputs
 
 IMPLS = {

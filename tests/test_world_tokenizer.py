@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rwkvjax.tokenizer import for_vocab
+from rwkvjax.text.tokenizer import for_vocab
 from rwkvjax import world_tokenizer
-from rwkvjax.world_tokenizer import VOCAB_FILE, VocabError, WorldTokenizer, _literal, parse_vocab
+from rwkvjax.text.world import VOCAB_FILE, VocabError, WorldTokenizer, _literal, parse_vocab
 
 # Hard facts from the official tokenizer (reference RWKV7.md §9).
 GOLDEN = [

@@ -1,0 +1,21 @@
+"""`cli.py hypernet`: train the merge hypernetwork offline, then measure it on held-out sessions."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from rwkvjax.cli.flags import add_dataclass_args, dataclass_from_args
+from rwkvjax.eval.config import HyperTrainConfig
+
+
+def add_arguments(p):
+    add_dataclass_args(p, HyperTrainConfig)
+
+
+def run(args) -> None:
+    from rwkvjax.eval.hypernet import run_hyper_train
+    from rwkvjax.io.formats import load
+    cfg = dataclass_from_args(HyperTrainConfig, args)
+    res = run_hyper_train(cfg, load(cfg.model), log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(json.dumps(res, indent=1, ensure_ascii=False))

@@ -1,0 +1,29 @@
+"""`cli.py train`: build a TrainConfig from the flags, run the trainer, print its summary as JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+from rwkvjax.cli.flags import add_dataclass_args, dataclass_from_args
+from rwkvjax.train.config import TrainConfig
+
+
+def add_arguments(p):
+    add_dataclass_args(p, TrainConfig)
+
+
+def run(args) -> None:
+    from rwkvjax.train.run import Trainer, demo_setup
+    cfg = dataclass_from_args(TrainConfig, args)
+    model = None
+    if cfg.demo:
+        demo_cfg, model = demo_setup(cfg.ckpt_dir or "runs/demo")
+        ignored = [f.name for f in dataclasses.fields(TrainConfig)
+                   if f.name not in ("demo", "ckpt_dir") and getattr(cfg, f.name) != f.default]
+        if ignored:
+            print("--demo uses its own settings; ignoring " + ", ".join("--" + n.replace("_", "-") for n in ignored),
+                  file=sys.stderr)
+        cfg = demo_cfg
+    print(json.dumps(Trainer(cfg, model=model).run()))

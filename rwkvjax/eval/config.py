@@ -1,0 +1,94 @@
+"""Settings of the `eval`, `score`, `hypernet`, `inspect` and `merge-stats` commands (light to import)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from rwkvjax.errors import ConfigError
+from rwkvjax.options import option
+from rwkvjax.train.config import DEFAULT_MODEL, check_positive
+
+ARMS = ("frozen", "carry", "tuned", "tuned_replay", "tuned_replay_reducible", "merges")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    traces: str = option(help="folder of Claude Code transcripts")
+    out: str = option(help="report folder (REPORT.md, prequential.png, summary.json)")
+    model: str = option(DEFAULT_MODEL, help="HF repo id, folder, .safetensors, .pth or rwkv.cpp .bin")
+    k: int = option(3, help="every k-th session by start time is held out")
+    ctx_len: int = option(512, help="training window and longest scoring call")
+    live_per_step: int = option(2, help="new windows per update")
+    replay_per_step: int = option(2, help="replayed windows per update (replay arms)")
+    max_windows_per_session: int = option(32, help="training windows taken from each session (its start first)")
+    lr: float = option(0.1, help="S0 peak learning rate")
+    lr_final: float = option(0.01, help="S0 final learning rate")
+    hyper_lr: float = option(1e-3, help="hypernetwork peak learning rate (merges arm)")
+    hypernet: str | None = option(None, help="the merges arm starts from this trained hypernetwork (`cli.py "
+                                             "hypernet`); default: untrained")
+    arms: tuple[str, ...] = option(ARMS, choices=ARMS, help="arms to run")
+    canaries: tuple[str, ...] = option((), help="canary text files (default: stdlib textwrap.py and the Python "
+                                                "licence)")
+    seed: int = option(0, help="random seed")
+    bootstrap: int = option(10_000, help="bootstrap resamples for the intervals")
+
+    def __post_init__(self):
+        check_positive(self, "ctx_len", "live_per_step", "max_windows_per_session", "lr", "bootstrap")
+        check_positive(self, "replay_per_step", "lr_final", "hyper_lr", allow_zero=True)
+        if self.k < 2:
+            raise ConfigError(f"--k {self.k}: must be >= 2 (every k-th session is held out)")
+        for name in self.arms:
+            if name not in ARMS:
+                raise ConfigError(f"unknown arm {name!r}; choose from {ARMS}")
+        if self.hypernet and "merges" not in self.arms:
+            raise ConfigError(f"--hypernet {self.hypernet} is only used by the 'merges' arm, which --arms leaves out")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreConfig:
+    files: tuple[str, ...] = option(positional=True, help="UTF-8 text files")
+    model: str = option(DEFAULT_MODEL, help="HF repo id, folder, .safetensors, .pth or rwkv.cpp .bin")
+    checkpoint: str | None = option(None, help="a --ckpt-dir of `train`: use its tuned S0")
+
+
+@dataclasses.dataclass(frozen=True)
+class HyperTrainConfig:
+    traces: str = option(help="folder of Claude Code transcripts")
+    out: str = option(help="output .safetensors file")
+    model: str = option(DEFAULT_MODEL, help="the model the hypernetwork is trained for")
+    k: int = option(3, help="every k-th session by start time is held out")
+    ctx_len: int = option(512, help="units per training window")
+    batch: int = option(8, help="windows per step")
+    steps: int = option(600, help="training steps")
+    lr: float = option(3e-3, help="peak learning rate")
+    lr_final: float = option(3e-4, help="final learning rate")
+    warmup: int = option(30, help="warmup steps")
+    seed: int = option(0, help="random seed")
+    window: int = option(512, help="dynamic tokenizer: bigram occurrences watched")
+    threshold: int = option(3, help="dynamic tokenizer: occurrences that promote a bigram")
+    n_slots: int = option(256, help="dynamic tokenizer: slots")
+    speed_steps: int = option(8, help="training steps timed per arm for the speed comparison")
+    corpus: tuple[str, ...] = option((), help="train on these text files/folders instead of the training sessions "
+                                              "(held-out sessions are still scored)")
+    max_corpus_bytes: int = option(2_000_000, help="corpus bytes read at most")
+
+    def __post_init__(self):
+        for name in ("k", "ctx_len", "batch", "steps", "n_slots", "window", "threshold"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.k < 2:
+            raise ConfigError(f"--k {self.k}: must be >= 2 (every k-th session is held out)")
+
+
+@dataclasses.dataclass(frozen=True)
+class InspectConfig:
+    checkpoint: str = option(help="the --ckpt-dir of a training run")
+    last: int = option(20, help="steps in the recent window of the curve")
+    json: bool = option(False, help="machine-readable output")
+    plot: str | None = option(None, help="write the loss / bits-per-byte / compression curves to this PNG")
+
+
+@dataclasses.dataclass(frozen=True)
+class MergeStatsConfig:
+    checkpoint: str = option(help="the --ckpt-dir of a training run with --merges")
+    top: int = option(25, help="merges listed")

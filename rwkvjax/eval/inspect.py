@@ -1,0 +1,133 @@
+"""What a training checkpoint learned: `inspect` and `merge-stats` reports (no model needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from rwkvjax.errors import DataError, MissingFile
+from rwkvjax.io.checkpoint import TrainCheckpointer
+
+
+def read_metrics(ckpt_dir: str | Path) -> list[dict]:
+    """metrics.jsonl rows; a torn last line (process killed mid-write) is skipped, others must parse."""
+    path = Path(ckpt_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                raise DataError(f"{path}: line {i + 1} is not JSON") from None
+    # a resumed run re-logs steps after the last checkpoint: keep the latest record per step
+    by_step = {r["step"]: r for r in rows}
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def _mean(rows, key):
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def inspect(ckpt_dir: str | Path, last: int = 20) -> dict:
+    with TrainCheckpointer(ckpt_dir, read_only=True) as ck:
+        step = ck.latest_step()
+        if step is None:
+            raise MissingFile(f"{ckpt_dir}: no checkpoint found (is this a --ckpt-dir of `train`?)")
+        host = ck.restore_host(step)
+        tr = ck.restore_trainable_arrays(step)
+        kept = ck.all_steps()
+    S0 = np.asarray(tr["wkv"])
+    rows = read_metrics(ckpt_dir)
+    rep = host["replay"]
+    prio = np.asarray(rep["priority"], np.float64)
+    order = np.argsort(-prio)[:5] if len(prio) else []
+    return {
+        "ckpt_dir": str(ckpt_dir), "step": host["step"], "checkpoints": kept,
+        "tokens_seen": host["tokens_seen"], "bytes_seen": host["bytes_seen"],
+        "base_model": host["base_model"], "base_hash": host["base_hash"], "model_config": host["model_config"],
+        "train_config": host["train_config"],
+        "loss": {"first": _mean(rows[:last], "loss"), "last": _mean(rows[-last:], "loss"),
+                 "overall": _mean(rows, "loss")},
+        "bits_per_byte": {"first": _mean(rows[:last], "live_bits_per_byte"),
+                          "last": _mean(rows[-last:], "live_bits_per_byte"),
+                          "overall": _mean(rows, "live_bits_per_byte")},
+        "curve": [{"step": r["step"], "loss": r["loss"], "bits_per_byte": r.get("live_bits_per_byte")}
+                  for r in rows[-last:]],
+        "state_norms": {"per_layer": np.linalg.norm(S0.reshape(S0.shape[0], -1), axis=1).round(4).tolist(),
+                        "total": float(np.linalg.norm(S0))},
+        "shift_trained": tr.get("att_shift") is not None,
+        "hypernet": tr.get("hyper") is not None,
+        "replay": {"size": len(prio), "capacity": rep["settings"]["capacity"],
+                   "priority_rule": rep["settings"]["priority"], "counters": rep["counters"],
+                   "priority_quantiles": dict(zip(["min", "p25", "median", "p75", "max"],
+                                                  np.quantile(prio, [0, .25, .5, .75, 1]).round(4).tolist()))
+                   if len(prio) else {},
+                   "top": [{"priority": round(float(prio[i]), 4),
+                            "preview": (rep["texts"][i] or "")[:160]} for i in order]},
+        "ingest": host["ingest"],
+        "cursor_sessions": len(json.loads(host["cursor"]).get("sessions", {})),
+        "pending_windows": len(host["ready"]),
+    }
+
+
+def merge_stats(ckpt_dir: str | Path, top: int = 25) -> dict:
+    from rwkvjax.merges.dyntok import DynamicTokenizer
+    from rwkvjax.text.tokenizer import for_vocab
+    with TrainCheckpointer(ckpt_dir, read_only=True) as ck:
+        host = ck.restore_host()
+    if host.get("dyntok") is None:
+        raise DataError(f"{ckpt_dir}: this run was trained with merges off (--no-merges); no merge statistics")
+    tok = for_vocab(host["model_config"]["vocab_size"])
+    dt = DynamicTokenizer.from_state_dict(host["dyntok"], tok.decode_bytes)
+    st = dt.stats(top=top)
+    rows = read_metrics(ckpt_dir)
+    st["compression_over_time"] = [{"step": r["step"], "steps_per_base_token": r["steps_per_base_token"]}
+                                   for r in rows if "steps_per_base_token" in r]
+    return st
+
+
+def plot(ckpt_dir: str | Path, out: str | Path) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = read_metrics(ckpt_dir)
+    if not rows:
+        raise DataError(f"{ckpt_dir}: metrics.jsonl is empty or missing; nothing to plot")
+    steps = [r["step"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    axes[0].plot(steps, [r["loss"] for r in rows])
+    axes[0].set(title="training loss (nats/unit)", xlabel="step")
+    axes[1].plot(steps, [r.get("live_bits_per_byte") or np.nan for r in rows])
+    axes[1].set(title="live bits per byte (before update)", xlabel="step")
+    axes[2].plot(steps, [r.get("steps_per_base_token", 1.0) for r in rows])
+    axes[2].set(title="recurrent steps per base token", xlabel="step")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return str(out)
+
+
+def format_inspect(r: dict) -> str:
+    f = lambda x: "n/a" if x is None else f"{x:.4f}"
+    lines = [
+        f"checkpoint {r['ckpt_dir']}  step {r['step']}  (kept: {r['checkpoints']})",
+        f"base model {r['base_model']}  hash {r['base_hash']}",
+        f"tokens seen {r['tokens_seen']}  bytes seen {r['bytes_seen']}",
+        f"loss first/last/overall {f(r['loss']['first'])} / {f(r['loss']['last'])} / {f(r['loss']['overall'])}",
+        f"bits/byte first/last/overall {f(r['bits_per_byte']['first'])} / {f(r['bits_per_byte']['last'])} / "
+        f"{f(r['bits_per_byte']['overall'])}",
+        f"S0 norm total {r['state_norms']['total']:.4f}; per layer {r['state_norms']['per_layer']}",
+        f"replay {r['replay']['size']}/{r['replay']['capacity']} ({r['replay']['priority_rule']}), "
+        f"priority quantiles {r['replay']['priority_quantiles']}, counters {r['replay']['counters']}",
+    ]
+    for t in r["replay"]["top"]:
+        lines.append(f"  [{t['priority']}] {t['preview']!r}")
+    lines.append(f"ingestion {r['ingest']}  sessions in cursor {r['cursor_sessions']}  "
+                 f"windows pending {r['pending_windows']}")
+    return "\n".join(lines)

@@ -1,0 +1,136 @@
+"""Teacher-forced scoring of long token streams with the recurrent state carried across calls.
+
+A stream is cut into calls whose lengths come from a fixed set of powers of two (greedy), so there is
+no padding (the carried state stays exact) and at most log2(max_len)+1 shapes are ever compiled.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rwkvjax.model.config import Config
+from rwkvjax.merges.hypernet import SlotTables, UnitPositions, unit_embeddings, unit_logits
+from rwkvjax.model.rwkv7 import embed, forward_hidden, head_logits
+from rwkvjax.model.state import State
+
+
+def piece_lengths(n: int, max_len: int) -> list[int]:
+    """Greedy split of n into powers of two <= max_len (max_len a power of two)."""
+    out = []
+    while n:
+        p = max_len
+        while p > n:
+            p //= 2
+        out.append(p)
+        n -= p
+    return out
+
+
+# Forward-only scoring uses the per-token scan: on CPU it is the fastest forward (the chunked form wins
+# only once a backward pass is needed; see benchmarks/RESULTS.md, WKV kernels).
+_SCORE_WKV = "scan"
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _nll_plain(params, state: State, inputs_1T, targets_1T, *, config: Config):
+    B = state.wkv.shape[1]
+    inputs = jnp.broadcast_to(inputs_1T, (B,) + inputs_1T.shape[1:])
+    hidden, state = forward_hidden(params, embed(params, inputs), state, config=config, wkv_impl=_SCORE_WKV)
+    targets = jnp.broadcast_to(targets_1T, inputs.shape)
+    return optax.softmax_cross_entropy_with_integer_labels(head_logits(params, hidden), targets), state
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _nll_units(params, hyper, state: State, inputs_1T, targets_1T, tables: SlotTables, pos: UnitPositions, *,
+               config: Config):
+    x = unit_embeddings(params, hyper, inputs_1T, tables)
+    hidden, state = forward_hidden(params, x, state, config=config, wkv_impl=_SCORE_WKV)
+    logits = unit_logits(params, hyper, hidden, tables, pos)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, targets_1T), state
+
+
+def score_stream(params, config: Config, units: np.ndarray, state: State, *, prev_unit: int = 0,
+                 max_len: int = 512, hyper=None, tables=None) -> tuple[np.ndarray, State]:
+    """NLL in nats of every unit given the ones before it (the first given `prev_unit`), and the final state.
+
+    The same units are scored from every start state in the batch of `state` (e.g. several tuned S0s
+    at once): the result is [B, n], or [n] when B = 1. With `hyper`, `units` is one dynamic-tokenizer
+    segment and `tables` its (slots [S,2], prior [S,2], avail_from [S]) from `Encoded`; `prev_unit` then
+    belongs to the previous segment.
+    """
+    units = np.asarray(units, np.int32)
+    inputs = np.concatenate([[prev_unit], units[:-1]]).astype(np.int32)
+    if hyper is not None:
+        tables = SlotTables.of(*tables)
+    out, pos = [], 0
+    for n in piece_lengths(len(units), max_len):
+        x, y = jnp.asarray(inputs[None, pos:pos + n]), jnp.asarray(units[None, pos:pos + n])
+        if hyper is None:
+            nll, state = _nll_plain(params, state, x, y, config=config)
+        else:
+            upos = UnitPositions.of(x, first_in_segment=pos == 0, start=pos)
+            nll, state = _nll_units(params, hyper, state, x, y, tables, upos, config=config)
+        out.append(np.asarray(nll))
+        pos += n
+    B = state.wkv.shape[1]
+    nll = np.concatenate(out, axis=1) if out else np.zeros((B, 0), np.float32)
+    return (nll[0] if B == 1 else nll), state
+
+
+def score_windows(params, config: Config, windows, state: State, *, hyper, max_len: int = 512):
+    """Consecutive merged windows (one dyntok segment each) scored with the state and previous unit carried.
+
+    Returns (NLL in nats per window, each [n_units], final State).
+    """
+    out, prev = [], 0
+    for w in windows:
+        nll, state = score_stream(params, config, w.units, state, prev_unit=prev, max_len=max_len, hyper=hyper,
+                                  tables=(w.slots, w.prior_slots, w.avail_from))
+        out.append(np.asarray(nll, np.float64))
+        prev = int(w.units[-1])
+    return out, state
+
+
+def score_files(cfg) -> Iterator[tuple[str, int, float]]:
+    """`score`: (file, bytes, bits per byte) of each UTF-8 file, each from the start state, then ('total', ...).
+
+    The start state is zeros, or the tuned state of `cfg.checkpoint` (checked against this base model).
+    """
+    from pathlib import Path
+
+    from rwkvjax.errors import DataError, MissingFile
+    from rwkvjax.io.formats import load
+    from rwkvjax.io.tuned_state import load_tuned_state
+    from rwkvjax.model.state import zero_state
+    from rwkvjax.text.tokenizer import for_vocab
+    config, params = load(cfg.model)
+    tok = for_vocab(config.vocab_size)
+    state = load_tuned_state(cfg.checkpoint, config) if cfg.checkpoint else zero_state(config, 1)
+    total_bits = total_bytes = 0.0
+    for f in cfg.files:
+        p = Path(f)
+        if p.is_dir():
+            raise DataError(f"{f}: is a folder; `score` takes text files")
+        if not p.is_file():
+            raise MissingFile(f"{f}: no such file")
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{f}: not UTF-8 text ({e})") from None
+        ids = tok.encode(text)
+        if not ids:
+            yield f, 0, float("nan")
+            continue
+        nll, _ = score_stream(params, config, np.asarray(ids), state)
+        bits, nbytes = float(nll.sum() / np.log(2)), len(text.encode())
+        total_bits += bits
+        total_bytes += nbytes
+        yield f, nbytes, bits / nbytes
+    if total_bytes:
+        yield "total", int(total_bytes), total_bits / total_bytes

@@ -1,0 +1,242 @@
+"""Parameter pytrees and the canonical map to BlinkDL (official `.pth`) tensor names.
+
+Every loader produces a dict in official naming and PyTorch layout; `from_official` is the one place
+that turns it into a `Params` pytree (linear weights stored [in, out], per-layer leaves stacked on L).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rwkvjax.errors import CheckpointError
+from rwkvjax.model.config import Config
+
+
+def _pytree(cls):
+    return jax.tree_util.register_dataclass(dataclasses.dataclass(frozen=True)(cls))
+
+
+@_pytree
+class Block:
+    """Per-layer weights, each leaf stacked on a leading L axis. Matrices are [in, out]."""
+
+    ln1_w: jax.Array
+    ln1_b: jax.Array
+    ln2_w: jax.Array
+    ln2_b: jax.Array
+    x_r: jax.Array
+    x_w: jax.Array
+    x_k: jax.Array
+    x_v: jax.Array
+    x_a: jax.Array
+    x_g: jax.Array
+    w0: jax.Array
+    w1: jax.Array
+    w2: jax.Array
+    a0: jax.Array
+    a1: jax.Array
+    a2: jax.Array
+    v0: jax.Array  # layer 0 holds zeros: its value residual is the identity
+    v1: jax.Array
+    v2: jax.Array
+    g1: jax.Array
+    g2: jax.Array
+    k_k: jax.Array
+    k_a: jax.Array
+    r_k: jax.Array  # [L, H, N]
+    W_r: jax.Array
+    W_k: jax.Array
+    W_v: jax.Array
+    W_o: jax.Array
+    lnx_w: jax.Array
+    lnx_b: jax.Array
+    ffn_x_k: jax.Array
+    ffn_key: jax.Array
+    ffn_value: jax.Array
+
+
+@_pytree
+class Params:
+    emb: jax.Array  # [V, C]
+    ln0_w: jax.Array
+    ln0_b: jax.Array
+    blocks: Block
+    ln_out_w: jax.Array
+    ln_out_b: jax.Array
+    head: jax.Array  # [C, V]
+
+
+# field -> (official suffix under blocks.i., transposed in the official layout)
+_BLOCK_NAMES: dict[str, tuple[str, bool]] = {
+    "ln1_w": ("ln1.weight", False), "ln1_b": ("ln1.bias", False),
+    "ln2_w": ("ln2.weight", False), "ln2_b": ("ln2.bias", False),
+    "x_r": ("att.x_r", False), "x_w": ("att.x_w", False), "x_k": ("att.x_k", False),
+    "x_v": ("att.x_v", False), "x_a": ("att.x_a", False), "x_g": ("att.x_g", False),
+    "w0": ("att.w0", False), "w1": ("att.w1", False), "w2": ("att.w2", False),
+    "a0": ("att.a0", False), "a1": ("att.a1", False), "a2": ("att.a2", False),
+    "v0": ("att.v0", False), "v1": ("att.v1", False), "v2": ("att.v2", False),
+    "g1": ("att.g1", False), "g2": ("att.g2", False),
+    "k_k": ("att.k_k", False), "k_a": ("att.k_a", False), "r_k": ("att.r_k", False),
+    "W_r": ("att.receptance.weight", True), "W_k": ("att.key.weight", True),
+    "W_v": ("att.value.weight", True), "W_o": ("att.output.weight", True),
+    "lnx_w": ("att.ln_x.weight", False), "lnx_b": ("att.ln_x.bias", False),
+    "ffn_x_k": ("ffn.x_k", False), "ffn_key": ("ffn.key.weight", True),
+    "ffn_value": ("ffn.value.weight", True),
+}
+_VECTORS = {"x_r", "x_w", "x_k", "x_v", "x_a", "x_g", "w0", "a0", "v0", "k_k", "k_a", "ffn_x_k"}
+_LAYER0_OPTIONAL = {"v0", "v1", "v2"}
+_TOP_NAMES = {"emb": "emb.weight", "ln0_w": "blocks.0.ln0.weight", "ln0_b": "blocks.0.ln0.bias",
+              "ln_out_w": "ln_out.weight", "ln_out_b": "ln_out.bias", "head": "head.weight"}
+_DEEPEMBED = re.compile(r"ffn\.s_emb|ffn\.s[012]$|s_emb_x")
+
+
+def infer_config(sd: Mapping[str, np.ndarray], source: str = "checkpoint") -> Config:
+    """Config from official-name tensor shapes (L from block indices, H/N from r_k, D* from LoRAs)."""
+    _reject_unknown_variants(sd, source)
+    for name in ("emb.weight", "blocks.0.att.r_k", "blocks.0.att.w1", "blocks.0.ffn.key.weight"):
+        if name not in sd:
+            raise CheckpointError(f"{source}: tensor '{name}' is missing; this is not an RWKV-7 x070 checkpoint")
+    n_layer = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k)))
+    V, C = _shape(sd, "emb.weight")
+    H, N = _shape(sd, "blocks.0.att.r_k")
+    if H * N != C:
+        raise CheckpointError(f"{source}: tensor 'blocks.0.att.r_k' has shape {(H, N)} but n_embd is {C}")
+    v_layer = 1 if n_layer > 1 else 0
+    d_mv = _shape(sd, f"blocks.{v_layer}.att.v1")[1] if f"blocks.{v_layer}.att.v1" in sd else 32
+    return Config(
+        vocab_size=V, n_embd=C, n_layer=n_layer,
+        dim_ffn=_shape(sd, "blocks.0.ffn.key.weight")[0],
+        d_decay=_shape(sd, "blocks.0.att.w1")[1], d_aaa=_shape(sd, "blocks.0.att.a1")[1],
+        d_mv=d_mv, d_gate=_shape(sd, "blocks.0.att.g1")[1], head_size=N,
+    )
+
+
+def _shape(sd, name):
+    return tuple(np.shape(sd[name]))
+
+
+def _reject_unknown_variants(sd, source):
+    bad = [k for k in sd if _DEEPEMBED.search(k)]
+    if bad:
+        raise CheckpointError(
+            f"{source}: tensor '{bad[0]}' belongs to a DeepEmbed RWKV-7 variant, which rwkvjax does not support; "
+            "use a standard x070 checkpoint")
+    if any(k.endswith("att.time_state") for k in sd) and "emb.weight" not in sd:
+        raise CheckpointError(
+            f"{source}: holds only 'time_state' tensors (a state-tuning file), not a model; "
+            "load the base model and pass this file as a tuned state")
+
+
+def _reject_unknown_tensors(sd, cfg: Config, source):
+    """Every tensor must map to a parameter: an unknown one means an unsupported variant, never dropped data."""
+    known = set(_TOP_NAMES.values()) | {f"blocks.{i}.{suffix}" for i in range(cfg.n_layer)
+                                        for suffix, _ in _BLOCK_NAMES.values()}
+    unknown = sorted(set(sd) - known)
+    if not unknown:
+        return
+    if unknown[0].endswith("att.time_state"):
+        raise CheckpointError(
+            f"{source}: tensor '{unknown[0]}' is a tuned WKV state merged into the model; remove the "
+            "'*.time_state' tensors and pass them as the initial state (rwkvjax.model.state.start_state)")
+    raise CheckpointError(
+        f"{source}: tensor '{unknown[0]}' is not part of a standard RWKV-7 x070 model (unknown variant; "
+        f"{len(unknown)} unexpected tensor(s)); rwkvjax refuses to drop weights silently")
+
+
+def expected_shapes(cfg: Config, layer: int) -> dict[str, tuple[int, ...]]:
+    """Official-layout shape of every tensor of one block (vectors may also be [1,1,C] or [C])."""
+    C, F, H, N = cfg.n_embd, cfg.dim_ffn, cfg.n_head, cfg.head_size
+    s = {
+        "ln1_w": (C,), "ln1_b": (C,), "ln2_w": (C,), "ln2_b": (C,),
+        "w1": (C, cfg.d_decay), "w2": (cfg.d_decay, C), "a1": (C, cfg.d_aaa), "a2": (cfg.d_aaa, C),
+        "v1": (C, cfg.d_mv), "v2": (cfg.d_mv, C), "g1": (C, cfg.d_gate), "g2": (cfg.d_gate, C),
+        "r_k": (H, N), "W_r": (C, C), "W_k": (C, C), "W_v": (C, C), "W_o": (C, C),
+        "lnx_w": (C,), "lnx_b": (C,), "ffn_key": (F, C), "ffn_value": (C, F),
+    }
+    s.update({f: (C,) for f in _VECTORS})
+    return s
+
+
+def from_official(sd: Mapping[str, np.ndarray], dtype=jnp.float32, source: str = "checkpoint"
+                  ) -> tuple[Config, Params]:
+    """Official-name tensors (PyTorch layout) -> (Config, Params). Validates every shape first."""
+    cfg = infer_config(sd, source)
+    _reject_unknown_tensors(sd, cfg, source)
+    layers: dict[str, list[np.ndarray]] = {f: [] for f in _BLOCK_NAMES}
+    for i in range(cfg.n_layer):
+        want = expected_shapes(cfg, i)
+        for field, (suffix, transposed) in _BLOCK_NAMES.items():
+            name = f"blocks.{i}.{suffix}"
+            if name not in sd:
+                if i == 0 and field in _LAYER0_OPTIONAL:
+                    arr = np.zeros(want[field], np.float32)  # unused in layer 0
+                else:
+                    raise CheckpointError(f"{source}: tensor '{name}' is missing")
+            else:
+                arr = np.asarray(sd[name])
+                if field in _VECTORS:
+                    arr = arr.reshape(-1)
+                if tuple(arr.shape) != want[field]:
+                    raise CheckpointError(
+                        f"{source}: tensor '{name}' has shape {tuple(arr.shape)}, expected {want[field]}")
+                if i == 0 and field in _LAYER0_OPTIONAL:
+                    arr = np.zeros(want[field], np.float32)  # unused in layer 0: same params from every format
+            layers[field].append(arr.T if transposed else arr)
+    top = {}
+    for field, name in _TOP_NAMES.items():
+        if name not in sd:
+            raise CheckpointError(f"{source}: tensor '{name}' is missing")
+        top[field] = np.asarray(sd[name])
+    V, C = cfg.vocab_size, cfg.n_embd
+    for field, want in (("ln0_w", (C,)), ("ln0_b", (C,)), ("ln_out_w", (C,)), ("ln_out_b", (C,)),
+                        ("head", (V, C))):
+        if tuple(top[field].shape) != want:
+            raise CheckpointError(
+                f"{source}: tensor '{_TOP_NAMES[field]}' has shape {tuple(top[field].shape)}, expected {want}")
+    cast = lambda a: jnp.asarray(np.asarray(a, np.float32), dtype)
+    blocks = Block(**{f: cast(np.stack(v)) for f, v in layers.items()})
+    params = Params(
+        emb=cast(top["emb"]), ln0_w=cast(top["ln0_w"]), ln0_b=cast(top["ln0_b"]), blocks=blocks,
+        ln_out_w=cast(top["ln_out_w"]), ln_out_b=cast(top["ln_out_b"]), head=cast(top["head"].T),
+    )
+    return cfg, params
+
+
+def to_official(params: Params, cfg: Config) -> dict[str, np.ndarray]:
+    """Params -> official names and PyTorch layout (vectors as [1,1,C], as BlinkDL stores them)."""
+    out: dict[str, np.ndarray] = {}
+    for field, name in _TOP_NAMES.items():
+        arr = np.asarray(getattr(params, field))
+        out[name] = arr.T if field == "head" else arr
+    for field, (suffix, transposed) in _BLOCK_NAMES.items():
+        stacked = np.asarray(getattr(params.blocks, field))
+        for i in range(cfg.n_layer):
+            if i == 0 and field in _LAYER0_OPTIONAL:
+                continue
+            arr = stacked[i].T if transposed else stacked[i]
+            out[f"blocks.{i}.{suffix}"] = arr.reshape(1, 1, -1) if field in _VECTORS else arr
+    return out
+
+
+def cast_params(params: Params, dtype) -> Params:
+    return jax.tree.map(lambda a: a.astype(dtype), params)
+
+
+def params_hash(params) -> str:
+    """Content hash of a parameter pytree (paths, shapes, dtypes and values of every leaf).
+
+    Tuned states, hypernetworks and checkpoints record it, so they are never applied to another base model.
+    """
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        a = np.asarray(leaf)
+        h.update(f"{jax.tree_util.keystr(path)}:{a.shape}:{a.dtype}".encode())
+        h.update(np.ascontiguousarray(a).view(np.uint8).data)
+    return h.hexdigest()[:32]

@@ -1,0 +1,126 @@
+"""RWKV-7 x070 forward pass as pure functions over `Params` and `State` pytrees.
+
+Shape legend: B batch, T time, C channels, H heads, N head size, V vocab, L layers, F FFN width.
+Activations, LayerNorm statistics, the decay and the WKV state are float32; matmuls take the weight
+dtype (fp32 or bf16) with float32 accumulation.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from rwkvjax.model.config import Config
+from rwkvjax.model.params import Block, Params
+from rwkvjax.model.state import State
+from rwkvjax.model.wkv import WkvImpl, wkv7
+
+_LN_EPS = 1e-5
+_GN_EPS_PER_DIM = 1e-5  # GroupNorm eps = head_size * 1e-5 (64e-5 for N = 64)
+_DECAY_SCALE = 0.6065306597126334  # exp(-0.5): log-decay = -exp(-0.5) * sigmoid(w)
+
+
+def _mm(x, W):
+    """x @ W with the weight's dtype and float32 accumulation (IEEE fp32 when weights are fp32)."""
+    prec = jax.lax.Precision.HIGHEST if W.dtype == jnp.float32 else None
+    return jnp.matmul(x.astype(W.dtype), W, precision=prec, preferred_element_type=jnp.float32)
+
+
+def _f32(x):
+    return x.astype(jnp.float32)
+
+
+def layer_norm(x, w, b, eps=_LN_EPS):
+    mu = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mu), axis=-1, keepdims=True)
+    return (x - mu) * jax.lax.rsqrt(var + eps) * _f32(w) + _f32(b)
+
+
+def _shift(x_BTC, prev_BC):
+    """Sequence of previous tokens: [prev, x_0, ..., x_{T-2}]."""
+    return jnp.concatenate([prev_BC[:, None, :], x_BTC[:, :-1]], axis=1)
+
+
+def time_mix(p: Block, x_BTC, shift_BC, S_BHNN, v_first_BTC, is_first, H, N, wkv_impl):
+    B, T, C = x_BTC.shape
+    xin = layer_norm(x_BTC, p.ln1_w, p.ln1_b)
+    xx = _shift(xin, shift_BC) - xin
+    xr, xw, xk, xv, xa, xg = (xin + xx * _f32(m) for m in (p.x_r, p.x_w, p.x_k, p.x_v, p.x_a, p.x_g))
+
+    r = _mm(xr, p.W_r)
+    w_pre = _f32(p.w0) + _mm(jnp.tanh(_mm(xw, p.w1)), p.w2)
+    k = _mm(xk, p.W_k)
+    v = _mm(xv, p.W_v)
+    iclr = jax.nn.sigmoid(_f32(p.a0) + _mm(_mm(xa, p.a1), p.a2))
+    g = _mm(jax.nn.sigmoid(_mm(xg, p.g1)), p.g2)
+
+    # Value residual: layer 0 defines v_first; later layers lerp towards it.
+    v_first = jnp.where(is_first, v, v_first_BTC)
+    v = v + (v_first - v) * jax.nn.sigmoid(_f32(p.v0) + _mm(_mm(xv, p.v1), p.v2))
+
+    heads = lambda t: t.reshape(B, T, H, N)
+    kk = heads(k * _f32(p.k_k))
+    kk = kk / jnp.maximum(jnp.linalg.norm(kk, axis=-1, keepdims=True), 1e-12)
+    k = k * (1 + (iclr - 1) * _f32(p.k_a))  # after kk: kk uses the original key
+    log_w = -_DECAY_SCALE * jax.nn.sigmoid(w_pre)
+
+    r_h, k_h, v_h = heads(r), heads(k), heads(v)
+    y, S_new = wkv7(r_h, heads(log_w), k_h, v_h, -kk, kk * heads(iclr), S_BHNN, impl=wkv_impl)
+
+    mu = jnp.mean(y, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(y - mu), axis=-1, keepdims=True)
+    y = ((y - mu) * jax.lax.rsqrt(var + N * _GN_EPS_PER_DIM)).reshape(B, T, C)
+    y = y * _f32(p.lnx_w) + _f32(p.lnx_b)
+    bonus = jnp.sum(r_h * k_h * _f32(p.r_k), axis=-1, keepdims=True) * v_h
+    y = y + bonus.reshape(B, T, C)
+    out = _mm(y * g, p.W_o)
+    return out, xin[:, -1], S_new, v_first
+
+
+def channel_mix(p: Block, x_BTC, shift_BC):
+    xin = layer_norm(x_BTC, p.ln2_w, p.ln2_b)
+    kx = xin + (_shift(xin, shift_BC) - xin) * _f32(p.ffn_x_k)
+    h = jnp.square(jax.nn.relu(_mm(kx, p.ffn_key)))
+    return _mm(h, p.ffn_value), xin[:, -1]
+
+
+def embed(params: Params, tokens_BT) -> jax.Array:
+    """Raw (pre-ln0) embeddings, float32 [B,T,C]."""
+    return _f32(jnp.take(params.emb, tokens_BT, axis=0))
+
+
+def forward_hidden(params: Params, x_BTC, state: State, *, config: Config,
+                   wkv_impl: WkvImpl | str = WkvImpl.AUTO, remat: bool = False):
+    """Raw embeddings -> final hidden states (after ln_out) [B,T,C] and the new state."""
+    H, N = config.n_head, config.head_size
+    x = layer_norm(_f32(x_BTC), params.ln0_w, params.ln0_b)
+
+    def layer(carry, xs):
+        x, v_first = carry
+        p, att_shift, ffn_shift, S, idx = xs
+        dx, att_shift, S, v_first = time_mix(p, x, att_shift, S, v_first, idx == 0, H, N, wkv_impl)
+        x = x + dx
+        dx, ffn_shift = channel_mix(p, x, ffn_shift)
+        return (x + dx, v_first), (att_shift, ffn_shift, S)
+
+    if remat:
+        layer = jax.checkpoint(layer)
+    xs = (params.blocks, state.att_shift, state.ffn_shift, state.wkv, jnp.arange(config.n_layer))
+    (x, _), (att, ffn, wkv) = jax.lax.scan(layer, (x, jnp.zeros_like(x)), xs)
+    x = layer_norm(x, params.ln_out_w, params.ln_out_b)
+    return x, State(att_shift=att, ffn_shift=ffn, wkv=wkv)
+
+
+def head_logits(params: Params, hidden_BTC) -> jax.Array:
+    return _mm(hidden_BTC, params.head)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "wkv_impl", "remat"))
+def forward(params: Params, tokens_BT, state: State, *, config: Config,
+            wkv_impl: WkvImpl | str = WkvImpl.AUTO, remat: bool = False):
+    """Tokens [B,T] (any T >= 1) -> (logits [B,T,V] float32, new State)."""
+    hidden, new_state = forward_hidden(params, embed(params, tokens_BT), state, config=config,
+                                       wkv_impl=wkv_impl, remat=remat)
+    return head_logits(params, hidden), new_state

@@ -1,0 +1,86 @@
+"""The one dispatch point for the WKV-7 recurrence, and its per-token reference.
+
+All implementations share one signature:
+
+    y_BTHN, sT_BHNN = wkv7(r, log_w, k, v, a, b, s0, ...)
+
+for the diagonal-plus-rank-1 recurrence (per head, official orientation S[value, key])
+
+    S_t = S_{t-1} diag(exp(log_w_t)) + (S_{t-1} a_t) b_t^T + v_t k_t^T,    y_t = S_t r_t
+
+with r, log_w, k, v, a, b of shape [B,T,H,N] (any float dtype) and s0, sT float32 [B,H,N,N].
+State and arithmetic are float32 whatever the input dtype.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import jax
+import jax.numpy as jnp
+
+from rwkvjax.model.wkv_chunked import wkv7_chunked
+
+_HI = jax.lax.Precision.HIGHEST
+
+
+class WkvImpl(enum.Enum):
+    AUTO = "auto"  # PALLAS on GPU, CHUNKED elsewhere
+    SCAN = "scan"  # per-token lax.scan (reference; stores every state under autodiff)
+    CHUNKED = "chunked"  # exact chunked pure-JAX form, checkpointed per chunk (rwkvjax.model.wkv_chunked)
+    PALLAS = "pallas"  # Pallas kernels with a custom VJP (pallas_kernels.wkv7); compiled, GPU
+    PALLAS_INTERPRET = "pallas_interpret"  # the same Pallas kernels under interpret=True (runs on CPU)
+
+
+def resolve(impl: WkvImpl | str) -> WkvImpl:
+    """Map AUTO (or a name) to a concrete implementation for the default backend."""
+    try:
+        impl = WkvImpl(impl)
+    except ValueError:
+        names = ", ".join(m.value for m in WkvImpl)
+        raise ValueError(f"unknown WKV implementation {impl!r}; choose one of: {names}") from None
+    if impl is WkvImpl.AUTO:
+        return WkvImpl.PALLAS if jax.default_backend() == "gpu" else WkvImpl.CHUNKED
+    return impl
+
+
+def wkv7_step(r, log_w, k, v, a, b, S):
+    """One token: inputs [B,H,N], S [B,H,N,N] float32 -> (y [B,H,N], S')."""
+    f32 = lambda x: x.astype(jnp.float32)
+    r, w, k, v, a, b = f32(r), jnp.exp(f32(log_w)), f32(k), f32(v), f32(a), f32(b)
+    sa = jnp.einsum("bhvk,bhk->bhv", S, a, precision=_HI)
+    S = S * w[:, :, None, :] + sa[..., :, None] * b[:, :, None, :] + v[..., :, None] * k[:, :, None, :]
+    y = jnp.einsum("bhvk,bhk->bhv", S, r, precision=_HI)
+    return y, S
+
+
+def wkv7_scan(r, log_w, k, v, a, b, s0):
+    """Reference: a `lax.scan` over tokens (ground truth for every other implementation)."""
+    to_T = lambda x: jnp.moveaxis(x, 1, 0)
+
+    def step(S, xs):
+        y, S = wkv7_step(*xs, S)
+        return S, y
+
+    sT, y = jax.lax.scan(step, s0.astype(jnp.float32), tuple(map(to_T, (r, log_w, k, v, a, b))))
+    return jnp.moveaxis(y, 0, 1), sT
+
+
+def wkv7(r, log_w, k, v, a, b, s0, *, impl: WkvImpl | str = WkvImpl.AUTO):
+    """Dispatch. T == 1 always takes the single-step path (decode)."""
+    impl = resolve(impl)
+    if r.shape[1] == 1:
+        y, sT = wkv7_step(r[:, 0], log_w[:, 0], k[:, 0], v[:, 0], a[:, 0], b[:, 0], s0.astype(jnp.float32))
+        return y[:, None], sT
+    match impl:
+        case WkvImpl.SCAN:
+            return wkv7_scan(r, log_w, k, v, a, b, s0)
+        case WkvImpl.CHUNKED:
+            return wkv7_chunked(r, log_w, k, v, a, b, s0)
+        case WkvImpl.PALLAS | WkvImpl.PALLAS_INTERPRET:
+            if impl is WkvImpl.PALLAS and jax.default_backend() != "gpu":
+                raise ValueError(f"WKV impl 'pallas' compiles for a GPU, but the backend is {jax.default_backend()!r}; "
+                                 "use 'pallas_interpret' (slow) or 'chunked' here")
+            from pallas_kernels.wkv7 import wkv7 as wkv7_pallas  # lazy: Pallas imports are heavy
+            return wkv7_pallas(r, log_w, k, v, a, b, s0, interpret=impl is WkvImpl.PALLAS_INTERPRET)
+    raise AssertionError(f"unhandled WKV implementation {impl}")

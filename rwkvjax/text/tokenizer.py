@@ -1,0 +1,44 @@
+"""Tokenizers, chosen from the loaded model's vocabulary size (never from a user flag)."""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+
+class Tokenizer(Protocol):
+    vocab_size: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    def decode_bytes(self, ids: Sequence[int]) -> bytes: ...
+
+
+class ByteTokenizer:
+    """Raw UTF-8 bytes: token id = byte value (rwkv.cpp tiny model, the project's byte-level models)."""
+
+    vocab_size = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode_bytes(self, ids: Sequence[int]) -> bytes:
+        bad = [i for i in ids if not 0 <= i < 256]
+        if bad:
+            raise ValueError(f"byte tokenizer: ids {bad[:5]} are outside 0..255")
+        return bytes(ids)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+
+def for_vocab(vocab_size: int) -> Tokenizer:
+    """Byte vocab for 256-row models, RWKV World vocab for 65536-row models."""
+    if vocab_size == 256:
+        return ByteTokenizer()
+    if vocab_size == 65536:
+        from rwkvjax.text.world import WorldTokenizer
+        return WorldTokenizer()
+    raise ValueError(f"no tokenizer for a model with {vocab_size} embedding rows "
+                     "(supported: 256 = bytes, 65536 = RWKV World)")

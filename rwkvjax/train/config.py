@@ -1,0 +1,162 @@
+"""Settings of the `train` and `pretrain` commands: each field is one flag (light to import; see `options`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from rwkvjax.errors import ConfigError
+from rwkvjax.model.config import Config
+from rwkvjax.options import option
+
+DEFAULT_MODEL = "RWKV/RWKV7-Goose-World3-1.5B-HF"
+WKV_IMPLS = ("auto", "scan", "chunked", "pallas", "pallas_interpret")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_positive(cfg, *names: str, allow_zero: bool = False) -> None:
+    """Refuse a value <= 0 (< 0 with allow_zero) or non-finite, naming the flag."""
+    for n in names:
+        v = getattr(cfg, n)
+        if v is None:
+            continue
+        if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+            raise ConfigError(f"{_flag(n)} {v}: must be {'>= 0' if allow_zero else '> 0'} and finite")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    ckpt_dir: str | None = option(None, help="checkpoint folder: resumed when it holds a run (required unless --demo)")
+    source: tuple[str, ...] = option(("live",), metavar="live|replay|PATH",
+                                     help="live (history, then follow new lines), replay (history, then stop), "
+                                          "or .jsonl files/folders")
+    model: str = option(DEFAULT_MODEL, help="HF repo id, folder, .safetensors, .pth or rwkv.cpp .bin")
+    steps: int | None = option(1000, help="total steps for this checkpoint folder")
+    forever: bool = option(False, help="train until interrupted (Ctrl-C saves and exits); overrides --steps")
+    demo: bool = option(False, help="one-minute offline demo: the shipped small model on shipped sample sessions")
+    ctx_len: int = option(512, help="units per training window")
+    live_per_step: int = option(1, help="new windows per step")
+    replay_per_step: int = option(3, help="replayed windows per step")
+    merges: bool = option(False, help="dynamic merges + hypernetwork (off by default: an untrained hypernetwork "
+                                      "costs 26%, benchmarks/RESULTS.md)")
+    hypernet: str | None = option(None, help="with --merges: start from this `cli.py hypernet` file")
+    train_shift: bool = option(False, help="also train the initial token-shift states")
+    lr: float = option(1.0, help="S0 peak learning rate")
+    lr_final: float = option(0.01, help="S0 learning rate at the end of the cosine decay")
+    hyper_lr: float = option(1e-3, help="hypernetwork peak learning rate")
+    decay_steps: int = option(1000, help="cosine horizon (constant at the final LR afterwards)")
+    clip_norm: float = option(1.0, help="global gradient-norm clip")
+    replay_capacity: int = option(1000, help="windows kept for replay")
+    replay_priority: str = option("surprise", choices=("surprise", "reducible"), help="replay priority rule")
+    replay_admission: str = option("priority", choices=("priority", "fifo"), help="who leaves a full buffer")
+    replay_alpha: float = option(0.6, help="prioritisation exponent")
+    replay_beta: float = option(0.4, help="importance-weight exponent")
+    merge_window: int = option(512, help="bigram occurrences the merge counter watches")
+    merge_threshold: int = option(3, help="occurrences in the window that promote a bigram")
+    merge_slots: int = option(256, help="virtual-token slots")
+    include_thinking: bool = option(True, help="train on the assistant's thinking")
+    include_subagents: bool = option(True, help="train on subagent transcripts")
+    max_tool_output: int = option(16384, help="characters kept per tool output (0: all)")
+    save_every: int = option(50, help="steps between checkpoints")
+    keep: int = option(3, help="checkpoints kept")
+    log_every: int = option(1, help="steps between metrics.jsonl records")
+    eval_every: int = option(0, help="steps between evaluations of --eval-texts under the current S0 (0: off)")
+    eval_texts: tuple[str, ...] = option((), help="text files for --eval-every (default: stdlib textwrap.py and "
+                                                  "the Python licence)")
+    dtype: str = option("fp32", choices=("fp32", "bf16"), help="weight dtype (the recurrence and state stay fp32)")
+    wkv_impl: str = option("auto", choices=WKV_IMPLS, help="WKV implementation")
+    seed: int = option(0, help="random seed (replay sampling, hypernetwork init)")
+    tensorboard: bool = option(False, help="also write TensorBoard scalars (needs the `tensorboard` extra)")
+    # Settings that must not change when resuming (the rest may, e.g. steps or logging).
+    FIXED = ("ctx_len", "live_per_step", "replay_per_step", "merges", "train_shift", "merge_window",
+             "merge_threshold", "merge_slots", "replay_capacity", "replay_priority", "replay_admission")
+
+    def __post_init__(self):
+        if self.forever:
+            object.__setattr__(self, "steps", None)
+        if self.ckpt_dir is None and not self.demo:
+            raise ConfigError("train: --ckpt-dir is required (or use --demo)")
+        if self.hypernet and not self.merges:
+            raise ConfigError(f"--hypernet {self.hypernet} is only used with --merges; add --merges or drop it")
+        check_positive(self, "steps", "ctx_len", "live_per_step", "lr", "decay_steps", "replay_capacity",
+                       "merge_window", "merge_threshold", "merge_slots", "save_every", "keep", "log_every")
+        check_positive(self, "replay_per_step", "clip_norm", "lr_final", "hyper_lr", "max_tool_output",
+                       "eval_every", "replay_alpha", "replay_beta", allow_zero=True)
+        if self.ctx_len < 2:
+            raise ConfigError(f"--ctx-len {self.ctx_len}: a window needs at least 2 units")
+        if self.replay_per_step > self.replay_capacity:
+            raise ConfigError(f"--replay-per-step {self.replay_per_step} exceeds --replay-capacity "
+                              f"{self.replay_capacity}")
+
+    @property
+    def batch_size(self) -> int:
+        return self.live_per_step + self.replay_per_step
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    out: str = option(help="output folder: checkpoints, metrics.jsonl, model.safetensors")
+    corpus: tuple[str, ...] = option(help="text files or folders (never your trace data)")
+    vocab: str = option("byte", choices=("byte", "world"), help="byte (256 ids) or the RWKV World vocabulary")
+    n_layer: int = option(4, help="layers")
+    n_embd: int = option(256, help="channels (a multiple of 64)")
+    ctx_len: int = option(256, help="tokens per training window")
+    batch: int = option(16, help="windows per step")
+    steps: int = option(3000, help="total optimizer steps")
+    lr: float = option(2e-3, help="peak learning rate")
+    lr_final: float = option(1e-4, help="final learning rate")
+    warmup: int = option(100, help="linear warmup steps")
+    weight_decay: float = option(0.1, help="AdamW weight decay on the weight matrices")
+    heldout_every: int = option(20, help="every k-th file (by path hash) is held out")
+    eval_every: int = option(100, help="steps between held-out evaluations")
+    eval_batches: int = option(8, help="held-out batches per evaluation")
+    save_every: int = option(250, help="steps between checkpoints")
+    max_bytes: int = option(200_000_000, help="corpus bytes read at most")
+    seed: int = option(0, help="random seed")
+    wkv_impl: str = option("auto", choices=WKV_IMPLS, help="WKV implementation")
+
+    def __post_init__(self):
+        check_positive(self, "n_layer", "n_embd", "ctx_len", "batch", "steps", "lr", "heldout_every", "eval_every",
+                       "eval_batches", "save_every", "max_bytes")
+        check_positive(self, "lr_final", "warmup", "weight_decay", allow_zero=True)
+        if self.vocab not in ("byte", "world"):
+            raise ConfigError(f"--vocab {self.vocab!r}: choose byte or world")
+        if self.n_embd % 64:
+            raise ConfigError(f"--n-embd {self.n_embd}: must be a multiple of the head size 64")
+        if not self.corpus:
+            raise ConfigError("pretrain: --corpus needs at least one file or folder")
+
+    def model_config(self) -> Config:
+        C = self.n_embd
+        V = 256 if self.vocab == "byte" else 65536
+        lora = lambda k: max(32, int(round(k * math.sqrt(C) / 32)) * 32)
+        return Config(vocab_size=V, n_embd=C, n_layer=self.n_layer, dim_ffn=4 * C, d_decay=lora(1.8),
+                      d_aaa=lora(1.8), d_mv=lora(1.3), d_gate=max(32, int(round(0.6 * C ** 0.8 / 32)) * 32),
+                      head_size=64)
+
+
+@dataclasses.dataclass(frozen=True)
+class TracesConfig:
+    """`traces`: exactly what training would see from Claude Code sessions, after redaction."""
+
+    source: tuple[str, ...] = option(metavar="live|replay|PATH",
+                                     help="live (history, then follow appends), replay (history), or .jsonl "
+                                          "files/folders")
+    format: str = option("text", choices=("text", "jsonl"), help="rendered training text or typed events")
+    stats: bool = option(False, help="counts per event type, session and project instead")
+    model: str | None = option(None, help="with --stats: also count tokens and merges with this model's tokenizer")
+    projects_dir: str | None = option(None, help="Claude Code projects folder (default $CLAUDE_PROJECTS_DIR or "
+                                                 "~/.claude/projects)")
+    reader: str = option("auto", choices=("auto", "ccsniff", "python"),
+                         help="explicit paths are replayed by the Python reader unless ccsniff is forced")
+    thinking: bool = option(True, help="include the assistant's thinking")
+    meta: bool = option(False, help="include isMeta user lines")
+    system: bool = option(False, help="include system lines")
+    subagents: bool = option(True, help="include subagent transcripts")
+    max_tool_output: int = option(16384, help="characters kept per tool output (0: all)")

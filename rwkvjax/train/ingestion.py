@@ -1,0 +1,114 @@
+"""The live source of a training run: ingestion in a background thread, windows cut on the host.
+
+Iterating a `LiveWindows` yields each step's live windows: it pulls events until `live_per_step` windows
+are ready, and yields [] once the transcripts are exhausted (a step of replay alone). Everything it
+holds (cursor, window assembler with its dynamic tokenizer, windows cut but not trained) is part of the
+checkpoint, so a resumed run neither drops nor repeats text.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+from ingest.cursor import Cursor
+from rwkvjax.train.data import Window, WindowAssembler
+
+
+class _Ingestion(threading.Thread):
+    """Runs the async trace stream in its own thread; events reach the trainer through a bounded queue."""
+
+    END = object()
+
+    def __init__(self, source: tuple[str, ...], cursor: Cursor, maxsize: int = 4096):
+        super().__init__(daemon=True, name="ingestion")
+        self.source, self.cursor = source, cursor
+        self.q: queue.Queue = queue.Queue(maxsize=maxsize)
+        self.metrics: dict = {}
+        self._stop = threading.Event()
+
+    def run(self):
+        import asyncio
+
+        from ingest.stream import TraceStream
+        src = self.source
+        mode = src[0] if src[0] in ("live", "replay") else "replay"
+        paths = None if src[0] in ("live", "replay") else list(src)
+
+        async def main():
+            async with TraceStream(mode, paths=paths, cursor=self.cursor) as stream:
+                async for ev in stream:
+                    while not self._stop.is_set():
+                        try:
+                            self.q.put(ev, timeout=0.2)
+                            break
+                        except queue.Full:
+                            await asyncio.sleep(0)
+                    self.metrics = dict(stream.metrics)
+                    if self._stop.is_set():
+                        return
+                self.metrics = dict(stream.metrics)
+
+        try:
+            asyncio.run(main())
+            self.q.put(self.END)
+        except BaseException as e:  # forwarded to the training thread, which reports it
+            self.q.put(e)
+
+    def stop(self):
+        self._stop.set()
+
+
+class LiveWindows:
+    """Transcripts -> events -> windows, `live_per_step` at a time (use as a context manager)."""
+
+    def __init__(self, source: tuple[str, ...], assembler: WindowAssembler, live_per_step: int,
+                 stop: threading.Event):
+        self.source, self.asm, self.live_per_step, self.stop = source, assembler, live_per_step, stop
+        self.cursor = Cursor()
+        self.ready: list[Window] = []   # windows cut but not trained yet
+        self._thread: _Ingestion | None = None
+        self._done = False
+
+    @property
+    def metrics(self) -> dict:
+        return {} if self._thread is None else dict(self._thread.metrics)
+
+    def __enter__(self):
+        self._thread = _Ingestion(self.source, self.cursor.copy())
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._thread.stop()
+
+    def __iter__(self):
+        n = self.live_per_step
+        while True:
+            while not self._done and len(self.ready) < n and not self.stop.is_set():
+                try:
+                    item = self._thread.q.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                if item is _Ingestion.END:
+                    self._done = True
+                    self.ready.extend(self.asm.flush())
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    self.cursor.admit(item)
+                    self.ready.extend(self.asm.feed(item))
+            if self.stop.is_set():
+                return
+            live, self.ready = self.ready[:n], self.ready[n:]
+            yield live
+
+    # ----- checkpoint -----
+    def state_dict(self) -> dict:
+        return {"cursor": self.cursor.to_json(), "assembler": self.asm.state_dict(),
+                "ready": [w.to_dict() for w in self.ready]}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.cursor = Cursor.from_json(d["cursor"])
+        self.asm.load_state_dict(d["assembler"])
+        self.ready = [Window.from_dict(w) for w in d["ready"]]

@@ -1,0 +1,129 @@
+"""The one update step of state-tuning: replay sample -> batch -> jitted step -> replay update.
+
+Used by the training run (`train.run`) and by every training arm of the prequential evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rwkvjax.merges.units import PLAIN, UnitFns
+from rwkvjax.model.config import Config
+from rwkvjax.train.data import Window, make_batch
+from rwkvjax.train.replay import ReplayBuffer
+from rwkvjax.train.step import make_eval_fn, make_train_step, replicate, shard_batch
+from rwkvjax.train.trainable import Trainable
+
+
+@dataclasses.dataclass
+class Update:
+    """What one update did. `window_nll` (mean nats per unit, live windows first) was measured before it."""
+
+    live: list[Window]
+    replayed: list[Window]
+    metrics: dict            # host scalars: loss, bits, bytes, tokens, grad_norm, nonfinite_total
+    window_nll: np.ndarray
+    seconds: float
+
+    @property
+    def live_bits(self) -> float:
+        return float(sum(self.window_nll[j] * len(w.units) for j, w in enumerate(self.live)) / math.log(2))
+
+
+@dataclasses.dataclass
+class Snapshot:
+    """Everything an update changes, copied before it (so a hook can roll the update back)."""
+
+    trainable: Trainable
+    opt_state: object
+    replay: dict | None
+    updates: int
+
+
+class Learner:
+    """Trainable start state + optimizer + replay buffer, updated one batch of windows at a time.
+
+    `mesh`: shard the window axis over its devices (the batch is padded to a multiple of them).
+    `window_text`: the (redacted) text stored with a live window in the replay buffer, for `inspect`.
+    """
+
+    def __init__(self, config: Config, params, trainable0: Trainable, tx: optax.GradientTransformation, *,
+                 ctx_len: int, live_per_step: int, replay_per_step: int = 0, replay: ReplayBuffer | None = None,
+                 units: UnitFns = PLAIN, n_slots: int | None = None, mesh=None, wkv_impl="auto",
+                 max_traces: int | None = 1, window_text: Callable[[Window], str] | None = None):
+        self.config, self.tx, self.units, self.mesh = config, tx, units, mesh
+        self.ctx_len, self.live_per_step, self.n_slots = ctx_len, live_per_step, n_slots
+        self.replay = replay
+        self.replay_per_step = replay_per_step if replay is not None else 0
+        self.window_text = window_text
+        n_dev = 1 if mesh is None else len(mesh.local_devices)
+        self.batch_size = math.ceil((live_per_step + self.replay_per_step) / n_dev) * n_dev
+        self.params = params if mesh is None else replicate(params, mesh)
+        self.trainable0 = trainable0  # kept: the reducible-surprise baseline (the step donates its inputs)
+        self.trainable = jax.tree.map(jnp.copy, trainable0)
+        self.opt_state = tx.init(self.trainable)
+        self.step_fn = make_train_step(config, tx, units=units, wkv_impl=wkv_impl, max_traces=max_traces)
+        self.reducible = replay is not None and replay.settings.priority == "reducible"
+        self.eval_fn = make_eval_fn(config, units=units, wkv_impl=wkv_impl) if self.reducible else None
+        self.updates = 0
+        self.place()
+
+    def place(self) -> None:
+        """One placement (replicated over the mesh) for every step's inputs, so the step never retraces."""
+        if self.mesh is not None:
+            self.trainable = replicate(self.trainable, self.mesh)
+            self.opt_state = replicate(self.opt_state, self.mesh)
+
+    def load(self, trainable: Trainable, opt_state, replay: ReplayBuffer | None, updates: int) -> None:
+        """Resume from saved values (a checkpoint)."""
+        self.trainable, self.opt_state, self.replay, self.updates = trainable, opt_state, replay, updates
+        self.place()
+
+    # ----- one update -----
+    def update(self, live: Sequence[Window]) -> Update:
+        live = list(live)
+        n_replay = min(self.replay_per_step, len(self.replay)) if self.replay_per_step else 0
+        idx, isw = self.replay.sample(n_replay) if n_replay else (np.zeros(0, int), np.zeros(0))
+        replayed = [self.replay.windows[i] for i in idx]
+        batch = make_batch(live + replayed, [1.0] * len(live) + [float(x) for x in isw],
+                           batch_size=self.batch_size, ctx_len=self.ctx_len, n_slots=self.n_slots)
+        if self.mesh is not None:
+            batch = shard_batch(batch, self.mesh)
+        nll_frozen = None
+        if self.reducible and live:
+            _, mf = self.eval_fn(self.trainable0, self.params, batch)
+            nll_frozen = np.asarray(mf["window_nll"])
+        t0 = time.perf_counter()
+        self.trainable, self.opt_state, m = self.step_fn(self.trainable, self.opt_state, self.params, batch)
+        m = jax.device_get(m)
+        seconds = time.perf_counter() - t0
+        wnll = np.asarray(m.pop("window_nll"))
+        if self.replay is not None:
+            # refresh the replayed entries first: admitting a live window may evict one of them
+            if n_replay:
+                self.replay.update(idx, wnll[len(live):len(live) + n_replay])
+            for j, w in enumerate(live):
+                text = None if self.window_text is None else self.window_text(w)
+                self.replay.add(w, float(wnll[j]), None if nll_frozen is None else float(nll_frozen[j]), text=text)
+        self.updates += 1
+        return Update(live, replayed, {k: float(v) for k, v in m.items()}, wnll, seconds)
+
+    # ----- undo -----
+    def snapshot(self) -> Snapshot:
+        copy = lambda t: jax.tree.map(jnp.copy, t)
+        return Snapshot(copy(self.trainable), copy(self.opt_state),
+                        None if self.replay is None else self.replay.to_dict(), self.updates)
+
+    def rollback(self, snap: Snapshot) -> None:
+        self.trainable, self.opt_state, self.updates = snap.trainable, snap.opt_state, snap.updates
+        if snap.replay is not None:
+            self.replay = ReplayBuffer.from_dict(snap.replay)
+        self.place()

@@ -1,0 +1,92 @@
+"""The training loop: take the next live windows, make one learner update, run the hooks. Nothing else.
+
+Hooks are called in the order given, each every `every` steps (and once at the end). A hook that may
+undo a step (`may_veto = True`, e.g. an update gate) sees every step before the others; the loop
+snapshots the learner before each step while one is registered, and a returned `Veto` rolls the
+update back. The record the later hooks see (and log) says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from typing import Callable, Iterable, Sequence
+
+from rwkvjax.train.data import Window
+from rwkvjax.train.learner import Learner, Update
+
+
+@dataclasses.dataclass(frozen=True)
+class Veto:
+    reason: str
+
+
+@dataclasses.dataclass
+class StepInfo:
+    """What hooks see after a step: its number, the update and the metrics record (hooks may add keys)."""
+
+    step: int
+    update: Update
+    record: dict
+    learner: Learner
+
+
+class Hook:
+    """Base class. `after_step` may return a `Veto` only when `may_veto` is True."""
+
+    every: int = 1
+    may_veto: bool = False
+
+    def after_step(self, info: StepInfo) -> Veto | None:
+        return None
+
+    def at_end(self, step: int, reason: str) -> None:
+        return None
+
+
+def train_loop(learner: Learner, batches: Iterable[Sequence[Window]], hooks: Sequence[Hook], *, step: int,
+               steps: int | None, stop: threading.Event, describe: Callable[[int, Update], dict]) -> tuple[int, str]:
+    """Run until `steps` (None: until the source ends or `stop` is set). Returns (last step, why it stopped).
+
+    `batches` yields the live windows of each step; an empty list means "no new text", and the step is
+    then made of replay alone, but only with a step budget (a run without one stops when its source ends).
+    """
+    gates = [h for h in hooks if h.may_veto]
+    others = [h for h in hooks if not h.may_veto]
+    reason = "error"  # until the loop ends by itself
+    try:
+        it = iter(batches)
+        while True:
+            if steps is not None and step >= steps:
+                reason = "done"
+                break
+            if stop.is_set():
+                reason = "interrupted"
+                break
+            live = next(it, None)
+            if stop.is_set():
+                reason = "interrupted"
+                break
+            if live is None or (not live and (steps is None or learner.replay is None or not len(learner.replay))):
+                reason = "source exhausted"
+                break
+            snap = learner.snapshot() if gates else None
+            t0 = time.perf_counter()
+            upd = learner.update(live)
+            step += 1
+            info = StepInfo(step, upd, describe(step, upd), learner)
+            for h in gates:
+                veto = h.after_step(info)
+                if veto is not None:
+                    learner.rollback(snap)
+                    info.record["rolled_back"] = veto.reason
+                    break
+            info.record["loop_s"] = time.perf_counter() - t0
+            for h in others:
+                if step % h.every == 0:
+                    h.after_step(info)
+    finally:
+        for h in hooks:
+            h.at_end(step, reason)
+    return step, reason

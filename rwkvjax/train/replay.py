@@ -1,0 +1,208 @@
+"""Surprise-prioritised replay buffer of training windows (host side, numpy).
+
+Priority is the window's mean per-token NLL under the current model, measured before the update
+("surprise"), or the reducible surprise NLL_current - NLL_frozen (RHO-LOSS), which keeps unlearnable
+noise (hashes, base64) from crowding the buffer. When full, the lowest-priority window among the
+stored ones and the candidate is dropped (`priority`), or the oldest (`fifo`). Sampling follows
+P(i) ∝ (max(p_i, 0) + eps)^alpha with importance weights (N P(i))^-beta / max_j (N P(j))^-beta
+(PER); replayed windows get their priority refreshed with `update`.
+
+Each entry is a `Window` (its units and, with merges, its slot tables), its NLL under the frozen model
+(for `reducible`) and the text the caller passes (already redacted by ingestion); files are written
+with mode 0600.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from rwkvjax.train.data import Window
+
+ADMISSIONS = ("priority", "fifo")
+PRIORITIES = ("surprise", "reducible")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplaySettings:
+    capacity: int = 1000
+    admission: str = "priority"
+    priority: str = "surprise"
+    alpha: float = 0.6
+    beta: float = 0.4
+    eps: float = 1e-3
+
+    def __post_init__(self):
+        if self.capacity < 1:
+            raise ValueError(f"ReplaySettings.capacity must be >= 1, got {self.capacity}")
+        if self.admission not in ADMISSIONS:
+            raise ValueError(f"ReplaySettings.admission must be one of {ADMISSIONS}, got {self.admission!r}")
+        if self.priority not in PRIORITIES:
+            raise ValueError(f"ReplaySettings.priority must be one of {PRIORITIES}, got {self.priority!r}")
+        if not (self.alpha >= 0 and 0 <= self.beta <= 1 and self.eps > 0):
+            raise ValueError(f"ReplaySettings needs alpha >= 0, 0 <= beta <= 1, eps > 0; got "
+                             f"alpha={self.alpha}, beta={self.beta}, eps={self.eps}")
+
+
+class ReplayBuffer:
+    def __init__(self, settings: ReplaySettings = ReplaySettings(), seed: int = 0):
+        self.settings = settings
+        self.rng = np.random.default_rng(seed)
+        self.windows: list[Window] = []
+        self.nll_frozen: list[float | None] = []
+        self.texts: list[str | None] = []
+        self.priority = np.zeros(0, np.float64)
+        self.seq = np.zeros(0, np.int64)  # admission order, for fifo and tie-breaking
+        self.replays = np.zeros(0, np.int64)
+        self.next_seq = 0
+        self.admitted = self.rejected = self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    @property
+    def tokens(self) -> list[np.ndarray]:
+        return [w.units for w in self.windows]
+
+    def priority_of(self, nll: float, nll_frozen: float | None = None) -> float:
+        """Mean per-token NLL (nats or bits, consistently) -> priority under the configured rule."""
+        if not math.isfinite(nll):
+            raise ValueError(f"replay: NLL must be finite, got {nll}")
+        if self.settings.priority == "surprise":
+            return float(nll)
+        if nll_frozen is None or not math.isfinite(nll_frozen):
+            raise ValueError("replay: priority='reducible' needs a finite nll_frozen (NLL under the untuned model)")
+        return float(nll) - float(nll_frozen)
+
+    def add(self, window: Window | Sequence[int], nll: float, nll_frozen: float | None = None,
+            text: str | None = None) -> int | None:
+        """Offer a window (or bare token ids); returns its index in the buffer, or None when it was the one dropped."""
+        if not isinstance(window, Window):
+            toks = np.asarray(window)
+            if toks.ndim != 1 or toks.size == 0 or not np.issubdtype(toks.dtype, np.integer):
+                raise ValueError(f"replay: a window must be a non-empty 1-D sequence of token ids, got shape "
+                                 f"{toks.shape} dtype {toks.dtype}")
+            window = Window("", toks.astype(np.int32), 0, int(toks.size))
+        p = self.priority_of(nll, nll_frozen)
+        frozen = None if nll_frozen is None else float(nll_frozen)
+        if len(self) < self.settings.capacity:
+            self.windows.append(window)
+            self.nll_frozen.append(frozen)
+            self.texts.append(text)
+            self.priority = np.append(self.priority, p)
+            self.seq = np.append(self.seq, self.next_seq)
+            self.replays = np.append(self.replays, 0)
+            i = len(self) - 1
+        else:
+            if self.settings.admission == "fifo":
+                i = int(np.argmin(self.seq))
+            else:
+                # lowest priority; among equals the oldest goes
+                i = int(np.lexsort((self.seq, self.priority))[0])
+                if not p > self.priority[i]:
+                    self.rejected += 1
+                    self.next_seq += 1
+                    return None
+            self.windows[i], self.nll_frozen[i], self.texts[i], self.priority[i] = window, frozen, text, p
+            self.seq[i], self.replays[i] = self.next_seq, 0
+            self.evicted += 1
+        self.next_seq += 1
+        self.admitted += 1
+        return i
+
+    def probabilities(self) -> np.ndarray:
+        if not len(self):
+            raise ValueError("replay: the buffer is empty")
+        s = self.settings
+        w = (np.maximum(self.priority, 0.0) + s.eps) ** s.alpha
+        return w / w.sum()
+
+    def sample(self, n: int, beta: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(indices [n], importance weights [n] in (0, 1]); with replacement, P ∝ priority^alpha."""
+        beta = self.settings.beta if beta is None else beta
+        P = self.probabilities()
+        idx = self.rng.choice(len(P), size=n, p=P)
+        # (N P)^-beta / max_j (N P_j)^-beta, in log space so tiny P cannot overflow
+        logw = -beta * (np.log(P[idx]) - np.log(P.min()))
+        return idx, np.exp(logw)
+
+    def update(self, idx: Sequence[int], nll: Sequence[float], nll_frozen: Sequence[float] | None = None):
+        """Refresh priorities of replayed windows with their NLL measured at replay time (the frozen NLL stored
+        at admission unless given)."""
+        idx = np.asarray(idx, np.int64)
+        frozen = [self.nll_frozen[i] for i in idx] if nll_frozen is None else list(nll_frozen)
+        if not len(idx) == len(nll) == len(frozen):
+            raise ValueError("replay.update: idx, nll and nll_frozen must have the same length")
+        for i, a, b in zip(idx, nll, frozen):
+            self.priority[i] = self.priority_of(float(a), None if b is None else float(b))
+            self.replays[i] += 1
+
+    # ----- persistence -----
+    def to_dict(self) -> dict:
+        """JSON-able state for the checkpoint (tokens, redacted text, priorities, RNG, counters)."""
+        return {
+            "settings": dataclasses.asdict(self.settings),
+            "windows": [w.to_dict() for w in self.windows], "nll_frozen": list(self.nll_frozen),
+            "texts": list(self.texts),
+            "priority": self.priority.tolist(), "seq": self.seq.tolist(), "replays": self.replays.tolist(),
+            "next_seq": self.next_seq,
+            "counters": {"admitted": self.admitted, "rejected": self.rejected, "evicted": self.evicted},
+            "rng": self.rng.bit_generator.state,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "replay state") -> "ReplayBuffer":
+        try:
+            buf = cls(ReplaySettings(**d["settings"]))
+            if "windows" in d:
+                windows = [Window.from_dict(w) for w in d["windows"]]
+            else:  # written before windows lived in the buffer: bare token ids
+                windows = [Window("", np.asarray(t, np.int32), 0, len(t)) for t in d["tokens"]]
+            n = len(windows)
+            frozen = d.get("nll_frozen", [None] * n)
+            for field, vals in (("texts", d["texts"]), ("priority", d["priority"]), ("seq", d["seq"]),
+                                ("replays", d["replays"]), ("nll_frozen", frozen)):
+                if len(vals) != n:
+                    raise ValueError(f"{source}: field '{field}' has {len(vals)} entries, there are {n} windows")
+            if n > buf.settings.capacity:
+                raise ValueError(f"{source}: {n} windows exceed capacity {buf.settings.capacity}")
+            buf.windows = windows
+            buf.nll_frozen = list(frozen)
+            buf.texts = list(d["texts"])
+            buf.priority = np.asarray(d["priority"], np.float64).reshape(n)
+            buf.seq = np.asarray(d["seq"], np.int64).reshape(n)
+            buf.replays = np.asarray(d["replays"], np.int64).reshape(n)
+            buf.next_seq = int(d["next_seq"])
+            c = d["counters"]
+            buf.admitted, buf.rejected, buf.evicted = c["admitted"], c["rejected"], c["evicted"]
+            buf.rng.bit_generator.state = d["rng"]
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{source} is malformed ({e!r}); it must come from ReplayBuffer.to_dict()") from e
+        return buf
+
+    def save(self, path: str | os.PathLike):
+        """Atomic JSON write, readable by the owner only (0600)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to an existing tmp file
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ReplayBuffer":
+        try:
+            with open(path, encoding="utf-8") as f:
+                d = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not a replay buffer file ({e})") from e
+        return cls.from_dict(d, source=str(path))

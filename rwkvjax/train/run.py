@@ -1,0 +1,210 @@
+"""A state-tuning run: everything `python cli.py train` builds from a `TrainConfig`, then the loop.
+
+`Trainer(cfg).run()` resumes from the newest checkpoint in `ckpt_dir` when there is one: trainables,
+optimizer moments, dynamic tokenizer, replay buffer, pending windows, ingestion cursor and RNG all
+come back, so a resumed run continues exactly where the last committed step left off.
+
+Data flow: `LiveWindows` (ingestion thread -> events -> rendered text -> tokens -> windows) feeds
+`train_loop`, which makes one `Learner.update` per step (replay sample -> batch -> jitted step on the
+S0/hypernetwork trainables -> AdamW) and runs the hooks (metrics, progress, periodic eval, checkpoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+
+import jax.numpy as jnp
+
+from ingest.render import RenderOptions
+from rwkvjax.errors import CheckpointMismatch, MissingFile
+from rwkvjax.io.checkpoint import TrainCheckpointer
+from rwkvjax.merges.dyntok import DynamicTokenizer, expand, for_tokenizer
+from rwkvjax.merges.hypernet_io import start_hypernet
+from rwkvjax.merges.units import MERGED, PLAIN
+from rwkvjax.model.config import Config
+from rwkvjax.model.params import params_hash
+from rwkvjax.text.tokenizer import for_vocab
+from rwkvjax.train import hooks
+from rwkvjax.train.config import TrainConfig
+from rwkvjax.train.data import Window, WindowAssembler
+from rwkvjax.train.ingestion import LiveWindows
+from rwkvjax.train.learner import Learner, Update
+from rwkvjax.train.loop import train_loop
+from rwkvjax.train.optim import OptimConfig, state_tuning_optimizer
+from rwkvjax.train.replay import ReplayBuffer, ReplaySettings
+from rwkvjax.train.step import data_mesh
+from rwkvjax.train.trainable import init_trainable
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, *, model=None):
+        self.cfg = cfg
+        if model is None:
+            from rwkvjax.io.formats import load
+            model = load(cfg.model, dtype=DTYPES[cfg.dtype])
+        self.config: Config
+        self.config, params = model
+        self.tok = for_vocab(self.config.vocab_size)
+        self.base_hash = params_hash(params)
+        hyper = start_hypernet(self.config, cfg.hypernet, cfg.seed, self.base_hash) if cfg.merges else None
+        trainable0 = init_trainable(self.config, train_shift=cfg.train_shift, hyper=hyper)
+        tx = state_tuning_optimizer(trainable0, OptimConfig(
+            state_lr=cfg.lr, state_lr_final=cfg.lr_final, hyper_lr=cfg.hyper_lr, decay_steps=cfg.decay_steps,
+            clip_norm=cfg.clip_norm))
+        self.learner = Learner(
+            self.config, params, trainable0, tx, ctx_len=cfg.ctx_len, live_per_step=cfg.live_per_step,
+            replay_per_step=cfg.replay_per_step, replay=self._new_replay(), units=MERGED if cfg.merges else PLAIN,
+            n_slots=cfg.merge_slots if cfg.merges else None, mesh=data_mesh(), wkv_impl=cfg.wkv_impl,
+            window_text=self._window_text)
+        self.ckpt = TrainCheckpointer(cfg.ckpt_dir, keep=cfg.keep)
+        self.metrics_path = Path(cfg.ckpt_dir) / "metrics.jsonl"
+        self.stop = threading.Event()
+        dyntok = for_tokenizer(self.tok, window=cfg.merge_window, threshold=cfg.merge_threshold,
+                               n_slots=cfg.merge_slots) if cfg.merges else None
+        render = RenderOptions(include_thinking=cfg.include_thinking, include_subagents=cfg.include_subagents,
+                               max_tool_output=cfg.max_tool_output)
+        self.source = LiveWindows(cfg.source, WindowAssembler(self.tok, cfg.ctx_len, render, dyntok),
+                                  cfg.live_per_step, self.stop)
+        self.step, self.tokens_seen, self.bytes_seen = 0, 0, 0
+        self._restore()
+
+    def _new_replay(self) -> ReplayBuffer:
+        c = self.cfg
+        return ReplayBuffer(ReplaySettings(capacity=c.replay_capacity, admission=c.replay_admission,
+                                           priority=c.replay_priority, alpha=c.replay_alpha, beta=c.replay_beta),
+                            seed=c.seed)
+
+    def _window_text(self, w: Window) -> str:
+        ids = w.units.tolist() if w.slots is None else expand(w.units, w.slots, self.config.vocab_size)
+        return self.tok.decode(ids)
+
+    # ----- checkpoint -----
+    def _restore(self):
+        cfg, step = self.cfg, self.ckpt.latest_step()
+        if step is None:
+            return
+        host = self.ckpt.restore_host(step)
+        if host["base_hash"] != self.base_hash:
+            raise CheckpointMismatch(
+                f"{cfg.ckpt_dir}: checkpoint was trained on a different base model (hash {host['base_hash']}, "
+                f"this model {self.base_hash}); use a new --ckpt-dir or the original --model")
+        for k in TrainConfig.FIXED:
+            if host["train_config"].get(k) != getattr(cfg, k):
+                raise CheckpointMismatch(
+                    f"{cfg.ckpt_dir}: setting {k}={getattr(cfg, k)!r} differs from the checkpoint's "
+                    f"{host['train_config'].get(k)!r}; keep it, or start a new --ckpt-dir")
+        lr = self.learner
+        trainable, opt_state, host = self.ckpt.restore(step, lr.trainable0, lr.opt_state)
+        replay = host["replay"]
+        if "replay_windows" in host:  # layout before the buffer held its windows
+            replay = dict(replay, windows=[r["window"] for r in host["replay_windows"]],
+                          nll_frozen=[r["nll_frozen"] for r in host["replay_windows"]])
+        lr.load(trainable, opt_state, ReplayBuffer.from_dict(replay, source=f"{cfg.ckpt_dir} step {step} replay"),
+                updates=host["step"])
+        self.step, self.tokens_seen, self.bytes_seen = host["step"], host["tokens_seen"], host["bytes_seen"]
+        self.source.load_state_dict(host)
+        if cfg.merges:
+            self.source.asm.dyntok = DynamicTokenizer.from_state_dict(host["dyntok"], self.tok.decode_bytes)
+        log.info("resumed %s at step %d", cfg.ckpt_dir, self.step)
+
+    def _host_state(self) -> dict:
+        dyntok = self.source.asm.dyntok
+        return {
+            "step": self.step, "tokens_seen": self.tokens_seen, "bytes_seen": self.bytes_seen,
+            **self.source.state_dict(), "dyntok": None if dyntok is None else dyntok.state_dict(),
+            "replay": self.learner.replay.to_dict(), "base_hash": self.base_hash,
+            "base_model": self.cfg.model, "model_config": dataclasses.asdict(self.config),
+            "train_config": self.cfg.to_dict(), "ingest": {k: int(v) for k, v in self.source.metrics.items()},
+            "saved_at": time.time(),
+        }
+
+    def save(self, step: int | None = None) -> None:
+        if self.step in self.ckpt.all_steps():
+            return  # this step is already committed (e.g. saved at an interval just before stopping)
+        self.ckpt.save(self.step, self.learner.trainable, self.learner.opt_state, self._host_state())
+
+    # ----- one step's record -----
+    def describe(self, step: int, upd: Update) -> dict:
+        self.step = step
+        m, live = upd.metrics, upd.live
+        live_base = sum(w.n_base for w in live)
+        live_bytes = sum(w.nbytes for w in live)
+        self.tokens_seen += live_base
+        self.bytes_seen += live_bytes
+        rec = {"step": step, "time": time.time(), "loss": m["loss"],
+               "bits_per_byte": m["bits"] / max(m["bytes"], 1.0),
+               "live_bits_per_byte": upd.live_bits / live_bytes if live_bytes else None,
+               "live_windows": len(live), "replay_windows": len(upd.replayed),
+               "units": sum(len(w.units) for w in live), "base_tokens": live_base,
+               "tokens_per_s": m["tokens"] / upd.seconds, "step_s": upd.seconds, "grad_norm": m["grad_norm"],
+               "nonfinite_total": int(m["nonfinite_total"]), "replay_size": len(self.learner.replay),
+               "tokens_seen": self.tokens_seen, "bytes_seen": self.bytes_seen}
+        dyntok = self.source.asm.dyntok
+        if dyntok is not None:
+            st = dyntok.stats(top=0)
+            rec.update(merges=st["merges"], promotions=st["promotions"], evictions=st["evictions"],
+                       active_slots=st["active_slots"], steps_per_base_token=st["steps_per_base_token"])
+        return rec
+
+    # ----- the run -----
+    def hooks(self, progress: bool | None) -> list[hooks.Hook]:
+        cfg = self.cfg
+        out: list[hooks.Hook] = []
+        if cfg.eval_every:
+            from rwkvjax.train.probe import TextProbe, default_canaries, read_texts
+            texts = read_texts(cfg.eval_texts or default_canaries())
+            probe = TextProbe(self.config, self.learner.params, self.tok, texts, ctx_len=cfg.ctx_len,
+                              wkv_impl=cfg.wkv_impl)
+            out.append(hooks.PeriodicEval(probe, cfg.eval_every))
+        out.append(hooks.MetricsLog(self.metrics_path, cfg.log_every))
+        if cfg.tensorboard:
+            out.append(hooks.TensorBoardLog(Path(cfg.ckpt_dir) / "tensorboard", cfg.log_every))
+        out.append(hooks.Progress(cfg.steps, self.step, progress))
+        out.append(hooks.Checkpoint(self.save, cfg.save_every))
+        return out
+
+    def run(self, *, progress: bool | None = None) -> dict:
+        cfg = self.cfg
+        if cfg.steps is not None and self.step >= cfg.steps:
+            self.ckpt.close()
+            return {"step": self.step, "stopped": "done"}
+        main = threading.current_thread() is threading.main_thread()
+        prev = signal.signal(signal.SIGINT, lambda *_: self.stop.set()) if main else None
+        try:
+            with self.source:
+                _, stopped = train_loop(self.learner, self.source, self.hooks(progress), step=self.step,
+                                        steps=cfg.steps, stop=self.stop, describe=self.describe)
+        finally:
+            if prev is not None:
+                signal.signal(signal.SIGINT, prev)
+            self.ckpt.close()
+        return {"step": self.step, "stopped": stopped, "tokens_seen": self.tokens_seen,
+                "ckpt_dir": str(self.ckpt.directory)}
+
+
+def run(cfg: TrainConfig, **kw) -> dict:
+    return Trainer(cfg, **kw).run()
+
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+DEMO_MODEL = DATA / "demo_model.safetensors"
+DEMO_TRACES = DATA / "demo_projects"
+
+
+def demo_setup(ckpt_dir: str) -> tuple[TrainConfig, tuple]:
+    """The offline demo: the project's shipped byte-level model on the shipped sample sessions."""
+    from rwkvjax.io.formats import load
+    if not DEMO_MODEL.is_file():
+        raise MissingFile(f"{DEMO_MODEL} is missing; rebuild it with the recipe in {DATA / 'README.md'}")
+    cfg = TrainConfig(ckpt_dir=ckpt_dir, source=(str(DEMO_TRACES),), model=str(DEMO_MODEL), steps=60,
+                      ctx_len=128, replay_per_step=3, save_every=20, lr=0.1, lr_final=0.01, decay_steps=60)
+    return cfg, load(DEMO_MODEL)

@@ -1,0 +1,72 @@
+"""One jitted, data-parallel training step over a batch of windows (live + replay, per-window weights)."""
+
+from __future__ import annotations
+
+import functools
+
+import chex
+import jax
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from rwkvjax.model.config import Config
+from rwkvjax.merges.units import PLAIN, UnitFns
+from rwkvjax.train.objective import Batch, loss_and_metrics
+from rwkvjax.train.trainable import Trainable
+
+
+def data_mesh() -> Mesh:
+    """Every device of every process on one 'data' axis (multi-host: call jax.distributed.initialize() first)."""
+    return Mesh(np.asarray(jax.devices()), ("data",))
+
+
+def shard_batch(batch: Batch, mesh: Mesh) -> Batch:
+    """This process's windows -> one global batch split over the 'data' axis.
+
+    Each process passes its own part (all rows with one process); the global batch is the concatenation
+    of the parts in process order.
+    """
+    n_local = len(mesh.local_devices)
+    if batch.inputs.shape[0] % n_local:
+        raise ValueError(f"batch of {batch.inputs.shape[0]} windows does not divide over {n_local} local devices; "
+                         "pad it with zero-weight windows")
+    spec = lambda a: NamedSharding(mesh, P("data", *([None] * (np.ndim(a) - 1))))
+    return jax.tree.map(lambda a: jax.make_array_from_process_local_data(spec(a), np.asarray(a)), batch)
+
+
+def replicate(tree, mesh: Mesh):
+    """The same value on every device of the mesh (every process must pass the same `tree`)."""
+    sharding = NamedSharding(mesh, P())
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+    return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)), tree)
+
+
+def make_train_step(config: Config, tx: optax.GradientTransformation, *, units: UnitFns = PLAIN,
+                    wkv_impl="auto", max_traces: int | None = 1):
+    """Returns step(trainable, opt_state, params, batch) -> (trainable, opt_state, metrics).
+
+    Gradients are taken w.r.t. `trainable` only; `params` (frozen) is an argument, not a constant,
+    so large models are not baked into the executable. The trace guard fails on a recompile; chex keys it
+    by definition site, so callers that build several steps at one site (one per evaluation arm) pass None.
+    """
+    loss_fn = functools.partial(loss_and_metrics, config=config, units=units, wkv_impl=wkv_impl)
+
+    def step(trainable: Trainable, opt_state, params, batch: Batch):
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, params, batch)
+        updates, opt_state = tx.update(grads, opt_state, trainable)
+        trainable = optax.apply_updates(trainable, updates)
+        metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
+                       nonfinite_total=opt_state.total_notfinite)
+        return trainable, opt_state, metrics
+
+    if max_traces is not None:
+        step = chex.assert_max_traces(step, n=max_traces)
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def make_eval_fn(config: Config, *, units: UnitFns = PLAIN, wkv_impl="auto"):
+    """Loss and metrics without an update (scoring before training, replay surprise refresh)."""
+    return jax.jit(functools.partial(loss_and_metrics, config=config, units=units, wkv_impl=wkv_impl,
+                                     remat=False))
