@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import json
 import re
 import resource
 import subprocess
+import sys
 import tempfile
 import time
 import uuid

@@ -19,7 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from rwkvjax import world_tokenizer  # noqa: E402
+from rwkvjax.text import world as world_tokenizer  # noqa: E402
 from rwkvjax.text.world import WorldTokenizer  # noqa: E402
 
 CLAUDE_PROJECTS = REPO.parent / "shared" / "data" / "claude-projects"

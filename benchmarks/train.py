@@ -45,14 +45,14 @@ def matmul_params(cfg) -> int:
 
 def _setup(ctx: int, batch: int, merges: bool):
     import rwkvjax
-    from rwkvjax.train.batch import MERGED, make_batch
     from rwkvjax.merges.hypernet import init_hypernet
     from rwkvjax.model.init import init_params
+    from rwkvjax.train.batch import MERGED, make_batch
+    from rwkvjax.train.data import Window
     from rwkvjax.train.objective import PLAIN
     from rwkvjax.train.optim import OptimConfig, state_tuning_optimizer
     from rwkvjax.train.step import make_train_step
     from rwkvjax.train.trainable import init_trainable
-    from rwkvjax.train.data import Window
     cfg = rwkvjax.PRESETS["0.1B"]
     params = init_params(cfg, 0, live_output=True)
     hyper = init_hypernet(cfg, jax.random.key(0)) if merges else None

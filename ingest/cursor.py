@@ -12,6 +12,7 @@ import json
 import logging
 from dataclasses import dataclass
 
+from ingest.errors import InputError
 from ingest.events import Event
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class Cursor:
         try:
             d = json.loads(text)
             if d.get("version") != cls.VERSION:
-                raise ValueError(f"version {d.get('version')!r}, expected {cls.VERSION}")
+                raise InputError(f"version {d.get('version')!r}, expected {cls.VERSION}")
             return cls({k: SessionCursor(int(c), u, t) for k, (c, u, t) in d["sessions"].items()})
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise ValueError(f"trace cursor JSON is not valid ({e}); delete it to restart ingestion from scratch") from None
+            raise InputError(f"trace cursor JSON is not valid ({e}); delete it to restart ingestion from scratch") from None

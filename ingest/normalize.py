@@ -13,8 +13,7 @@ import logging
 from collections import Counter, OrderedDict
 from typing import Any, Iterator
 
-from ingest.events import (AssistantText, Event, Image, Meta, System, Thinking, ToolResult, ToolUse, UserText,
-                           freeze)
+from ingest.events import AssistantText, Event, Image, Meta, System, Thinking, ToolResult, ToolUse, UserText, freeze
 from ingest.redact import Redactor
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ The Node bridge (ingest/bridge/ccsniff_bridge.mjs) prints one JSON record per li
 - `{"k":"gone", file}`: file deleted while tailing. `{"k":"caught_up"}`: history fully read.
 
 `read_records` mirrors ccsniff 1.1.38's routing (src/index.js `_route`) with the bridge's fixes, so
-the same files give identical records by either route (tests/test_ingest_bridge.py checks this).
+the same files give identical records by either route (tests/ingest/test_ingest_records.py checks this).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import math
 import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+from ingest.errors import MissingInput
 
 _JS_WS = "\t\n\x0b\x0c\r \xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
 _ASSISTANT_ADDED = ("model", "msgId", "stopReason")
@@ -80,7 +82,7 @@ def expand(paths: Iterable[str | os.PathLike]) -> list[Path]:
         elif p.is_file():
             files.append(p)
         else:
-            raise FileNotFoundError(f"trace source {p} is neither a .jsonl file nor a folder")
+            raise MissingInput(f"trace source {p} is neither a .jsonl file nor a folder")
     return files
 
 

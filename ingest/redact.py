@@ -5,7 +5,7 @@ specific key formats first, then structural ones (PEM blocks, connection-string 
 assignments with secret-looking names), then high-entropy tokens that follow a secret-looking word.
 Markers already present (exporters such as hive-mind write the same shape) are left as they are.
 Lock-file integrity hashes, git SHAs, UUIDs and `data:` base64 payloads do not match any rule
-(tests/test_ingest_redact.py measures the false-positive rate).
+(tests/ingest/test_ingest_redact.py measures the false-positive rate).
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import AsyncIterator, Sequence
 
 from ingest.cursor import Cursor
+from ingest.errors import InputError, MissingInput
 from ingest.events import Event
 from ingest.normalize import Normalizer
 from ingest.records import expand, read_records
@@ -53,9 +54,9 @@ def projects_dir(explicit: str | os.PathLike | None = None) -> Path:
 def _node() -> str:
     node = shutil.which("node")
     if node is None:
-        raise FileNotFoundError("node (>= 18) is not on PATH; install Node.js, then run `npm ci` in the repo root")
+        raise MissingInput("node (>= 18) is not on PATH; install Node.js, then run `npm ci` in the repo root")
     if not (REPO / "node_modules" / "ccsniff" / "package.json").is_file():
-        raise FileNotFoundError(f"ccsniff is not installed in {REPO / 'node_modules'}; run `npm ci` in {REPO}")
+        raise MissingInput(f"ccsniff is not installed in {REPO / 'node_modules'}; run `npm ci` in {REPO}")
     return node
 
 
@@ -94,16 +95,16 @@ class TraceStream:
                  reader: str = "auto", queue_size: int = 1024, redactor: Redactor | None = None,
                  max_restarts: int = 20, backoff: tuple[float, float] = (0.25, 10.0)):
         if mode not in ("replay", "live"):
-            raise ValueError(f"trace mode must be 'replay' or 'live', got {mode!r}")
+            raise InputError(f"trace mode must be 'replay' or 'live', got {mode!r}")
         if reader not in ("auto", "ccsniff", "python"):
-            raise ValueError(f"trace reader must be auto, ccsniff or python, got {reader!r}")
+            raise InputError(f"trace reader must be auto, ccsniff or python, got {reader!r}")
         if reader == "python" and mode == "live":
-            raise ValueError("live mode follows files through ccsniff; use reader='auto' or 'ccsniff'")
+            raise InputError("live mode follows files through ccsniff; use reader='auto' or 'ccsniff'")
         self.mode = mode
         self.files = expand(paths) if paths else None
         self.projects = None if paths else projects_dir(projects)
         if self.projects is not None and not self.projects.is_dir():
-            raise FileNotFoundError(f"Claude Code projects folder {self.projects} does not exist "
+            raise MissingInput(f"Claude Code projects folder {self.projects} does not exist "
                                     "(set CLAUDE_PROJECTS_DIR or pass explicit transcript paths)")
         self.use_bridge = reader == "ccsniff" or mode == "live" or self.files is None
         self.cursor = cursor.copy() if cursor else Cursor()   # what the consumer has received

@@ -36,7 +36,7 @@ class _Stats:
         self.by_session: dict[str, Counter] = defaultdict(Counter)
         self.by_project: Counter = Counter()
         self.chars_by_role: Counter = Counter()
-        self.tokens = tokens
+        self.counter = tokens
 
     def add(self, ev: Event, opts: RenderOptions, first: bool):
         self.by_kind[ev.kind] += 1
@@ -47,21 +47,21 @@ class _Stats:
         r = render_session([ev], opts)
         if not first:
             self.chars_by_role["boilerplate"] += len(SEP)
-            if self.tokens is not None:
-                self.tokens.add_span("boilerplate", SEP)
+            if self.counter is not None:
+                self.counter.add_span("boilerplate", SEP)
         for s in r.spans:
             self.chars_by_role[s.role] += s.end - s.start
-            if self.tokens is not None:
-                self.tokens.add_span(s.role, r.text[s.start:s.end])
-        if self.tokens is not None:
-            self.tokens.add_text(r.text if first else SEP + r.text)
+            if self.counter is not None:
+                self.counter.add_span(s.role, r.text[s.start:s.end])
+        if self.counter is not None:
+            self.counter.add_text(r.text if first else SEP + r.text)
 
     def report(self, metrics: Counter) -> dict:
         out = {"events": dict(self.by_kind), "sessions": {k: dict(v) for k, v in self.by_session.items()},
                "projects": dict(self.by_project), "chars_by_role": dict(self.chars_by_role),
                "ingest": dict(sorted(metrics.items()))}
-        if self.tokens is not None:
-            out.update(self.tokens.report())
+        if self.counter is not None:
+            out.update(self.counter.report())
         return out
 
 

@@ -7,7 +7,7 @@ Per head, official orientation S[value, key]:
 r, log_w, k, v, a, b: [B,T,H,N] (bf16 or fp32); s0, s_T: [B,H,N,N] float32; y float32. All arithmetic is float32.
 
 One program per (batch, head) walks the chunks with `fori_loop`; inside a chunk everything is 2-D matmuls
-(KERNELS.md §3), with (I - A_ab)^-1 as an exact Neumann product (A_ab is strictly lower, so nilpotent).
+(Yang et al. 2024, arXiv:2406.06484), with (I - A_ab)^-1 as an exact Neumann product (A_ab is strictly lower, so nilpotent).
 The forward stores the state entering every chunk; the backward walks chunks in reverse, recomputes each chunk's
 intermediates from that state (no division by the decay) and carries d(state) down to d(S0).
 Kernel bodies use only ref loads/stores with `pl.ds`, `fori_loop`, 2-D dots with explicit precision, masks from

@@ -49,11 +49,13 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, *, skip=()) -> None
             continue
         flag = "--" + f.name.replace("_", "-")
         if kind is bool and not many:
+            kw["help"] = f"{doc} (default: {'on' if default else 'off'})".lstrip()
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, **kw)
             continue
         if many:
             kw["nargs"] = "+" if required or default else "*"
         if required:
+            kw["help"] = f"{doc} (required)".lstrip()
             parser.add_argument(flag, type=kind, required=True, **kw)
         else:
             shown = " ".join(map(str, default)) if many and default else default

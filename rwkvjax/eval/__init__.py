@@ -1,1 +1,1 @@
-"""."""
+"""Measurement: teacher-forced scoring, prequential evaluation and its report, checkpoint inspection."""

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rwkvjax.model.config import Config
 from rwkvjax.merges.hypernet import SlotTables, UnitPositions, unit_embeddings, unit_logits
+from rwkvjax.model.config import Config
 from rwkvjax.model.rwkv7 import embed, forward_hidden, head_logits
 from rwkvjax.model.state import State
 

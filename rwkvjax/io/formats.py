@@ -17,8 +17,8 @@ from typing import Mapping
 import jax.numpy as jnp
 import numpy as np
 
-from rwkvjax.model.config import Config
 from rwkvjax.errors import CheckpointError
+from rwkvjax.model.config import Config
 from rwkvjax.model.params import Params, from_official
 
 RWKVCPP_MAGIC = 0x67676D66

@@ -12,8 +12,12 @@ _WANTED = ("*.safetensors", "*.json", "*.txt", "*.pth")
 def download_model(repo_id: str, *, revision: str | None = None, cache_dir: str | None = None) -> Path:
     """Fetch the weight, config and vocab files of `repo_id` (listed from the repo itself) into the HF cache."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
     try:
         folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=_WANTED))
     except LocalEntryNotFoundError:

@@ -26,6 +26,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from rwkvjax.errors import DataError
+
 NEVER = np.iinfo(np.int32).max  # avail_from of an empty slot
 
 
@@ -376,7 +378,7 @@ class DynamicTokenizer:
             tok.promotions, tok.evictions, tok.merges = c["promotions"], c["evictions"], c["merges"]
             tok.deferred, tok.base_tokens, tok.units_out = c["deferred"], c["base_tokens"], c["units_out"]
         except (KeyError, TypeError, IndexError) as e:
-            raise ValueError(f"dynamic tokenizer state is malformed ({e!r}); "
+            raise DataError(f"dynamic tokenizer state is malformed ({e!r}); "
                              "it must come from DynamicTokenizer.state_dict()") from e
         return tok
 

@@ -39,8 +39,8 @@ import jax
 import jax.numpy as jnp
 
 from rwkvjax.model.config import Config
-from rwkvjax.model.rwkv7 import embed, forward_hidden, head_logits
 from rwkvjax.model.params import Params
+from rwkvjax.model.rwkv7 import embed, forward_hidden, head_logits
 from rwkvjax.model.state import State
 from rwkvjax.model.wkv import WkvImpl
 

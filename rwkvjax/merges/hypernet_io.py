@@ -12,8 +12,9 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, safe_open, save_file
 
-from rwkvjax.model.config import Config
+from rwkvjax.errors import CheckpointError, CheckpointMismatch, MissingFile
 from rwkvjax.merges.hypernet import HyperParams, PairMLP, init_hypernet
+from rwkvjax.model.config import Config
 
 FORMAT = "rwkvjax-hypernet-1"
 
@@ -28,35 +29,37 @@ def save_hypernet(path: str | Path, hyper: HyperParams, config: Config, model_ha
     path.parent.mkdir(parents=True, exist_ok=True)
     md = {"format": FORMAT, "n_embd": str(config.n_embd), "vocab_size": str(config.vocab_size),
           "model_hash": model_hash, "meta": json.dumps(meta)}
-    save_file(_flat(hyper), str(path), metadata=md)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(_flat(hyper), str(tmp), metadata=md)
+    tmp.replace(path)  # a crash never leaves a half-written file under the final name
 
 
 def load_hypernet(path: str | Path, config: Config, model_hash: str | None = None) -> HyperParams:
     """Read a `save_hypernet` file and check it fits the model; errors name the file and the field."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"hypernetwork file {path} does not exist (write one with `python cli.py hypernet`)")
+        raise MissingFile(f"hypernetwork file {path} does not exist (write one with `python cli.py hypernet`)")
     try:
         t = load_file(str(path))
         with safe_open(str(path), "np") as f:
             md = f.metadata() or {}
     except (SafetensorError, OSError) as e:
-        raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
     if md.get("format") != FORMAT:
-        raise ValueError(f"{path}: metadata 'format' is {md.get('format')!r}, expected {FORMAT!r}; "
+        raise CheckpointError(f"{path}: metadata 'format' is {md.get('format')!r}, expected {FORMAT!r}; "
                          "it is not a hypernetwork file written by `python cli.py hypernet`")
     if model_hash is not None and md.get("model_hash") != model_hash:
-        raise ValueError(f"{path}: trained for model {md.get('model_hash')}, but the loaded model is {model_hash}; "
+        raise CheckpointMismatch(f"{path}: trained for model {md.get('model_hash')}, but the loaded model is {model_hash}; "
                          "train a hypernetwork for this model with `python cli.py hypernet`")
     want = _flat(init_hypernet(config, jax.random.key(0)))
     for name, ref in want.items():
         if name not in t:
-            raise ValueError(f"{path}: tensor {name!r} is missing")
+            raise CheckpointError(f"{path}: tensor {name!r} is missing")
         if t[name].shape != ref.shape:
-            raise ValueError(f"{path}: tensor {name!r} has shape {t[name].shape}, this model (n_embd={config.n_embd}) "
+            raise CheckpointMismatch(f"{path}: tensor {name!r} has shape {t[name].shape}, this model (n_embd={config.n_embd}) "
                              f"needs {ref.shape}; train a hypernetwork for this model")
         if not np.isfinite(t[name]).all():
-            raise ValueError(f"{path}: tensor {name!r} holds non-finite values")
+            raise CheckpointError(f"{path}: tensor {name!r} holds non-finite values")
     mlp = lambda side: PairMLP(**{f.name: jnp.asarray(t[f"{side}.{f.name}"]) for f in dataclasses.fields(PairMLP)})
     return HyperParams(inp=mlp("inp"), out=mlp("out"))
 

@@ -36,7 +36,8 @@ class Config:
         return L * per_layer + 2 * V * C + 4 * C
 
 
-# Shapes of released models (RWKV7.md §8); used for full-size shape tests.
+# Shapes of released models (the configs of BlinkDL's RWKV-7 World releases, https://huggingface.co/BlinkDL/rwkv-7-world);
+# used for full-size shape tests.
 PRESETS: dict[str, Config] = {
     "0.1B": Config(65536, 768, 12, 3072, 64, 64, 32, 128),
     "0.4B": Config(65536, 1024, 24, 4096, 64, 64, 32, 128),

@@ -19,6 +19,7 @@ import enum
 import jax
 import jax.numpy as jnp
 
+from rwkvjax.errors import ConfigError
 from rwkvjax.model.wkv_chunked import wkv7_chunked
 
 _HI = jax.lax.Precision.HIGHEST
@@ -38,7 +39,7 @@ def resolve(impl: WkvImpl | str) -> WkvImpl:
         impl = WkvImpl(impl)
     except ValueError:
         names = ", ".join(m.value for m in WkvImpl)
-        raise ValueError(f"unknown WKV implementation {impl!r}; choose one of: {names}") from None
+        raise ConfigError(f"unknown WKV implementation {impl!r}; choose one of: {names}") from None
     if impl is WkvImpl.AUTO:
         return WkvImpl.PALLAS if jax.default_backend() == "gpu" else WkvImpl.CHUNKED
     return impl
@@ -79,7 +80,7 @@ def wkv7(r, log_w, k, v, a, b, s0, *, impl: WkvImpl | str = WkvImpl.AUTO):
             return wkv7_chunked(r, log_w, k, v, a, b, s0)
         case WkvImpl.PALLAS | WkvImpl.PALLAS_INTERPRET:
             if impl is WkvImpl.PALLAS and jax.default_backend() != "gpu":
-                raise ValueError(f"WKV impl 'pallas' compiles for a GPU, but the backend is {jax.default_backend()!r}; "
+                raise ConfigError(f"WKV impl 'pallas' compiles for a GPU, but the backend is {jax.default_backend()!r}; "
                                  "use 'pallas_interpret' (slow) or 'chunked' here")
             from pallas_kernels.wkv7 import wkv7 as wkv7_pallas  # lazy: Pallas imports are heavy
             return wkv7_pallas(r, log_w, k, v, a, b, s0, interpret=impl is WkvImpl.PALLAS_INTERPRET)

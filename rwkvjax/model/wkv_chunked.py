@@ -1,4 +1,4 @@
-"""Exact chunked WKV-7 in pure JAX (KERNELS.md §3): `lax.scan` over chunks, matmuls inside a chunk.
+"""Exact chunked WKV-7 in pure JAX (the chunked diagonal-plus-low-rank form of Yang et al. 2024, arXiv:2406.06484): `lax.scan` over chunks, matmuls inside a chunk.
 
 Same signature and semantics as `rwkvjax.model.wkv.wkv7_scan`. Per chunk of length C, with G the inclusive cumulative
 log decay, the rows u_t = S_{t-1} a_t solve a unit-lower-triangular system, and outputs and the exiting state are
@@ -36,7 +36,7 @@ def _unit_lower_solve(L, X):
     """(I - L)^-1 X for strictly lower L: X + L X + L^2 X + ... as log2(C) doublings (exact: L^C = 0).
 
     Batched triangular_solve is slow on XLA:CPU; this is plain batched matmuls with the same accuracy for
-    RWKV-bounded inputs (KERNELS.md §3).
+    RWKV-bounded inputs (tests/model/test_wkv.py).
     """
     C = L.shape[-1]
     n = 1

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 
 from rwkvjax.errors import ConfigError
 from rwkvjax.model.config import Config
-from rwkvjax.model.rwkv7 import forward
 from rwkvjax.model.params import Params
+from rwkvjax.model.rwkv7 import forward
 from rwkvjax.model.state import State, zero_state
 from rwkvjax.serve.sampling import sample_logits
 

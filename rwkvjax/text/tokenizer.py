@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
+from rwkvjax.errors import CheckpointError
+
 
 class Tokenizer(Protocol):
     vocab_size: int
@@ -40,5 +42,5 @@ def for_vocab(vocab_size: int) -> Tokenizer:
     if vocab_size == 65536:
         from rwkvjax.text.world import WorldTokenizer
         return WorldTokenizer()
-    raise ValueError(f"no tokenizer for a model with {vocab_size} embedding rows "
+    raise CheckpointError(f"no tokenizer for a model with {vocab_size} embedding rows "
                      "(supported: 256 = bytes, 65536 = RWKV World)")

@@ -19,7 +19,7 @@ from rwkvjax.merges.units import PLAIN, UnitFns
 from rwkvjax.model.config import Config
 from rwkvjax.train.data import Window, make_batch
 from rwkvjax.train.replay import ReplayBuffer
-from rwkvjax.train.step import make_eval_fn, make_train_step, replicate, shard_batch
+from rwkvjax.train.step import make_eval_fn, make_train_step, replicate, shard_batch, to_host
 from rwkvjax.train.trainable import Trainable
 
 
@@ -100,10 +100,10 @@ class Learner:
         nll_frozen = None
         if self.reducible and live:
             _, mf = self.eval_fn(self.trainable0, self.params, batch)
-            nll_frozen = np.asarray(mf["window_nll"])
+            nll_frozen = to_host(mf["window_nll"])
         t0 = time.perf_counter()
         self.trainable, self.opt_state, m = self.step_fn(self.trainable, self.opt_state, self.params, batch)
-        m = jax.device_get(m)
+        m = to_host(m)
         seconds = time.perf_counter() - t0
         wnll = np.asarray(m.pop("window_nll"))
         if self.replay is not None:

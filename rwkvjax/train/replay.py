@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from rwkvjax.errors import DataError
 from rwkvjax.train.data import Window
 
 ADMISSIONS = ("priority", "fifo")
@@ -169,9 +170,9 @@ class ReplayBuffer:
             for field, vals in (("texts", d["texts"]), ("priority", d["priority"]), ("seq", d["seq"]),
                                 ("replays", d["replays"]), ("nll_frozen", frozen)):
                 if len(vals) != n:
-                    raise ValueError(f"{source}: field '{field}' has {len(vals)} entries, there are {n} windows")
+                    raise DataError(f"{source}: field '{field}' has {len(vals)} entries, there are {n} windows")
             if n > buf.settings.capacity:
-                raise ValueError(f"{source}: {n} windows exceed capacity {buf.settings.capacity}")
+                raise DataError(f"{source}: {n} windows exceed capacity {buf.settings.capacity}")
             buf.windows = windows
             buf.nll_frozen = list(frozen)
             buf.texts = list(d["texts"])
@@ -183,7 +184,7 @@ class ReplayBuffer:
             buf.admitted, buf.rejected, buf.evicted = c["admitted"], c["rejected"], c["evicted"]
             buf.rng.bit_generator.state = d["rng"]
         except (KeyError, TypeError) as e:
-            raise ValueError(f"{source} is malformed ({e!r}); it must come from ReplayBuffer.to_dict()") from e
+            raise DataError(f"{source} is malformed ({e!r}); it must come from ReplayBuffer.to_dict()") from e
         return buf
 
     def save(self, path: str | os.PathLike):
@@ -204,5 +205,5 @@ class ReplayBuffer:
             with open(path, encoding="utf-8") as f:
                 d = json.load(f)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not a replay buffer file ({e})") from e
+            raise DataError(f"{path}: not a replay buffer file ({e})") from e
         return cls.from_dict(d, source=str(path))

@@ -8,10 +8,11 @@ import chex
 import jax
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from rwkvjax.model.config import Config
 from rwkvjax.merges.units import PLAIN, UnitFns
+from rwkvjax.model.config import Config
 from rwkvjax.train.objective import Batch, loss_and_metrics
 from rwkvjax.train.trainable import Trainable
 
@@ -41,6 +42,19 @@ def replicate(tree, mesh: Mesh):
     if jax.process_count() == 1:
         return jax.device_put(tree, sharding)
     return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)), tree)
+
+
+def to_host(tree):
+    """Device values -> numpy, this process's part only: a batch-sharded array gives this process's rows
+    (in the order it fed them), a replicated one its value."""
+    def one(x):
+        if not isinstance(x, jax.Array) or x.is_fully_addressable:
+            return np.asarray(x)
+        shards = sorted(x.addressable_shards, key=lambda s: tuple(i.start or 0 for i in s.index))
+        if x.sharding.is_fully_replicated:
+            return np.asarray(shards[0].data)
+        return np.concatenate([np.asarray(s.data) for s in shards], axis=0)
+    return jax.tree.map(one, tree)
 
 
 def make_train_step(config: Config, tx: optax.GradientTransformation, *, units: UnitFns = PLAIN,

@@ -1,18 +1,18 @@
-"""Regenerate the golden parity fixtures with BlinkDL's official `rwkv` package (RWKV7.md §11).
+"""Regenerate the golden parity fixtures with BlinkDL's official `rwkv` package (https://pypi.org/project/rwkv/).
 
 Needs the `[reference]` extra (torch + rwkv==0.8.32). Run once from the repo root and commit the outputs:
 
     PYTHONPATH=. .venv/bin/python tests/tools/make_golden.py
 
 Writes to tests/data/golden/:
-  tiny.safetensors  a random official-format RWKV-7 checkpoint (every key of RWKV7.md §5, fp32 values,
+  tiny.safetensors  a random official-format RWKV-7 checkpoint (every key of rwkvjax/model/params.py, fp32 values,
                     realistic init formulas but random non-zero LoRAs and output weights);
   tiny_golden.npz   token ids, the official model's `cpu fp32` logits (sequence mode, one-token mode,
                     random non-zero initial WKV state) and final states for each mode, its `cpu bf16`
                     sequence logits (the accuracy bar for rwkvjax's bf16 weights), and the sha256 of
                     tiny.safetensors so the pair cannot drift apart.
 The official model reads the same tensors saved as a `.pth` in a temporary folder; the `.pth` is not
-committed (size budget): tests/test_loaders_formats.py re-saves it from the safetensors with torch.
+committed (size budget): tests/io/test_loaders_formats.py re-saves it from the safetensors with torch.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-# Read by rwkv.model at import time (RWKV7.md §11).
+# Read by rwkv.model at import time (rwkv 0.8.32, rwkv/model.py).
 os.environ["RWKV_V7_ON"] = "1"
 os.environ["RWKV_CUDA_ON"] = "0"
 os.environ["RWKV_JIT_ON"] = "1"
@@ -43,7 +43,7 @@ T = 23  # odd, not a multiple of any chunk size
 
 def random_checkpoint(rng: np.random.Generator, *, L=L, C=C, N=N, F=F, V=V, D_DECAY=D_DECAY, D_AAA=D_AAA,
                       D_MV=D_MV, D_GATE=D_GATE) -> dict[str, np.ndarray]:
-    """Every official x070 tensor (RWKV7.md §5), in official names and PyTorch layout, float32.
+    """Every official x070 tensor (rwkvjax/model/params.py), in official names and PyTorch layout, float32.
 
     Defaults are the golden fixture's dimensions; benchmarks/forward.py asks for 0.1B-shaped ones."""
     H = C // N
@@ -102,8 +102,8 @@ def state_arrays(state, prefix: str) -> dict[str, np.ndarray]:
 
 def main() -> None:
     import torch
-    from safetensors.numpy import save_file
     from rwkv.model import RWKV
+    from safetensors.numpy import save_file
 
     torch.manual_seed(SEED)
     rng = np.random.default_rng(SEED)

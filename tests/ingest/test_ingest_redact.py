@@ -12,8 +12,8 @@ import random
 import uuid
 
 import pytest
+from tests.conftest import REPO
 
-from conftest import REPO
 from ingest.redact import Redactor
 
 RNG = random.Random(1234)
@@ -135,7 +135,7 @@ def test_json_fields_with_secret_names_redacted_without_context():
 def _ordinary_corpus() -> list[str]:
     """Code and data that hold long random-looking but public strings."""
     texts = []
-    for path in sorted((REPO / "ingest").glob("*.py")) + sorted((REPO / "rwkvjax").glob("*.py")):
+    for path in sorted((REPO / "ingest").rglob("*.py")) + sorted((REPO / "rwkvjax").rglob("*.py")):
         texts.append(path.read_text(encoding="utf-8"))
     lock = REPO / "package-lock.json"
     texts.append(lock.read_text(encoding="utf-8"))

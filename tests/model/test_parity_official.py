@@ -1,8 +1,8 @@
 """Parity with the official implementations, without torch.
 
 * Golden fixtures from BlinkDL's `rwkv` 0.8.32 (`cpu fp32`, made by tests/tools/make_golden.py): sequence
-  mode, one-token mode and a non-zero initial WKV state; metric max|Δ|/std(ref) <= 1e-5 (RWKV7.md §11).
-* rwkv.cpp's real tiny model: its expected logits after the bytes `"in`, to 1e-5 absolute (RWKV7.md §7).
+  mode, one-token mode and a non-zero initial WKV state; metric max|Δ|/std(ref) <= 1e-5 (BlinkDL's metric in RWKV-LM, https://github.com/BlinkDL/RWKV-LM).
+* rwkv.cpp's real tiny model: its expected logits after the bytes `"in`, to 1e-5 absolute (https://github.com/RWKV/rwkv.cpp).
 * `jax.eval_shape` of the forward at every released size (nothing allocated).
 """
 
@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 
 import rwkvjax
-from rwkvjax.model.params import Block, Params, _BLOCK_NAMES, expected_shapes
+from rwkvjax.model.params import _BLOCK_NAMES, Block, Params, expected_shapes
 from rwkvjax.model.state import State
 from tests.conftest import RWKVCPP_DIR
 
-GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
 TOL = 1e-5
 
 
@@ -150,7 +150,7 @@ _VECTOR_FIELDS = {"x_r", "x_w", "x_k", "x_v", "x_a", "x_g", "w0", "a0", "v0", "k
 
 
 def param_spec(cfg: rwkvjax.Config, dtype) -> Params:
-    """Params as ShapeDtypeStructs: official shapes (RWKV7.md §5), linear weights [in, out], stacked on L."""
+    """Params as ShapeDtypeStructs: official shapes (rwkvjax/model/params.py), linear weights [in, out], stacked on L."""
     sds = lambda *shape: jax.ShapeDtypeStruct(shape, dtype)
     official = expected_shapes(cfg, 1)
     blocks = {}

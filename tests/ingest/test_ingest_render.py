@@ -7,8 +7,7 @@ import json
 import pytest
 
 from ingest.cursor import Cursor
-from ingest.events import (AssistantText, Meta, System, Thinking, ToolResult, ToolUse, UserText, event_from_dict,
-                           freeze)
+from ingest.events import AssistantText, Meta, System, Thinking, ToolResult, ToolUse, UserText, event_from_dict, freeze
 from ingest.render import RenderOptions, render_session
 
 

@@ -14,11 +14,11 @@ import numpy as np
 import optax
 
 import rwkvjax
-from rwkvjax.serve.generate import generate_ids
 from rwkvjax.model.init import init_params
+from rwkvjax.model.state import start_state
+from rwkvjax.serve.generate import generate_ids
 from rwkvjax.train.objective import Batch, loss_and_metrics
 from rwkvjax.train.optim import OptimConfig, state_tuning_optimizer
-from rwkvjax.model.state import start_state
 from rwkvjax.train.step import make_train_step
 from rwkvjax.train.trainable import init_trainable
 from tests.conftest import REPO

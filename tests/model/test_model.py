@@ -13,8 +13,8 @@ import pytest
 
 import rwkvjax
 from rwkvjax.io.convert import convert
-from rwkvjax.serve.generate import generate_ids
 from rwkvjax.model.state import start_state
+from rwkvjax.serve.generate import generate_ids
 from tests.conftest import REPO, RWKVCPP_DIR
 
 TEXT = b"def main():\n    print('hello, world')\n"

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rwkvjax.text import world as world_tokenizer
 from rwkvjax.text.tokenizer import for_vocab
-from rwkvjax import world_tokenizer
 from rwkvjax.text.world import VOCAB_FILE, VocabError, WorldTokenizer, _literal, parse_vocab
 
-# Hard facts from the official tokenizer (reference RWKV7.md §9).
+# Hard facts from the official tokenizer (the official `rwkv` package's rwkv_tokenizer.py).
 GOLDEN = [
     ("\n\nUser: hi", [261, 24281, 59, 4571]),
     (" Paris", [37138]),

@@ -2,7 +2,7 @@
 
 The reference is the golden fixture's official-name safetensors (tests/data/golden/tiny.safetensors). The
 other formats are written here from the same tensors: a BlinkDL `.pth` (torch), Hugging Face/fla
-safetensors by the RWKV7.md §6 rename/transpose (separate `attn.x_r..x_g` and packed `attn.x_x` [6, C]),
+safetensors by the fla rename/transpose (https://github.com/fla-org/flash-linear-attention) (separate `attn.x_r..x_g` and packed `attn.x_x` [6, C]),
 and an HF-style folder (config.json, sharded safetensors, model.safetensors.index.json).
 """
 
@@ -26,7 +26,7 @@ from rwkvjax import CheckpointError
 from rwkvjax.model.params import from_official
 from tests.conftest import REPO, RWKVCPP_DIR
 
-GOLDEN_ST = Path(__file__).resolve().parent / "data" / "golden" / "tiny.safetensors"
+GOLDEN_ST = Path(__file__).resolve().parents[1] / "data" / "golden" / "tiny.safetensors"
 _LERPS = ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g")
 
 
@@ -47,7 +47,7 @@ def assert_same_model(got, want):
 
 
 def to_hf(sd: dict[str, np.ndarray], packed: bool) -> dict[str, np.ndarray]:
-    """Official names -> Hugging Face/fla names and layouts (RWKV7.md §6), written independently of the loader."""
+    """Official names -> Hugging Face/fla names and layouts (fla's conversion), written independently of the loader."""
     out = {"model.embeddings.weight": sd["emb.weight"], "model.norm.weight": sd["ln_out.weight"],
            "model.norm.bias": sd["ln_out.bias"], "lm_head.weight": sd["head.weight"],
            "model.layers.0.pre_norm.weight": sd["blocks.0.ln0.weight"],

@@ -7,8 +7,8 @@ import json
 from collections import Counter, defaultdict
 
 import pytest
+from tests.conftest import CLAUDE_PROJECTS
 
-from conftest import CLAUDE_PROJECTS
 from ingest.redact import Redactor
 from ingest.render import RenderOptions, group_sessions, render_session
 from ingest.stream import collect

@@ -8,8 +8,8 @@ import optax
 import pytest
 
 import rwkvjax
-from rwkvjax.eval.report import summarize, write_eval_report
 from rwkvjax.eval.prequential import ARMS, EvalConfig, load_sessions, run_eval
+from rwkvjax.eval.report import summarize, write_eval_report
 from rwkvjax.model.init import init_params
 from rwkvjax.text.tokenizer import ByteTokenizer
 from rwkvjax.train.run import DEMO_TRACES

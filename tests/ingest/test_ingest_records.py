@@ -10,9 +10,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from tests.conftest import CLAUDE_PROJECTS
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from conftest import CLAUDE_PROJECTS
 from ingest.normalize import Normalizer
 from ingest.records import _JS_WS, line_records, read_records
 from ingest.stream import BRIDGE, collect

@@ -17,7 +17,7 @@ import pytest
 from pallas_kernels.wkv7 import wkv7 as wkv7_pallas
 from rwkvjax.model.wkv import WkvImpl, resolve, wkv7, wkv7_scan
 from rwkvjax.model.wkv_chunked import wkv7_chunked
-from tests.wkv_reference import INPUT_NAMES, reference_f64, rel_err, rwkv_inputs
+from tests.model.wkv_reference import INPUT_NAMES, reference_f64, rel_err, rwkv_inputs
 
 IMPLS = {
     "scan": wkv7_scan,

@@ -6,10 +6,9 @@ import io
 import json
 
 import pytest
+from tests.conftest import CLAUDE_PROJECTS, RWKVCPP_DIR
 
 import rwkvjax
-
-from conftest import CLAUDE_PROJECTS, RWKVCPP_DIR
 from ingest.render import RenderOptions
 from ingest.traces import traces_command
 from rwkvjax.merges.stats import TokenStats

@@ -8,7 +8,8 @@ import shutil
 import uuid
 from collections import Counter
 
-from conftest import CLAUDE_PROJECTS
+from tests.conftest import CLAUDE_PROJECTS
+
 from ingest.cursor import Cursor
 from ingest.stream import TraceStream, collect
 

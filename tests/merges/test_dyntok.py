@@ -2,7 +2,8 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rwkvjax.merges.dyntok import NEVER, DynamicTokenizer, DynTokSettings, digit_protected, expand
 from rwkvjax.text.tokenizer import ByteTokenizer

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from rwkvjax.merges.dyntok import DynamicTokenizer, DynTokSettings, expand
 from ingest.events import UserText
 from ingest.render import render_session
+from rwkvjax.merges.dyntok import DynamicTokenizer, DynTokSettings, expand
 from rwkvjax.text.tokenizer import ByteTokenizer
 from rwkvjax.train.data import Window, WindowAssembler, stream_windows
 

@@ -18,8 +18,8 @@ import pytest
 import rwkvjax
 from rwkvjax.errors import CheckpointMismatch
 from rwkvjax.io.checkpoint import TrainCheckpointer
-from rwkvjax.model.init import init_params
 from rwkvjax.io.convert import save_official
+from rwkvjax.model.init import init_params
 from rwkvjax.train.run import DEMO_TRACES, TrainConfig, Trainer
 from tests.conftest import REPO
 

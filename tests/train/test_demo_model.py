@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 import rwkvjax
-from rwkvjax.train.corpus import _is_heldout, corpus_files
 from rwkvjax.eval.scoring import score_stream
+from rwkvjax.train.corpus import _is_heldout, corpus_files
 from rwkvjax.train.run import DEMO_MODEL, demo_setup
 
 

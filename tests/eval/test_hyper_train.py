@@ -8,17 +8,17 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import rwkvjax
-from rwkvjax.merges.dyntok import DynamicTokenizer, DynTokSettings, digit_protected
-from rwkvjax.model.params import params_hash
-from rwkvjax.eval.prequential import load_sessions
 from rwkvjax.eval.hypernet import HyperTrainConfig, run_hyper_train
+from rwkvjax.eval.prequential import load_sessions
+from rwkvjax.eval.scoring import score_stream
+from rwkvjax.merges.dyntok import DynamicTokenizer, DynTokSettings, digit_protected
 from rwkvjax.merges.hypernet import init_hypernet
 from rwkvjax.merges.hypernet_io import load_hypernet, start_hypernet
 from rwkvjax.model.init import init_params
-from rwkvjax.eval.scoring import score_stream
+from rwkvjax.model.params import params_hash
 from rwkvjax.text.tokenizer import ByteTokenizer
-from rwkvjax.train.run import DEMO_TRACES
 from rwkvjax.train.data import stream_windows
+from rwkvjax.train.run import DEMO_TRACES
 
 SMALL = rwkvjax.Config(256, 64, 1, 128, 32, 32, 32, 32)
 LN2 = np.log(2.0)

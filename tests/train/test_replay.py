@@ -3,7 +3,8 @@ import stat
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import chisquare
 
 from rwkvjax.train.replay import ReplayBuffer, ReplaySettings
