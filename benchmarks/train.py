@@ -46,10 +46,9 @@ def matmul_params(cfg) -> int:
 def _setup(ctx: int, batch: int, merges: bool):
     import rwkvjax
     from rwkvjax.merges.hypernet import init_hypernet
+    from rwkvjax.merges.units import MERGED, PLAIN
     from rwkvjax.model.init import init_params
-    from rwkvjax.train.batch import MERGED, make_batch
-    from rwkvjax.train.data import Window
-    from rwkvjax.train.objective import PLAIN
+    from rwkvjax.train.data import Window, make_batch
     from rwkvjax.train.optim import OptimConfig, state_tuning_optimizer
     from rwkvjax.train.step import make_train_step
     from rwkvjax.train.trainable import init_trainable

@@ -101,36 +101,46 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
-    out: str = option(help="output folder: checkpoints, metrics.jsonl, model.safetensors")
-    corpus: tuple[str, ...] = option(help="text files or folders (never your trace data)")
+    out: str = option(help="output folder: checkpoints, metrics.jsonl, recipe.json, model.safetensors")
+    corpus: tuple[str, ...] = option((), help="text files or folders, never your trace data (default: the standard "
+                                              "library, installed packages, /usr/share/doc and man pages)")
     vocab: str = option("byte", choices=("byte", "world"), help="byte (256 ids) or the RWKV World vocabulary")
     n_layer: int = option(4, help="layers")
     n_embd: int = option(256, help="channels (a multiple of 64)")
-    ctx_len: int = option(256, help="tokens per training window")
+    ctx_len: int = option(256, help="tokens per training window (one backward pass)")
+    windows_per_segment: int = option(8, help="truncated BPTT: windows read in a row with the state carried "
+                                              "(the context the model learns to use is ctx_len x this)")
+    copy_prob: float = option(0.25, help="share of segments that repeat a chunk of text later (teaches copying)")
     batch: int = option(16, help="windows per step")
     steps: int = option(3000, help="total optimizer steps")
     lr: float = option(2e-3, help="peak learning rate")
     lr_final: float = option(1e-4, help="final learning rate")
     warmup: int = option(100, help="linear warmup steps")
     weight_decay: float = option(0.1, help="AdamW weight decay on the weight matrices")
-    heldout_every: int = option(20, help="every k-th file (by path hash) is held out")
+    remat: bool = option(False, help="recompute each layer in the backward pass (less memory, ~1.3x the time)")
+    init_from: str | None = option(None, help="start from this model's weights (a fresh optimizer); e.g. to "
+                                              "continue a shipped model")
+    heldout_every: int = option(10, help="every k-th package (by name hash) is held out")
+    heldout_packages: tuple[str, ...] = option((), help="hold out exactly these packages (`<root name>/<first "
+                                                        "folder>`, e.g. site-packages/networkx)")
+    max_file_bytes: int = option(262_144, help="longer files are cut (on a line end) at this size")
     eval_every: int = option(100, help="steps between held-out evaluations")
-    eval_batches: int = option(8, help="held-out batches per evaluation")
-    save_every: int = option(250, help="steps between checkpoints")
-    max_bytes: int = option(200_000_000, help="corpus bytes read at most")
+    eval_bytes: int = option(65_536, help="held-out bytes scored per evaluation (state carried per file)")
+    save_every: int = option(250, help="steps between checkpoints (each also exports model.safetensors)")
+    max_bytes: int = option(400_000_000, help="corpus bytes read at most")
     seed: int = option(0, help="random seed")
     wkv_impl: str = option("auto", choices=WKV_IMPLS, help="WKV implementation")
 
     def __post_init__(self):
-        check_positive(self, "n_layer", "n_embd", "ctx_len", "batch", "steps", "lr", "heldout_every", "eval_every",
-                       "eval_batches", "save_every", "max_bytes")
-        check_positive(self, "lr_final", "warmup", "weight_decay", allow_zero=True)
+        check_positive(self, "n_layer", "n_embd", "ctx_len", "windows_per_segment", "batch", "steps", "lr",
+                       "heldout_every", "eval_every", "eval_bytes", "save_every", "max_bytes", "max_file_bytes")
+        check_positive(self, "lr_final", "warmup", "weight_decay", "copy_prob", allow_zero=True)
+        if self.copy_prob > 1:
+            raise ConfigError(f"--copy-prob {self.copy_prob}: a probability is at most 1")
         if self.vocab not in ("byte", "world"):
             raise ConfigError(f"--vocab {self.vocab!r}: choose byte or world")
         if self.n_embd % 64:
             raise ConfigError(f"--n-embd {self.n_embd}: must be a multiple of the head size 64")
-        if not self.corpus:
-            raise ConfigError("pretrain: --corpus needs at least one file or folder")
 
     def model_config(self) -> Config:
         C = self.n_embd

@@ -1,7 +1,12 @@
 """Train every weight of an RWKV-7 from scratch with the project's own forward (byte or World vocab).
 
-AdamW with the RWKV conventions (weight decay only on 2-D weight matrices, `w0` at twice the LR),
-linear warmup then cosine decay, held-out bits per byte logged, orbax checkpoints, exact resume.
+Truncated BPTT: each batch row reads a segment of `windows_per_segment` consecutive windows with the
+recurrent state carried from one window to the next (no gradient through the carry), so the model learns
+to use up to ctx_len x windows_per_segment tokens of context. A share of segments (`copy_prob`) repeat a
+chunk of real text later in the segment, which teaches copying from context. AdamW with the RWKV
+conventions (weight decay only on the weight matrices, `w0` at twice the LR), warmup then cosine decay,
+held-out bits per byte with the state carried through each held-out file, orbax checkpoints at segment
+boundaries (exact resume), and the model exported at every checkpoint.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import dataclasses
 import functools
 import json
 import math
+import platform
 import time
 from pathlib import Path
 
@@ -19,16 +25,22 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from rwkvjax.errors import CheckpointMismatch
 from rwkvjax.io.checkpoint import abstract, checkpoint_manager
 from rwkvjax.io.convert import save_official
 from rwkvjax.model.init import init_params
-from rwkvjax.model.rwkv7 import forward
+from rwkvjax.model.rwkv7 import embed, forward_hidden, head_logits
 from rwkvjax.model.state import zero_state
 from rwkvjax.train.config import PretrainConfig
-from rwkvjax.train.corpus import build_corpus
+from rwkvjax.train.corpus import build_corpus, default_roots
+from rwkvjax.train.objective import HEAD_CHUNK, _chunked_nll
 from rwkvjax.train.optim import Group, make_optimizer
 
 _DECAYED = {"emb", "head", "W_r", "W_k", "W_v", "W_o", "ffn_key", "ffn_value"}
+# settings a resumed run must keep (the rest, e.g. steps, lr or eval cadence, may change)
+FIXED = ("vocab", "n_layer", "n_embd", "ctx_len", "windows_per_segment", "batch", "seed", "corpus",
+         "heldout_every", "heldout_packages", "max_file_bytes", "max_bytes")
+LN2 = math.log(2.0)
 
 
 def _lr_mask(params):
@@ -48,37 +60,142 @@ def pretrain_optimizer(cfg: PretrainConfig):
                           clip_norm=1.0)
 
 
-def _loss(params, tokens_BT1, config, wkv_impl):
-    x, y = tokens_BT1[:, :-1], tokens_BT1[:, 1:]
-    logits, _ = forward(params, x, zero_state(config, x.shape[0]), config=config, wkv_impl=wkv_impl, remat=True)
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+# ----- data -----
+
+def segment_batch(stream: np.ndarray, rng: np.random.Generator, batch: int, seg_len: int,
+                  copy_prob: float) -> np.ndarray:
+    """[batch, seg_len + 1] token rows: contiguous text, or (with probability copy_prob) a chunk of text,
+    other text, then the same chunk again."""
+    n = stream.size
+    take = lambda length: stream[(s := int(rng.integers(0, n - length))):s + length]
+    rows = []
+    for _ in range(batch):
+        if rng.random() < copy_prob and seg_len >= 128:
+            chunk = take(int(rng.integers(32, seg_len // 2)))
+            gap = take(int(rng.integers(0, seg_len + 1 - 2 * chunk.size)))
+            tail = take(seg_len + 1 - 2 * chunk.size - gap.size) if seg_len + 1 > 2 * chunk.size + gap.size else \
+                stream[:0]
+            rows.append(np.concatenate([chunk, gap, chunk, tail]))
+        else:
+            rows.append(take(seg_len + 1))
+    return np.stack(rows).astype(np.int32)
 
 
-def _sample(ids: np.ndarray, rng: np.random.Generator, batch: int, T: int) -> np.ndarray:
-    starts = rng.integers(0, ids.size - T - 1, size=batch)
-    return np.stack([ids[s:s + T + 1] for s in starts])
+def _eval_rows(docs, T: int, budget: int, per_file: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out files (at most `per_file` tokens each, `budget` in all) as padded rows, with a mask."""
+    rows, total = [], 0
+    for _, ids in docs:
+        ids = ids[: min(max(budget - total, 0), per_file)]
+        if ids.size < 2:
+            break
+        rows.append(ids)
+        total += ids.size
+    L = -(-max(r.size for r in rows) // T) * T
+    x = np.zeros((len(rows), L + 1), np.int32)
+    mask = np.zeros((len(rows), L), np.float32)
+    for i, r in enumerate(rows):
+        x[i, 1:r.size + 1] = r   # input 0 (separator) then the file; every byte of it is a target
+        mask[i, :r.size] = 1.0
+    return x, mask
 
 
-def _bytes_per_token(ids: np.ndarray, tokenizer) -> float:
-    if tokenizer.vocab_size == 256:
-        return 1.0
-    sample = ids[: 1_000_000].tolist()
-    return len(tokenizer.decode_bytes(sample)) / len(sample)
+def _copy_rows(docs, n: int = 4, length: int = 1024) -> np.ndarray | None:
+    """Rows [0, X, X] from held-out text: the cost of the second copy measures copying from context."""
+    chunks = [ids[:length] for _, ids in docs if ids.size >= length][:n]
+    if not chunks:
+        return None
+    return np.stack([np.concatenate([[0], c, c]) for c in chunks]).astype(np.int32)
+
+
+# ----- the step -----
+
+def _nll(params, state, x_BT, y_BT, *, config, wkv_impl, remat):
+    hidden, state = forward_hidden(params, embed(params, x_BT), state, config=config, wkv_impl=wkv_impl,
+                                   remat=remat)
+    nll = _chunked_nll(lambda h, _: head_logits(params, h), hidden, y_BT, None, min(HEAD_CHUNK, x_BT.shape[1]))
+    return nll, state
+
+
+def make_steps(config, tx, cfg: PretrainConfig):
+    nll_fn = functools.partial(_nll, config=config, wkv_impl=cfg.wkv_impl, remat=cfg.remat)
+
+    def loss_fn(params, state, x, y):
+        nll, state = nll_fn(params, state, x, y)
+        return jnp.mean(nll), state
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
+    def train_step(params, opt_state, state, x, y):
+        (loss, state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, state, x, y)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, jax.lax.stop_gradient(state), loss
+
+    @jax.jit
+    def eval_window(params, state, x, y, mask):
+        nll, state = nll_fn(params, state, x, y)
+        return nll * mask / LN2, state
+
+    return train_step, eval_window
+
+
+def _scored_bits(eval_window, params, config, x, mask, T: int) -> np.ndarray:
+    """Bits per position [rows, L] of padded rows (x has L + 1 columns), window by window, state carried."""
+    state = zero_state(config, x.shape[0])
+    L = mask.shape[1]
+    x = np.pad(x, ((0, 0), (0, -L % T)))
+    mask = np.pad(mask, ((0, 0), (0, -L % T)))
+    out = []
+    for s in range(0, mask.shape[1], T):
+        bits, state = eval_window(params, state, jnp.asarray(x[:, s:s + T]), jnp.asarray(x[:, s + 1:s + T + 1]),
+                                  jnp.asarray(mask[:, s:s + T]))
+        out.append(np.asarray(bits))
+    return np.concatenate(out, axis=1)[:, :L]
+
+
+# ----- the run -----
+
+def _check_resume(out: Path, cfg: PretrainConfig) -> None:
+    recipe = out / "recipe.json"
+    if not recipe.is_file() or not (out / "ckpt").is_dir():
+        return
+    old = json.loads(recipe.read_text()).get("pretrain_config", {})
+    for k in FIXED:
+        mine = list(getattr(cfg, k)) if isinstance(getattr(cfg, k), tuple) else getattr(cfg, k)
+        if k in old and old[k] != mine:
+            raise CheckpointMismatch(f"{out}: setting {k}={mine!r} differs from the run in this folder "
+                                     f"({old[k]!r}); keep it to resume, or use another --out")
+
+
+def _installed_packages() -> list[str]:
+    from importlib.metadata import distributions
+    return sorted(f"{d.metadata['Name']}=={d.version}" for d in distributions())
 
 
 def pretrain(cfg: PretrainConfig, *, log=print) -> dict:
     from rwkvjax.text.tokenizer import for_vocab
+    if not cfg.corpus:
+        cfg = dataclasses.replace(cfg, corpus=tuple(default_roots()))
     config = cfg.model_config()
     tok = for_vocab(config.vocab_size)
-    train_ids, held_ids, cstats = build_corpus(cfg, tok)
-    bpt = _bytes_per_token(held_ids, tok)
     out = Path(cfg.out).absolute()
+    _check_resume(out, cfg)
+    t_build = time.perf_counter()
+    stream, held_docs, cstats = build_corpus(cfg, tok)
+    log(f"corpus: {cstats['train_files']} training files ({cstats['train_tokens']} tokens), "
+        f"{cstats['heldout_files']} held-out files in {len(cstats['heldout_packages'])} packages, "
+        f"{time.perf_counter() - t_build:.0f} s")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.json").write_text(json.dumps({"pretrain_config": dataclasses.asdict(cfg),
-                                                 "model_config": dataclasses.asdict(config), "corpus": cstats},
-                                                indent=1))
+    recipe = {"pretrain_config": dataclasses.asdict(cfg), "model_config": dataclasses.asdict(config),
+              "corpus": cstats, "python": platform.python_version(), "installed_packages": _installed_packages()}
+    (out / "recipe.json").write_text(json.dumps(recipe, indent=1))
+
     tx = pretrain_optimizer(cfg)
     params = init_params(config, cfg.seed)
+    if cfg.init_from:
+        from rwkvjax.io.formats import load
+        init_config, params = load(cfg.init_from)
+        if init_config != config:
+            raise CheckpointMismatch(f"--init-from {cfg.init_from}: its shape {init_config} differs from "
+                                     f"--vocab/--n-layer/--n-embd ({config})")
     opt_state = tx.init(params)
     rng = np.random.default_rng(cfg.seed)
     mngr = checkpoint_manager(out / "ckpt", keep=2)
@@ -91,38 +208,60 @@ def pretrain(cfg: PretrainConfig, *, log=print) -> dict:
         rng.bit_generator.state = r.host["rng"]
         log(f"resumed at step {step}")
 
-    loss_fn = functools.partial(_loss, config=config, wkv_impl=cfg.wkv_impl)
+    T, K = cfg.ctx_len, cfg.windows_per_segment
+    train_step, eval_window = make_steps(config, tx, cfg)
+    eval_x, eval_mask = _eval_rows(held_docs, T, cfg.eval_bytes)
+    copy_x = _copy_rows(held_docs)
+    eval_bytes = sum(len(tok.decode_bytes(row[1:int(m.sum()) + 1].tolist())) for row, m in zip(eval_x, eval_mask))
 
-    @jax.jit
-    def train_step(params, opt_state, batch):
-        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+    def evaluate() -> dict:
+        bits = _scored_bits(eval_window, params, config, eval_x, eval_mask, T)
+        rec = {"heldout_bits_per_token": float(bits.sum() / eval_mask.sum()),
+               "heldout_bits_per_byte": float(bits.sum() / eval_bytes)}
+        if copy_x is not None:
+            n = (copy_x.shape[1] - 1) // 2
+            cmask = np.ones((copy_x.shape[0], copy_x.shape[1] - 1), np.float32)
+            cb = _scored_bits(eval_window, params, config, copy_x, cmask, T)
+            rec["copy_first_bits_per_token"] = float(cb[:, :n].mean())
+            rec["copy_second_bits_per_token"] = float(cb[:, n:].mean())
+        return rec
 
-    eval_loss = jax.jit(loss_fn)
-    eval_rng = np.random.default_rng(12345)
-    eval_batches = [_sample(held_ids, eval_rng, cfg.batch, cfg.ctx_len) for _ in range(cfg.eval_batches)]
+    def save():
+        mngr.save(step, args=ocp.args.Composite(
+            params=ocp.args.StandardSave(params), opt=ocp.args.StandardSave(opt_state),
+            host=ocp.args.JsonSave({"step": step, "rng": rng.bit_generator.state})))
+        mngr.wait_until_finished()
+        save_official(params, config, out / "model.safetensors", "bf16",
+                      {"pretrain_step": str(step), "recipe": "recipe.json"})
+
     metrics_path = out / "metrics.jsonl"
-    t0, tokens = time.perf_counter(), 0
-    rec = {}
+    t0, tokens, rec, loss = time.perf_counter(), 0, {}, None
+    state, seg = None, None
+    losses = []
     while step < cfg.steps:
-        batch = jnp.asarray(_sample(train_ids, rng, cfg.batch, cfg.ctx_len))
-        params, opt_state, loss = train_step(params, opt_state, batch)
+        w = step % K
+        if w == 0 or seg is None:
+            seg = segment_batch(stream, rng, cfg.batch, T * K, cfg.copy_prob)
+            state = zero_state(config, cfg.batch)
+        x, y = jnp.asarray(seg[:, w * T:(w + 1) * T]), jnp.asarray(seg[:, w * T + 1:(w + 1) * T + 1])
+        params, opt_state, state, loss = train_step(params, opt_state, state, x, y)
+        losses.append(loss)
         step += 1
-        tokens += cfg.batch * cfg.ctx_len
+        tokens += cfg.batch * T
+        at_boundary = step % K == 0
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            held = float(np.mean([float(eval_loss(params, jnp.asarray(b))) for b in eval_batches]))
             el = time.perf_counter() - t0
-            rec = {"step": step, "train_loss": float(loss), "heldout_bits_per_byte": held / math.log(2) / bpt,
-                   "tokens_per_s": tokens / el, "time": time.time()}
+            rec = {"step": step, "train_loss": float(np.mean([float(v) for v in losses])),
+                   "tokens_per_s": tokens / el, "tokens_seen": step * cfg.batch * T, **evaluate(),
+                   "time": time.time()}
+            losses = []
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
             log(json.dumps(rec))
-        if step % cfg.save_every == 0 or step == cfg.steps:
-            mngr.save(step, args=ocp.args.Composite(
-                params=ocp.args.StandardSave(params), opt=ocp.args.StandardSave(opt_state),
-                host=ocp.args.JsonSave({"step": step, "rng": rng.bit_generator.state})))
+        # checkpoints only at segment boundaries: a resumed run draws a fresh segment, exactly as this one would
+        if (at_boundary and (step // K) % max(cfg.save_every // K, 1) == 0) or step == cfg.steps:
+            save()
     mngr.wait_until_finished()
     mngr.close()
-    model_path = save_official(params, config, out / "model.safetensors", "bf16")
-    return {"model": model_path, "step": step, **rec, "corpus": cstats}
+    return {"model": str(out / "model.safetensors"), "step": step, **rec,
+            "corpus": {k: v for k, v in cstats.items() if k != "heldout_packages"}}
