@@ -24,8 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from rwkvjax.errors import CheckpointMismatch
+from rwkvjax.errors import CheckpointMismatch, ConfigError
 from rwkvjax.io.checkpoint import abstract, checkpoint_manager
 from rwkvjax.io.convert import save_official
 from rwkvjax.model.init import init_params
@@ -35,6 +37,7 @@ from rwkvjax.train.config import PretrainConfig
 from rwkvjax.train.corpus import build_corpus, default_roots
 from rwkvjax.train.objective import HEAD_CHUNK, _chunked_nll
 from rwkvjax.train.optim import Group, make_optimizer
+from rwkvjax.train.step import data_mesh
 
 _DECAYED = {"emb", "head", "W_r", "W_k", "W_v", "W_o", "ffn_key", "ffn_value"}
 # settings a resumed run must keep (the rest, e.g. steps, lr or eval cadence, may change)
@@ -210,6 +213,16 @@ def pretrain(cfg: PretrainConfig, *, log=print) -> dict:
 
     T, K = cfg.ctx_len, cfg.windows_per_segment
     train_step, eval_window = make_steps(config, tx, cfg)
+    # data parallel over the local devices (e.g. XLA_FLAGS=--xla_force_host_platform_device_count=2 on a
+    # 2-core CPU: two XLA devices keep both cores busy, measured in benchmarks/RESULTS.md)
+    mesh = data_mesh()
+    n_dev = len(mesh.local_devices)
+    if cfg.batch % n_dev:
+        raise ConfigError(f"--batch {cfg.batch} does not divide over the {n_dev} local devices")
+    rows = lambda a: jax.device_put(a, NamedSharding(mesh, P("data", *([None] * (np.ndim(a) - 1)))))
+    state_rows = lambda st: jax.tree.map(lambda a: jax.device_put(a, NamedSharding(mesh, P(None, "data"))), st)
+    params = jax.device_put(params, NamedSharding(mesh, P()))
+    opt_state = jax.device_put(opt_state, NamedSharding(mesh, P()))
     eval_x, eval_mask = _eval_rows(held_docs, T, cfg.eval_bytes)
     copy_x = _copy_rows(held_docs)
     eval_bytes = sum(len(tok.decode_bytes(row[1:int(m.sum()) + 1].tolist())) for row, m in zip(eval_x, eval_mask))
@@ -242,8 +255,8 @@ def pretrain(cfg: PretrainConfig, *, log=print) -> dict:
         w = step % K
         if w == 0 or seg is None:
             seg = segment_batch(stream, rng, cfg.batch, T * K, cfg.copy_prob)
-            state = zero_state(config, cfg.batch)
-        x, y = jnp.asarray(seg[:, w * T:(w + 1) * T]), jnp.asarray(seg[:, w * T + 1:(w + 1) * T + 1])
+            state = state_rows(zero_state(config, cfg.batch))
+        x, y = rows(seg[:, w * T:(w + 1) * T]), rows(seg[:, w * T + 1:(w + 1) * T + 1])
         params, opt_state, state, loss = train_step(params, opt_state, state, x, y)
         losses.append(loss)
         step += 1
