@@ -8,7 +8,12 @@ from rwkvjax.errors import ConfigError
 from rwkvjax.options import option
 from rwkvjax.train.config import DEFAULT_MODEL, check_positive
 
-ARMS = ("frozen", "carry", "tuned", "tuned_replay", "tuned_replay_reducible", "merges")
+# learners and the protocols scored from them (`*_reset`: the state goes back to the start state every
+# --reset-every tokens; `tuned_tbptt`: S0 trained on each session's first tbptt_windows x ctx_len tokens as one
+# sequence, the gradient flowing through the carried state across its windows)
+ARMS = ("frozen", "frozen_reset", "carry", "tuned", "tuned_reset", "tuned_tbptt", "tuned_replay",
+        "tuned_replay_reducible", "merges")
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,8 +21,11 @@ class EvalConfig:
     traces: str = option(help="folder of Claude Code transcripts")
     out: str = option(help="report folder (REPORT.md, prequential.png, summary.json)")
     model: str = option(DEFAULT_MODEL, help="HF repo id, folder, .safetensors, .pth or rwkv.cpp .bin")
-    k: int = option(3, help="every k-th session by start time is held out")
+    heldout_fraction: float = option(1 / 3, help="the latest sessions (by start time, a subagent with its parent) "
+                                                 "held out: this share of them")
     ctx_len: int = option(512, help="training window and longest scoring call")
+    tbptt_windows: int = option(8, help="tuned_tbptt: windows of each session's start trained as one sequence")
+    reset_every: int = option(512, help="*_reset arms: tokens between returns to the start state")
     live_per_step: int = option(2, help="new windows per update")
     replay_per_step: int = option(2, help="replayed windows per update (replay arms)")
     max_windows_per_session: int = option(32, help="training windows taken from each session (its start first)")
@@ -33,10 +41,14 @@ class EvalConfig:
     bootstrap: int = option(10_000, help="bootstrap resamples for the intervals")
 
     def __post_init__(self):
-        check_positive(self, "ctx_len", "live_per_step", "max_windows_per_session", "lr", "bootstrap")
+        check_positive(self, "ctx_len", "live_per_step", "max_windows_per_session", "lr", "bootstrap",
+                       "tbptt_windows", "reset_every")
         check_positive(self, "replay_per_step", "lr_final", "hyper_lr", allow_zero=True)
-        if self.k < 2:
-            raise ConfigError(f"--k {self.k}: must be >= 2 (every k-th session is held out)")
+        if not 0 < self.heldout_fraction < 1:
+            raise ConfigError(f"--heldout-fraction {self.heldout_fraction}: must be in (0, 1)")
+        for base in ("frozen", "tuned"):
+            if f"{base}_reset" in self.arms and base not in self.arms:
+                raise ConfigError(f"arm {base}_reset is scored from the {base} arm's state; add {base} to --arms")
         for name in self.arms:
             if name not in ARMS:
                 raise ConfigError(f"unknown arm {name!r}; choose from {ARMS}")
@@ -56,7 +68,7 @@ class HyperTrainConfig:
     traces: str = option(help="folder of Claude Code transcripts")
     out: str = option(help="output .safetensors file")
     model: str = option(DEFAULT_MODEL, help="the model the hypernetwork is trained for")
-    k: int = option(3, help="every k-th session by start time is held out")
+    heldout_fraction: float = option(1 / 3, help="the latest sessions held out (as in `eval`): this share")
     ctx_len: int = option(512, help="units per training window")
     batch: int = option(8, help="windows per step")
     steps: int = option(600, help="training steps")
@@ -73,11 +85,11 @@ class HyperTrainConfig:
     max_corpus_bytes: int = option(2_000_000, help="corpus bytes read at most")
 
     def __post_init__(self):
-        for name in ("k", "ctx_len", "batch", "steps", "n_slots", "window", "threshold"):
+        for name in ("ctx_len", "batch", "steps", "n_slots", "window", "threshold"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.k < 2:
-            raise ConfigError(f"--k {self.k}: must be >= 2 (every k-th session is held out)")
+        if not 0 < self.heldout_fraction < 1:
+            raise ConfigError(f"--heldout-fraction {self.heldout_fraction}: must be in (0, 1)")
 
 
 @dataclasses.dataclass(frozen=True)

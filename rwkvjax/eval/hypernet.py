@@ -2,7 +2,7 @@
 
 The hypernetwork starts as an exact identity-like map (see `hypernet`), which leaves merges costing bits.
 Here it is trained on the merged stream of a folder of sessions with the model and S0 frozen, then the
-held-out sessions (every k-th by start time, never trained on) are scored three ways with the state
+held-out sessions (the latest ones by start time, never trained on) are scored three ways with the state
 carried through each session: plain base tokens, merges with the untrained hypernetwork, and merges with
 the trained one. Strict bits per byte are comparable across the three (see `hypernet`). The scoring time
 of each pass (dynamic tokenizer included for merges) gives the wall-clock gain.
@@ -25,7 +25,7 @@ import numpy as np
 from rwkvjax.errors import DataError
 from rwkvjax.eval.config import HyperTrainConfig
 from rwkvjax.eval.scoring import score_stream, score_windows
-from rwkvjax.eval.sessions import load_sessions
+from rwkvjax.eval.sessions import load_sessions, split_by_time
 from rwkvjax.merges.dyntok import for_tokenizer
 from rwkvjax.merges.hypernet import init_hypernet
 from rwkvjax.merges.hypernet_io import save_hypernet
@@ -113,11 +113,9 @@ def run_hyper_train(cfg: HyperTrainConfig, model, *, log=print) -> dict:
     config, params = model
     tok = for_vocab(config.vocab_size)
     sessions = load_sessions(cfg.traces, tok)
-    if len(sessions) < cfg.k:
-        raise DataError(f"{cfg.traces}: {len(sessions)} session(s); holding out every {cfg.k}-th needs at least "
-                         f"{cfg.k}")
-    heldout = [s for i, s in enumerate(sessions) if (i + 1) % cfg.k == 0]
-    train = [s for i, s in enumerate(sessions) if (i + 1) % cfg.k != 0]
+    split_by_time(sessions, cfg.heldout_fraction)
+    heldout = [s for s in sessions if s.heldout]
+    train = [s for s in sessions if not s.heldout]
     dyntok = for_tokenizer(tok, window=cfg.window, threshold=cfg.threshold, n_slots=cfg.n_slots)
     streams, corpus_stats = ([(s.sid, s.tokens) for s in train], None) if not cfg.corpus else \
         _corpus_streams(cfg, tok)

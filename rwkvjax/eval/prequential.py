@@ -1,11 +1,12 @@
 """Prequential (test-then-train) evaluation of state-tuning arms on a folder of Claude Code sessions.
 
-Sessions are ordered by start time. Every k-th session is a forward held-out session: it is scored when
-it comes, with each arm's current S0, and never trained on. Every other session is scored first
-(teacher-forced, state carried across the whole session) and then trained on with the same learner
-update as `train` (`rwkvjax.train.learner`). Canary texts (general code and prose absent from the
-traces) are scored after every update round to catch harm elsewhere. Protocol: Dawid's prequential
-principle (https://doi.org/10.2307/2981683), test-then-train on a stream.
+Sessions are split by time: the latest groups (a session with its subagent transcripts) are the future
+and are held out; they are scored when they come, with each arm's current state, and never trained on.
+Every other session is scored first (teacher-forced, state carried across the whole session) and then
+trained on with the same learner update as `train` (`rwkvjax.train.learner`). Canary texts (general
+code and prose absent from the traces) are scored after every session to catch harm elsewhere, and
+every session is also compressed by gzip, xz and PPMd, alone and primed with the earlier training
+sessions, on the same bytes. Protocol: Dawid's prequential principle (https://doi.org/10.2307/2981683).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from rwkvjax.errors import DataError
+from rwkvjax.eval import compressors
 from rwkvjax.eval.config import ARMS, EvalConfig
-from rwkvjax.eval.scoring import score_stream, score_windows
-from rwkvjax.eval.sessions import ROLES, Session, load_sessions
+from rwkvjax.eval.scoring import score_reset, score_stream, score_windows
+from rwkvjax.eval.sessions import ROLES, Session, load_sessions, split_by_time
 from rwkvjax.merges.dyntok import for_tokenizer
 from rwkvjax.merges.hypernet_io import start_hypernet
 from rwkvjax.merges.units import MERGED, PLAIN
@@ -38,29 +40,32 @@ __all__ = ["ARMS", "EvalConfig", "ROLES", "Session", "load_sessions", "run_eval"
 
 LN2 = math.log(2.0)
 POSITION_BUCKETS = ((0, 256), (256, 1024), (1024, 4096), (4096, None))
+LEARNERS = ("tuned", "tuned_tbptt", "tuned_replay", "tuned_replay_reducible", "merges")
+RESET_OF = {"frozen_reset": "frozen", "tuned_reset": "tuned"}
 
 
 class Arm:
-    """One arm: its learner (S0, hypernetwork, optimizer, replay buffer) and its dynamic tokenizer."""
+    """One learning arm (or the frozen/carry baseline): its learner and, for merges, its dynamic tokenizer."""
 
     def __init__(self, name: str, cfg: EvalConfig, config, params, tok, model_hash: str | None = None):
         self.name, self.cfg, self.config, self.tok = name, cfg, config, tok
-        self.trains = name not in ("frozen", "carry")
         self.merges = name == "merges"
         hyper = start_hypernet(config, cfg.hypernet, cfg.seed, model_hash) if self.merges else None
         self.trainable0 = init_trainable(config, hyper=hyper)
         self.dyntok = for_tokenizer(tok) if self.merges else None
+        self.ctx_len = cfg.ctx_len * (cfg.tbptt_windows if name == "tuned_tbptt" else 1)
         self.learner = None
-        if self.trains:
+        if name in LEARNERS:
             replay = None
             if name in ("tuned_replay", "tuned_replay_reducible", "merges"):
                 replay = ReplayBuffer(ReplaySettings(priority="surprise" if name == "tuned_replay" else "reducible"),
                                       seed=cfg.seed)
             tx = state_tuning_optimizer(self.trainable0, OptimConfig(
                 state_lr=cfg.lr, state_lr_final=cfg.lr_final, hyper_lr=cfg.hyper_lr, decay_steps=1000))
-            self.learner = Learner(config, params, self.trainable0, tx, ctx_len=cfg.ctx_len,
-                                   live_per_step=cfg.live_per_step, replay_per_step=cfg.replay_per_step,
-                                   replay=replay, units=MERGED if self.merges else PLAIN,
+            live = 1 if name == "tuned_tbptt" else cfg.live_per_step
+            self.learner = Learner(config, params, self.trainable0, tx, ctx_len=self.ctx_len, live_per_step=live,
+                                   replay_per_step=cfg.replay_per_step, replay=replay,
+                                   units=MERGED if self.merges else PLAIN,
                                    n_slots=self.dyntok.settings.n_slots if self.merges else None, max_traces=None)
         self.carried: State | None = None
         self.trained_sessions: set[str] = set()
@@ -82,7 +87,7 @@ class Arm:
 
     def segments(self, s: Session) -> list[Window]:
         """The session as consecutive windows of <= ctx_len units (dynamic merges applied causally)."""
-        return stream_windows(s.sid, s.tokens, self.cfg.ctx_len, self.tok, self.dyntok)
+        return stream_windows(s.sid, s.tokens, self.ctx_len, self.tok, self.dyntok)
 
     def score_merged(self, params, s: Session) -> tuple[np.ndarray, list[Window]]:
         """Bits per base token position (a merged unit's bits go to its first token), state carried."""
@@ -99,10 +104,13 @@ class Arm:
         return bits, wins
 
     def train(self, s: Session, wins: list[Window]):
+        """Update on the session's windows; tuned_tbptt on its first long window only (the one S0 reaches)."""
         if self.learner is None:
             return
+        if self.name == "tuned_tbptt":
+            wins = self.segments(s)[:1]
         live_all = wins[: self.cfg.max_windows_per_session]
-        n = self.cfg.live_per_step
+        n = self.learner.live_per_step
         t0 = time.perf_counter()
         for i in range(0, len(live_all), n):
             upd = self.learner.update(live_all[i:i + n])
@@ -136,49 +144,67 @@ def run_eval(cfg: EvalConfig, model, *, log=print) -> dict:
     sessions = load_sessions(cfg.traces, tok)
     if len(sessions) < 2:
         raise DataError(f"{cfg.traces}: {len(sessions)} session(s); the evaluation needs at least 2")
-    for i, s in enumerate(sessions):
-        s.heldout = (i + 1) % cfg.k == 0
+    split_by_time(sessions, cfg.heldout_fraction)
     texts = read_texts(cfg.canaries or default_canaries())
     canaries = {name: np.asarray(tok.encode(t), np.int32) for name, t in texts.items()}
     canary_bytes = {name: len(t.encode()) for name, t in texts.items()}
     mhash = params_hash(params) if cfg.hypernet else None
-    arms = {name: Arm(name, cfg, config, params, tok, mhash) for name in cfg.arms}
+    arms = {n: Arm(n, cfg, config, params, tok, mhash) for n in cfg.arms if n not in RESET_OF}
+    names = list(cfg.arms)
     res = {"config": dataclasses.asdict(cfg), "sessions": [], "canary": {a: [] for a in arms},
-           "canary_bytes": canary_bytes, "arms": list(arms)}
-    score_seconds = {a: 0.0 for a in arms}
+           "canary_bytes": canary_bytes, "arms": names, "compressors": list(compressors.COMPRESSORS)}
+    score_seconds = {a: 0.0 for a in names}
     for a in arms.values():
         res["canary"][a.name].append({name: a.score_canary(params, t) for name, t in canaries.items()})
+    prime = b""  # the bytes of the earlier training sessions: what the learners could have learned from
     for si, s in enumerate(sessions):
-        rec = {"sid": s.sid, "start": s.start, "heldout": s.heldout, "bytes": int(s.nbytes.sum()),
-               "tokens": int(len(s.tokens)), "roles": s.roles, "nbytes": s.nbytes, "bits": {}}
+        data = s.text.encode()
+        rec = {"sid": s.sid, "group": s.group, "start": s.start, "heldout": s.heldout, "bytes": int(s.nbytes.sum()),
+               "tokens": int(len(s.tokens)), "roles": s.roles, "nbytes": s.nbytes, "bits": {},
+               "compressors": compressors.table(data, prime)}
         plain = [a for a in arms.values() if not a.merges]
         t0 = time.perf_counter()
         for a, bits in zip(plain, score_plain(plain, params, s)):
             rec["bits"][a.name] = bits
         for a in plain:  # one batched pass served them all; charge each its share
             score_seconds[a.name] += (time.perf_counter() - t0) / len(plain)
-        if not s.heldout:
-            wins = plain[0].segments(s) if plain else []
-            for a in plain:
-                a.train(s, wins)
+        for r, base in RESET_OF.items():
+            if r in names:
+                t0 = time.perf_counter()
+                st = initial_state(arms[base].trainable, 1)
+                rec["bits"][r] = score_reset(params, config, s.tokens, st, cfg.reset_every).astype(np.float64) / LN2
+                score_seconds[r] += time.perf_counter() - t0
         if "merges" in arms:
             a = arms["merges"]
             t0 = time.perf_counter()
-            rec["bits"]["merges"], wins = a.score_merged(params, s)
+            rec["bits"]["merges"], mwins = a.score_merged(params, s)
             score_seconds["merges"] += time.perf_counter() - t0
-            if not s.heldout:
+        if not s.heldout:
+            wins = stream_windows(s.sid, s.tokens, cfg.ctx_len, tok)
+            for a in plain:
                 a.train(s, wins)
+            if "merges" in arms:
+                arms["merges"].train(s, mwins)
+            prime += data
         for a in arms.values():
             res["canary"][a.name].append({name: a.score_canary(params, t) for name, t in canaries.items()})
         res["sessions"].append(rec)
-        summary = {n: round(float(rec["bits"][n].sum() / rec["bytes"]), 4) for n in arms}
+        summary = {n: round(float(rec["bits"][n].sum() / rec["bytes"]), 4) for n in names}
+        gz = rec["compressors"]["gzip -9"]["alone"] / rec["bytes"]
         log(f"[{si + 1}/{len(sessions)}] {'held-out' if s.heldout else 'train   '} {s.sid[:12]} "
-            f"{rec['bytes']} B  bpb {summary}")
-    res["timing"] = {a.name: {"updates": a.updates, "train_seconds": a.train_seconds,
-                              "updates_per_s": a.updates / a.train_seconds if a.train_seconds else None,
-                              "train_tokens_per_s": a.train_tokens / a.train_seconds if a.train_seconds else None,
-                              "score_tokens_per_s": sum(r["tokens"] for r in res["sessions"]) / score_seconds[a.name]}
-                     for a in arms.values()}
-    res["trained_sessions"] = {a.name: sorted(a.trained_sessions) for a in arms.values()}
+            f"{rec['bytes']} B  bpb {summary}  gzip -9 {gz:.4f}")
+    res["timing"] = {}
+    for n in names:
+        a = arms.get(n) or arms[RESET_OF[n]]
+        own = n in arms
+        res["timing"][n] = {
+            "updates": a.updates if own else 0, "train_seconds": a.train_seconds if own else 0.0,
+            "updates_per_s": a.updates / a.train_seconds if own and a.train_seconds else None,
+            "train_tokens_per_s": a.train_tokens / a.train_seconds if own and a.train_seconds else None,
+            "score_tokens_per_s": sum(r["tokens"] for r in res["sessions"]) / max(score_seconds[n], 1e-9)}
+    for r, base in RESET_OF.items():
+        if r in names:
+            res["canary"][r] = res["canary"][base]
+    res["trained_sessions"] = {n: sorted((arms.get(n) or arms[RESET_OF[n]]).trained_sessions) for n in names}
     res["merge_stats"] = arms["merges"].dyntok.stats(top=10) if "merges" in arms else None
     return res

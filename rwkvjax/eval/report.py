@@ -1,4 +1,4 @@
-"""Markdown + PNG report of a prequential evaluation (`rwkvjax.evaluate.run_eval` results)."""
+"""Markdown + PNG report of a prequential evaluation (`rwkvjax.eval.prequential.run_eval` results)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,16 @@ from pathlib import Path
 import numpy as np
 
 from rwkvjax.eval.prequential import POSITION_BUCKETS, ROLES
+
+HEADLINE = ((0, 1024), (0, 4096), (0, None))  # first 1K tokens, first 4K, whole session
+
+
+def _key(lo, hi) -> str:
+    return f"{lo}-{hi if hi else 'end'}"
+
+
+def _window(lo, hi):
+    return lambda s: (np.arange(len(s["nbytes"])) >= lo) & ((np.arange(len(s["nbytes"])) < hi) if hi else True)
 
 
 def _bpb(sessions, arm, mask_fn=None) -> tuple[float, float]:
@@ -19,14 +29,18 @@ def _bpb(sessions, arm, mask_fn=None) -> tuple[float, float]:
     return (bits / bytes_ if bytes_ else float("nan")), bytes_
 
 
-def bootstrap_gain(sessions, arm, ref="frozen", n=10_000, seed=0) -> tuple[float, float, float]:
-    """Byte-weighted bpb gain (ref - arm) and its paired bootstrap 95% interval over sessions."""
+def bootstrap_gain(sessions, arm, ref="frozen", n=10_000, seed=0, mask_fn=None) -> tuple[float, float, float]:
+    """Byte-weighted bpb gain (ref - arm) over the masked positions and its paired bootstrap 95% interval
+    over sessions. With fewer than two sessions there is no interval (nan)."""
     if not sessions:
         return float("nan"), float("nan"), float("nan")
-    bits_ref = np.array([s["bits"][ref].sum() for s in sessions])
-    bits_arm = np.array([s["bits"][arm].sum() for s in sessions])
-    by = np.array([s["nbytes"].sum() for s in sessions], np.float64)
+    mask = [np.ones(len(s["nbytes"]), bool) if mask_fn is None else mask_fn(s) for s in sessions]
+    bits_ref = np.array([s["bits"][ref][m].sum() for s, m in zip(sessions, mask)])
+    bits_arm = np.array([s["bits"][arm][m].sum() for s, m in zip(sessions, mask)])
+    by = np.array([s["nbytes"][m].sum() for s, m in zip(sessions, mask)], np.float64)
     gain = (bits_ref.sum() - bits_arm.sum()) / by.sum()
+    if len(sessions) < 2:
+        return float(gain), float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(sessions), (n, len(sessions)))
     g = ((bits_ref[idx] - bits_arm[idx]).sum(1)) / by[idx].sum(1)
@@ -40,20 +54,28 @@ def summarize(res: dict) -> dict:
     held = [s for s in res["sessions"] if s["heldout"]]
     out = {"arms": {}, "n_train_sessions": len(train), "n_heldout_sessions": len(held),
            "train_bytes": int(sum(s["nbytes"].sum() for s in train)),
-           "heldout_bytes": int(sum(s["nbytes"].sum() for s in held))}
+           "heldout_bytes": int(sum(s["nbytes"].sum() for s in held)),
+           "heldout_sessions": [s["sid"] for s in held], "compressors": {}}
+    n_boot = res["config"]["bootstrap"]
     for a in arms:
         row = {}
         for name, group in (("train", train), ("heldout", held)):
             bpb, _ = _bpb(group, a)
-            g, lo, hi = bootstrap_gain(group, a, n=res["config"]["bootstrap"]) if "frozen" in arms else (None,) * 3
+            g, lo, hi = bootstrap_gain(group, a, n=n_boot) if "frozen" in arms else (None,) * 3
             row[name] = {"bpb": bpb, "gain": g, "gain_ci95": [lo, hi]}
-        row["by_position"] = {}
-        for lo_, hi_ in POSITION_BUCKETS:
-            key = f"{lo_}-{hi_ if hi_ else 'end'}"
-            pos = lambda s: np.arange(len(s["nbytes"]))
-            mask = lambda s, lo_=lo_, hi_=hi_: (pos(s) >= lo_) & ((pos(s) < hi_) if hi_ else True)
-            row["by_position"][key] = _bpb(train, a, mask)[0]
+        row["heldout_headline"] = {}
+        for lo_, hi_ in HEADLINE:
+            mask = _window(lo_, hi_)
+            bpb = _bpb(held, a, mask)[0]
+            g, glo, ghi = bootstrap_gain(held, a, n=n_boot, mask_fn=mask) if "frozen" in arms else (None,) * 3
+            ref = _bpb(held, "frozen", mask)[0] if "frozen" in arms else None
+            row["heldout_headline"][_key(lo_, hi_)] = {
+                "bpb": bpb, "gain": g, "gain_ci95": [glo, ghi],
+                "rel_gain": (g / ref) if g is not None and ref else None}
+        for split, group in (("by_position", train), ("heldout_by_position", held)):
+            row[split] = {_key(lo_, hi_): _bpb(group, a, _window(lo_, hi_))[0] for lo_, hi_ in POSITION_BUCKETS}
         row["by_role"] = {r: _bpb(train, a, lambda s, i=i: s["roles"] == i)[0] for i, r in enumerate(ROLES)}
+        row["heldout_per_session"] = {s["sid"]: float(s["bits"][a].sum() / s["bytes"]) for s in held}
         canary = res["canary"][a]
         tot_bytes = sum(res["canary_bytes"].values())
         series = [sum(c.values()) / tot_bytes for c in canary] if tot_bytes else []
@@ -61,11 +83,25 @@ def summarize(res: dict) -> dict:
                              "final": series[-1] if series else None}
         row["timing"] = res["timing"][a]
         out["arms"][a] = row
+    for c in res.get("compressors", []):
+        row = {}
+        for name, group in (("train", train), ("heldout", held)):
+            nb = sum(s["bytes"] for s in group)
+            row[name] = {mode: (sum(s["compressors"][c][mode] for s in group) / nb if nb else float("nan"))
+                         for mode in ("alone", "primed")}
+        row["heldout_per_session"] = {s["sid"]: {m: s["compressors"][c][m] / s["bytes"] for m in ("alone", "primed")}
+                                      for s in held}
+        out["compressors"][c] = row
     return out
 
 
 def _fmt(x, d=4):
     return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{d}f}"
+
+
+def _ci(d) -> str:
+    lo, hi = d["gain_ci95"]
+    return f"{_fmt(d['gain'])} [{_fmt(lo)}, {_fmt(hi)}]"
 
 
 def write_eval_report(res: dict, out_dir: str | Path, command: str) -> Path:
@@ -78,21 +114,20 @@ def write_eval_report(res: dict, out_dir: str | Path, command: str) -> Path:
     arms = res["arms"]
     (out / "summary.json").write_text(json.dumps(summ, indent=1))
 
-    # cumulative bpb over the training stream
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     train = [s for s in res["sessions"] if not s["heldout"]]
     for a in arms:
         cb = np.cumsum([s["bits"][a].sum() for s in train]) / np.cumsum([s["nbytes"].sum() for s in train])
         axes[0].plot(range(1, len(train) + 1), cb, marker="o", label=a)
-        buckets = list(summ["arms"][a]["by_position"].keys())
+        buckets = list(summ["arms"][a]["heldout_by_position"].keys())
         if "frozen" in arms:
-            axes[1].plot(buckets, [summ["arms"]["frozen"]["by_position"][b] - summ["arms"][a]["by_position"][b]
-                                   for b in buckets], marker="o", label=a)
+            axes[1].plot(buckets, [summ["arms"]["frozen"]["heldout_by_position"][b]
+                                   - summ["arms"][a]["heldout_by_position"][b] for b in buckets], marker="o", label=a)
         tot = sum(res["canary_bytes"].values())
         if tot:
             axes[2].plot([sum(c.values()) / tot for c in res["canary"][a]], marker=".", label=a)
     axes[0].set(title="prequential bits/byte (cumulative, training stream)", xlabel="training session")
-    axes[1].set(title="gain over frozen by position in session (bits/byte)", xlabel="token position")
+    axes[1].set(title="held-out gain over frozen by position (bits/byte)", xlabel="token position")
     axes[2].set(title="canary bits/byte after each session", xlabel="session")
     for ax in axes:
         ax.legend(fontsize=7)
@@ -101,42 +136,76 @@ def write_eval_report(res: dict, out_dir: str | Path, command: str) -> Path:
     plt.close(fig)
 
     cfg = res["config"]
+    n_held = summ["n_heldout_sessions"]
     lines = [
         "# Prequential evaluation of state-tuning",
         "",
         f"Command: `{command}`",
         "",
-        f"Sessions: {summ['n_train_sessions']} training ({summ['train_bytes']} bytes), "
-        f"{summ['n_heldout_sessions']} held out (every {cfg['k']}-th by start time, {summ['heldout_bytes']} bytes, "
-        f"never trained on). Canaries: {', '.join(res['canary_bytes']) or 'none'}. "
-        f"Window {cfg['ctx_len']} tokens, {cfg['live_per_step']} live + {cfg['replay_per_step']} replay windows per "
-        f"update, at most {cfg['max_windows_per_session']} windows per session, S0 lr {cfg['lr']} -> {cfg['lr_final']}.",
+        f"Sessions: {summ['n_train_sessions']} training ({summ['train_bytes']} bytes), {n_held} held out "
+        f"({summ['heldout_bytes']} bytes, never trained on): the latest {cfg['heldout_fraction']:.0%} of the "
+        f"session groups by start time (a subagent transcript goes with its parent session). "
+        f"Canaries: {', '.join(res['canary_bytes']) or 'none'}. Window {cfg['ctx_len']} tokens, "
+        f"{cfg['live_per_step']} live + {cfg['replay_per_step']} replay windows per update, at most "
+        f"{cfg['max_windows_per_session']} windows per session, S0 lr {cfg['lr']} -> {cfg['lr_final']}; "
+        f"tuned_tbptt: each session's first {cfg['tbptt_windows'] * cfg['ctx_len']} tokens as one sequence; "
+        f"*_reset: back to the start state every {cfg['reset_every']} tokens.",
         "",
-        "## Bits per byte (gain = frozen - arm; paired bootstrap 95% interval over sessions)",
-        "",
-        "| arm | train bpb | train gain [95% CI] | held-out bpb | held-out gain [95% CI] | canary start / worst / final |",
-        "|---|---|---|---|---|---|",
     ]
+    if "frozen" in arms:
+        lines += ["## Headline: held-out (future) sessions, gain over frozen (bits/byte) [paired bootstrap 95% CI]",
+                  "", "| arm | first 1K tokens | rel. | first 4K tokens | rel. | whole session | rel. |",
+                  "|---|---|---|---|---|---|---|"]
+        for a in arms:
+            h = summ["arms"][a]["heldout_headline"]
+            cells = [f"{_ci(h[k])} | {_fmt(h[k]['rel_gain'] * 100 if h[k]['rel_gain'] is not None else None, 2)}%"
+                     for k in ("0-1024", "0-4096", "0-end")]
+            lines.append(f"| {a} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## Bits per byte next to what a user would try instead (same bytes)", "",
+              "Compressors: each session alone, and primed with the earlier training sessions (the cost of the "
+              "session after them in one stream).", "",
+              "| method | train bpb | train gain [95% CI] | held-out bpb | held-out gain [95% CI] | "
+              "canary start / worst / final |", "|---|---|---|---|---|---|"]
     for a in arms:
         r = summ["arms"][a]
-        ci = lambda d: f"{_fmt(d['gain'])} [{_fmt(d['gain_ci95'][0])}, {_fmt(d['gain_ci95'][1])}]"
         c = r["canary_bpb"]
-        lines.append(f"| {a} | {_fmt(r['train']['bpb'])} | {ci(r['train'])} | {_fmt(r['heldout']['bpb'])} | "
-                     f"{ci(r['heldout'])} | {_fmt(c['start'])} / {_fmt(c['worst'])} / {_fmt(c['final'])} |")
+        lines.append(f"| {a} | {_fmt(r['train']['bpb'])} | {_ci(r['train'])} | {_fmt(r['heldout']['bpb'])} | "
+                     f"{_ci(r['heldout'])} | {_fmt(c['start'])} / {_fmt(c['worst'])} / {_fmt(c['final'])} |")
+    for c, r in summ["compressors"].items():
+        for mode in ("alone", "primed"):
+            lines.append(f"| {c} {mode} | {_fmt(r['train'][mode])} | | {_fmt(r['heldout'][mode])} | | |")
+    if summ["compressors"]:
+        lines += ["", "Held-out sessions one by one (bits/byte):", "",
+                  "| session | bytes | " + " | ".join(arms) + " | " +
+                  " | ".join(f"{c} alone" for c in summ["compressors"]) + " |",
+                  "|---" * (2 + len(arms) + len(summ["compressors"])) + "|"]
+        for s in res["sessions"]:
+            if not s["heldout"]:
+                continue
+            cells = [_fmt(summ["arms"][a]["heldout_per_session"][s["sid"]]) for a in arms]
+            cells += [_fmt(summ["compressors"][c]["heldout_per_session"][s["sid"]]["alone"])
+                      for c in summ["compressors"]]
+            lines.append(f"| {s['sid'][:13]} | {s['bytes']} | " + " | ".join(cells) + " |")
     lines += ["", "Verdict (from the 95% intervals of the gain over frozen):", ""]
+    if n_held < 2:
+        lines.append(f"- none on the held-out stream: {n_held} held-out session(s); an interval needs at least 2.")
     for a in arms:
         if a == "frozen" or "frozen" not in arms:
             continue
         for split in ("train", "heldout"):
             lo, hi = summ["arms"][a][split]["gain_ci95"]
+            if np.isnan(lo):
+                continue
             word = ("better than frozen" if lo > 0 else "worse than frozen" if hi < 0
                     else "not distinguishable from frozen")
             lines.append(f"- {a} on the {'training' if split == 'train' else 'held-out'} stream: {word}")
-    lines += ["", "## Training stream: bits per byte by position in the session (tokens)", "",
-              "| arm | " + " | ".join(summ["arms"][arms[0]]["by_position"]) + " |",
-              "|---" * (1 + len(POSITION_BUCKETS)) + "|"]
-    for a in arms:
-        lines.append(f"| {a} | " + " | ".join(_fmt(v) for v in summ["arms"][a]["by_position"].values()) + " |")
+    for split, title in (("heldout_by_position", "Held-out sessions"), ("by_position", "Training stream")):
+        lines += ["", f"## {title}: bits per byte by position in the session (tokens)", "",
+                  "| arm | " + " | ".join(summ["arms"][arms[0]][split]) + " |",
+                  "|---" * (1 + len(POSITION_BUCKETS)) + "|"]
+        for a in arms:
+            lines.append(f"| {a} | " + " | ".join(_fmt(v) for v in summ["arms"][a][split].values()) + " |")
     lines += ["", "## Training stream: bits per byte by role (boilerplate = labels, separators, system reminders)",
               "", "| arm | " + " | ".join(ROLES) + " |", "|---" * (1 + len(ROLES)) + "|"]
     for a in arms:

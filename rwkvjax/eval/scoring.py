@@ -83,6 +83,36 @@ def score_stream(params, config: Config, units: np.ndarray, state: State, *, pre
     return (nll[0] if B == 1 else nll), state
 
 
+def score_reset(params, config: Config, units: np.ndarray, state1: State, every: int, rows: int = 32) -> np.ndarray:
+    """NLL in nats of every unit when the state returns to `state1` (batch 1) every `every` units.
+
+    Chunk i is scored from `state1`, its first unit given the last unit of chunk i-1 (0 for the first), so
+    only the recurrent memory is reset. Chunks run `rows` at a time as the rows of one call (the last call
+    and the last chunk padded), so one shape is compiled.
+    """
+    units = np.asarray(units, np.int32)
+    n = len(units)
+    n_chunks = -(-n // every)
+    total = -(-n_chunks // rows) * rows
+    padded = np.zeros(total * every, np.int32)
+    padded[:n] = units
+    targets = padded.reshape(total, every)
+    inputs = np.concatenate([[0], padded[:-1]]).reshape(total, every)
+    state = jax.tree.map(lambda a: jnp.broadcast_to(a, (a.shape[0], rows) + a.shape[2:]), state1)
+    out = []
+    for i in range(0, total, rows):
+        nll, _ = _nll_rows(params, state, jnp.asarray(inputs[i:i + rows]), jnp.asarray(targets[i:i + rows]),
+                           config=config)
+        out.append(np.asarray(nll))
+    return np.concatenate(out).reshape(-1)[:n]
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _nll_rows(params, state: State, inputs_BT, targets_BT, *, config: Config):
+    hidden, state = forward_hidden(params, embed(params, inputs_BT), state, config=config, wkv_impl=_SCORE_WKV)
+    return optax.softmax_cross_entropy_with_integer_labels(head_logits(params, hidden), targets_BT), state
+
+
 def score_windows(params, config: Config, windows, state: State, *, hyper, max_len: int = 512):
     """Consecutive merged windows (one dyntok segment each) scored with the state and previous unit carried.
 

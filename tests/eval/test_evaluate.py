@@ -21,7 +21,7 @@ SMALL = rwkvjax.Config(256, 64, 1, 128, 32, 32, 32, 32)
 def result(tmp_path_factory):
     canary = tmp_path_factory.mktemp("canary") / "canary.txt"
     canary.write_text("The quick brown fox jumps over the lazy dog.\n" * 8)
-    cfg = EvalConfig(traces=str(DEMO_TRACES), out=str(tmp_path_factory.mktemp("out")), k=3, ctx_len=32,
+    cfg = EvalConfig(traces=str(DEMO_TRACES), out=str(tmp_path_factory.mktemp("out")), ctx_len=32,
                      max_windows_per_session=3, canaries=(str(canary),), bootstrap=200)
     model = (SMALL, init_params(SMALL, 0, live_output=True))
     return cfg, model, run_eval(cfg, model, log=lambda m: None)

@@ -9,7 +9,7 @@ from safetensors.numpy import load_file, save_file
 
 import rwkvjax
 from rwkvjax.eval.hypernet import HyperTrainConfig, run_hyper_train
-from rwkvjax.eval.prequential import load_sessions
+from rwkvjax.eval.sessions import load_sessions, split_by_time
 from rwkvjax.eval.scoring import score_stream
 from rwkvjax.merges.dyntok import DynamicTokenizer, DynTokSettings, digit_protected
 from rwkvjax.merges.hypernet import init_hypernet
@@ -27,7 +27,7 @@ LN2 = np.log(2.0)
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("hyper") / "h.safetensors"
-    cfg = HyperTrainConfig(traces=str(DEMO_TRACES), out=str(out), k=3, ctx_len=32, batch=4, steps=6, warmup=2,
+    cfg = HyperTrainConfig(traces=str(DEMO_TRACES), out=str(out), ctx_len=32, batch=4, steps=6, warmup=2,
                            speed_steps=1, window=64, threshold=2, n_slots=16)
     model = (SMALL, init_params(SMALL, 0, live_output=True))
     return cfg, model, run_hyper_train(cfg, model, log=lambda m: None)
@@ -35,8 +35,8 @@ def run(tmp_path_factory):
 
 def test_split_and_heldout_plain_figure_match_an_independent_scorer(run):
     cfg, (config, params), res = run
-    sessions = load_sessions(cfg.traces, ByteTokenizer())
-    held = [s for i, s in enumerate(sessions) if (i + 1) % cfg.k == 0]
+    sessions = split_by_time(load_sessions(cfg.traces, ByteTokenizer()), cfg.heldout_fraction)
+    held = [s for s in sessions if s.heldout]
     assert res["heldout_sessions"] == [s.sid for s in held]
     assert not set(res["heldout_sessions"]) & set(res["train_sessions"])
     bits = sum(float(score_stream(params, config, s.tokens, rwkvjax.zero_state(config, 1), max_len=32)[0].sum())
@@ -50,16 +50,16 @@ def test_heldout_merged_figure_continues_the_training_streams_tokenizer(run):
     """Untrained arm re-scored by hand: tokenizer state carried from the training sessions, state carried."""
     cfg, (config, params), res = run
     tok = ByteTokenizer()
-    sessions = load_sessions(cfg.traces, tok)
+    sessions = split_by_time(load_sessions(cfg.traces, tok), cfg.heldout_fraction)
     dyn = DynamicTokenizer(DynTokSettings(v_base=256, window=64, threshold=2, n_slots=16,
                                           protected=digit_protected(tok.decode_bytes, 256)), tok.decode_bytes)
-    for i, s in enumerate(sessions):
-        if (i + 1) % cfg.k:
+    for s in sessions:
+        if not s.heldout:
             stream_windows(s.sid, s.tokens, 32, tok, dyn)
     hyper0 = init_hypernet(config, jax.random.key(cfg.seed))
     bits = 0.0
-    for i, s in enumerate(sessions):
-        if (i + 1) % cfg.k == 0:
+    for s in sessions:
+        if s.heldout:
             wins = stream_windows(s.sid, s.tokens, 32, tok, dyn)
             state, prev = rwkvjax.zero_state(config, 1), 0
             for w in wins:
