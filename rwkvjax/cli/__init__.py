@@ -24,6 +24,8 @@ COMMANDS = {
     "eval": ("rwkvjax.cli.eval", "prequential evaluation of state-tuning arms on a folder of sessions"),
     "hypernet": ("rwkvjax.cli.hypernet", "train the merge hypernetwork offline on sessions and measure it on "
                                          "held-out ones"),
+    "serve": ("rwkvjax.cli.serve", "OpenAI-compatible HTTP server (completions, chat, streaming) with named states"),
+    "state": ("rwkvjax.cli.state", "named tuned states: list, show, fork, rm, export/import RWKV-PEFT time_state"),
     "pretrain": ("rwkvjax.cli.pretrain", "train all weights of an RWKV-7 from scratch on text files (resumable)"),
     "convert": ("rwkvjax.cli.convert", "convert a checkpoint (HF repo/folder, .safetensors, .pth, rwkv.cpp .bin) "
                                        "to one safetensors file"),

@@ -28,3 +28,28 @@ class GenerateConfig:
             raise ConfigError(f"--temperature {self.temperature}: must be finite and >= 0")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"--top-p {self.top_p}: must be in (0, 1]")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeConfig:
+    model: str = option(DEFAULT_MODEL, help="HF repo id, folder, .safetensors, .pth or rwkv.cpp .bin")
+    states: str | None = option(None, help="named-states folder (`cli.py state`); requests select one by `model`")
+    host: str = option("127.0.0.1", help="address to bind (loopback by default)")
+    port: int = option(8000, help="port")
+    api_key: str | None = option(None, help="require 'Authorization: Bearer KEY' on every route")
+    dtype: str = option("fp32", choices=("fp32", "bf16"), help="weight dtype")
+    max_batch: int = option(64, help="requests decoded together at most (continuous batching)")
+    max_waiting: int = option(256, help="requests queued at most; beyond it clients get 429 with Retry-After")
+    max_prompt_tokens: int = option(32768, help="longer prompts get 413")
+    max_tokens: int = option(256, help="default max_tokens of a request")
+    prefill_chunk: int = option(256, help="prompt tokens prefilled between two decode steps")
+    cache_mb: int = option(256, help="prefix-state cache budget (MB)")
+
+    def __post_init__(self):
+        for name in ("port", "max_batch", "max_waiting", "max_prompt_tokens", "max_tokens", "prefill_chunk"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
+        if self.cache_mb < 0:
+            raise ConfigError(f"--cache-mb {self.cache_mb}: must be >= 0")
+        if self.prefill_chunk & (self.prefill_chunk - 1):
+            raise ConfigError(f"--prefill-chunk {self.prefill_chunk}: must be a power of two")

@@ -1,47 +1,51 @@
-"""Sampling from the recurrent state: one prefill call, then one jitted O(1) step per token."""
+"""Sampling from the recurrent state: prefill, then the compiled decode loop, a block of tokens per call."""
 
 from __future__ import annotations
 
 import codecs
-import functools
 from typing import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rwkvjax.errors import ConfigError
 from rwkvjax.model.config import Config
 from rwkvjax.model.params import Params
-from rwkvjax.model.rwkv7 import forward
 from rwkvjax.model.state import State, zero_state
-from rwkvjax.serve.sampling import sample_logits
+from rwkvjax.serve.decode import Carry, decode_n, prefill
+from rwkvjax.serve.sampling import Penalties, SamplingRows
 
-
-@functools.partial(jax.jit, static_argnames=("config", "temperature", "top_p"), donate_argnames=("state",))
-def _step(params, token_B, state, key, *, config, temperature, top_p):
-    logits, state = forward(params, token_B[:, None], state, config=config)
-    return sample_logits(logits[:, -1], key, temperature, top_p), state
+BLOCK = 16  # tokens per compiled decode call: streaming stays responsive, the host is visited once per block
 
 
 def generate_ids(params: Params, config: Config, prompt_ids: Sequence[int], *, max_tokens: int = 100,
-                 temperature: float = 1.0, top_p: float = 0.85, seed: int = 0, state: State | None = None,
-                 stop_ids: Sequence[int] = (0,)) -> Iterator[int]:
-    """Yield sampled token ids. `state` (e.g. with a tuned S0) is the starting state; it is not modified."""
+                 temperature: float = 1.0, top_p: float = 0.85, top_k: int = 0, presence_penalty: float = 0.0,
+                 frequency_penalty: float = 0.0, seed: int = 0, state: State | None = None,
+                 stop_ids: Sequence[int] = (0,), weights=None) -> Iterator[int]:
+    """Yield sampled token ids (sampling as `serve.sampling`). `state` (e.g. a tuned S0) is not modified.
+
+    `weights`: [V] occurrence weight per token (`sampling.token_weights`); all 1 when None.
+    """
+    prompt_ids = list(prompt_ids)
     if not prompt_ids:
         raise ConfigError("generate: the prompt encodes to no tokens; give a non-empty prompt")
     state = zero_state(config, 1) if state is None else jax.tree.map(jnp.array, state)
-    key = jax.random.key(seed)
-    logits, state = forward(params, jnp.asarray([list(prompt_ids)], jnp.int32), state, config=config)
-    key, sub = jax.random.split(key)
-    token = sample_logits(logits[:, -1], sub, temperature, top_p)
-    for _ in range(max_tokens):
-        t = int(token[0])
-        if t in stop_ids:
-            return
-        yield t
-        key, sub = jax.random.split(key)
-        token, state = _step(params, token.astype(jnp.int32), state, sub, config=config,
-                             temperature=float(temperature), top_p=float(top_p))
+    state = prefill(params, config, prompt_ids[:-1], state)
+    V = config.vocab_size
+    rows = SamplingRows.of([{"temperature": temperature, "top_p": top_p, "top_k": top_k,
+                             "presence": presence_penalty, "frequency": frequency_penalty}])
+    w = jnp.ones((V,), jnp.float32) if weights is None else jnp.asarray(weights, jnp.float32)
+    carry = Carry(jnp.asarray([prompt_ids[-1]], jnp.int32), state, Penalties.zeros(1, V),
+                  jax.random.key(seed)[None])
+    done = 0
+    while done < max_tokens:
+        carry, toks = decode_n(params, carry, rows, w, config=config, n=BLOCK)
+        for t in np.asarray(toks[:, 0]).tolist():
+            if t in stop_ids or done >= max_tokens:
+                return
+            done += 1
+            yield t
 
 
 def stream_text(ids: Iterator[int], token_bytes) -> Iterator[str]:

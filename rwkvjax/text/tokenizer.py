@@ -44,3 +44,13 @@ def for_vocab(vocab_size: int) -> Tokenizer:
         return WorldTokenizer()
     raise CheckpointError(f"no tokenizer for a model with {vocab_size} embedding rows "
                      "(supported: 256 = bytes, 65536 = RWKV World)")
+
+
+def tokenizer_id(tok: Tokenizer) -> str:
+    """A short name that changes when the token ids would: recorded with every named state."""
+    if isinstance(tok, ByteTokenizer):
+        return "bytes-256"
+    import hashlib
+
+    from rwkvjax.text.world import VOCAB_FILE
+    return "world-" + hashlib.sha256(VOCAB_FILE.read_bytes()).hexdigest()[:12]

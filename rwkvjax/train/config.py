@@ -70,6 +70,9 @@ class TrainConfig:
     wkv_impl: str = option("auto", choices=WKV_IMPLS, help="WKV implementation")
     seed: int = option(0, help="random seed (replay sampling, hypernetwork init)")
     tensorboard: bool = option(False, help="also write TensorBoard scalars (needs the `tensorboard` extra)")
+    states: str | None = option(None, help="named-states folder: the tuned S0 is written there at every checkpoint")
+    state_name: str | None = option(None, help="with --states: the name it is stored under (default: the "
+                                               "checkpoint folder's name)")
     # Settings that must not change when resuming (the rest may, e.g. steps or logging).
     FIXED = ("ctx_len", "live_per_step", "replay_per_step", "merges", "train_shift", "merge_window",
              "merge_threshold", "merge_slots", "replay_capacity", "replay_priority", "replay_admission")
@@ -79,6 +82,8 @@ class TrainConfig:
             object.__setattr__(self, "steps", None)
         if self.ckpt_dir is None and not self.demo:
             raise ConfigError("train: --ckpt-dir is required (or use --demo)")
+        if self.state_name and not self.states:
+            raise ConfigError(f"--state-name {self.state_name} needs --states DIR (where to store it)")
         if self.hypernet and not self.merges:
             raise ConfigError(f"--hypernet {self.hypernet} is only used with --merges; add --merges or drop it")
         check_positive(self, "steps", "ctx_len", "live_per_step", "lr", "decay_steps", "replay_capacity",

@@ -131,6 +131,20 @@ class Trainer:
         if self.step in self.ckpt.all_steps():
             return  # this step is already committed (e.g. saved at an interval just before stopping)
         self.ckpt.save(self.step, self.learner.trainable, self.learner.opt_state, self._host_state())
+        if self.cfg.states:
+            self._publish()
+
+    def _publish(self) -> None:
+        """The tuned start state into the named-state store (the server picks it up without a restart)."""
+        from rwkvjax.io.states import StateStore
+        from rwkvjax.text.tokenizer import tokenizer_id
+        from rwkvjax.train.step import to_host
+        tr = to_host(self.learner.trainable)
+        name = self.cfg.state_name or Path(self.cfg.ckpt_dir).name
+        StateStore(self.cfg.states).put(
+            name, tr.wkv, base_hash=self.base_hash, tokenizer=tokenizer_id(self.tok), replace=True,
+            source={"checkpoint": str(self.ckpt.directory), "step": self.step},
+            att_shift=tr.att_shift, ffn_shift=tr.ffn_shift)
 
     # ----- one step's record -----
     def describe(self, step: int, upd: Update) -> dict:

@@ -26,7 +26,8 @@ print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))
 """
 
 
-@pytest.mark.parametrize("argv", [["-h"]] + [[c, "-h"] for c in COMMANDS], ids=lambda a: " ".join(a))
+@pytest.mark.parametrize("argv", [["-h"]] + [[c, "-h"] for c in COMMANDS] + [["state", "import", "-h"]],
+                         ids=lambda a: " ".join(a))
 def test_help_imports_no_heavy_module(argv):
     code = _PROBE.format(repo=str(REPO), heavy=HEAVY)
     r = subprocess.run([sys.executable, "-c", code, json.dumps(argv)], capture_output=True, text=True, timeout=120,
@@ -36,17 +37,28 @@ def test_help_imports_no_heavy_module(argv):
     assert json.loads(r.stderr.strip().splitlines()[-1]) == []
 
 
+def _help(*argv) -> str:
+    r = subprocess.run([sys.executable, str(REPO / "cli.py"), *argv, "-h"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
 def test_every_command_flag_shows_its_default():
+    pages = []
     for name in COMMANDS:
-        r = subprocess.run([sys.executable, str(REPO / "cli.py"), name, "-h"], capture_output=True, text=True,
-                           timeout=120)
-        assert r.returncode == 0, r.stderr
-        opts = r.stdout.split("options:")[1]
+        text = _help(name)
+        if "ACTION" in text.splitlines()[0]:  # a command with actions (`state`): every action's page
+            actions = [ln.split()[0] for ln in text.split("positional arguments:")[1].splitlines()[2:]
+                       if ln.startswith("    ") and not ln.startswith("     ")]
+            assert actions, name
+            pages += [(f"{name} {a}", _help(name, a)) for a in actions]
+        else:
+            pages.append((name, text))
+    for name, text in pages:
+        opts = text.split("options:")[1]
         flags = [ln for ln in opts.splitlines() if ln.strip().startswith("--")]
-        # each option's help block carries its default (flags without one are required and say nothing)
-        blocks = opts.split("\n  -")[2:]
-        for b in blocks:
-            if "required" in b:
-                continue
-            assert "(default:" in b.replace("\n", " ").replace("  ", " "), (name, b)
+        # each option's help block carries its default, or says it is required
+        for b in opts.split("\n  -")[2:]:
+            b = b.replace("\n", " ").replace("  ", " ")
+            assert "(default:" in b or "(required)" in b, (name, b)
         assert flags, name

@@ -1,0 +1,114 @@
+"""`python cli.py serve`: the model, its tokenizer, the engine and the named states behind the HTTP app."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+
+import jax.numpy as jnp
+
+from rwkvjax.errors import ConfigError
+from rwkvjax.io.states import BASE, StateStore, UnknownState
+from rwkvjax.model.params import params_hash
+from rwkvjax.model.state import State, start_state, zero_state
+from rwkvjax.text.tokenizer import for_vocab, tokenizer_id
+
+log = logging.getLogger(__name__)
+
+
+class Server:
+    def __init__(self, cfg, model=None):
+        from rwkvjax.serve.engine import Engine
+        self.cfg = cfg
+        if model is None:
+            from rwkvjax.io.convert import DTYPES
+            from rwkvjax.io.formats import load
+            model = load(cfg.model, dtype=DTYPES[cfg.dtype])
+        self.config, self.params = model
+        self.tokenizer = for_vocab(self.config.vocab_size)
+        self.base_hash = params_hash(self.params)
+        self.tok_id = tokenizer_id(self.tokenizer)
+        self.model_name = str(cfg.model)
+        self.store = StateStore(cfg.states, create=False) if cfg.states else None
+        self.api_key = cfg.api_key
+        self.default_max_tokens = cfg.max_tokens
+        self.max_prompt_tokens = cfg.max_prompt_tokens
+        self.engine = Engine(self.params, self.config, self.tokenizer, max_batch=cfg.max_batch,
+                             max_waiting=cfg.max_waiting, prefill_chunk=cfg.prefill_chunk,
+                             cache_bytes=cfg.cache_mb << 20)
+        self._states: dict[str, tuple[tuple, State]] = {}
+        self._lock = threading.Lock()
+
+    def start_state(self, name: str) -> tuple[State, str]:
+        """(batch-1 start state, its prefix-cache key) for a request's `model` field; LookupError if unknown."""
+        if name in (BASE, self.model_name):
+            return zero_state(self.config, 1), BASE
+        if self.store is None:
+            raise LookupError(f"model {name!r}: this server has no --states folder; use {BASE!r}")
+        try:
+            rec = self.store.get(name)
+        except UnknownState as e:
+            raise LookupError(str(e)) from None
+        version = (rec.id, rec.created)
+        with self._lock:
+            hit = self._states.get(rec.id)
+            if hit is not None and hit[0] == version:
+                return hit[1], f"{rec.id}@{rec.created}"
+        rec, arrays = self.store.load(rec.id, base_hash=self.base_hash, tokenizer=self.tok_id)
+        st = start_state(jnp.asarray(arrays["wkv"]), 1, att_shift_LC=arrays.get("att_shift"),
+                         ffn_shift_LC=arrays.get("ffn_shift"))
+        with self._lock:
+            self._states[rec.id] = (version, st)
+        return st, f"{rec.id}@{rec.created}"
+
+    def model_list(self) -> list[tuple[str, float | None, dict]]:
+        out = [(BASE, None, {"base_model": self.model_name})]
+        if self.store is not None:
+            for r in self.store.records():
+                if r.base_hash == self.base_hash:
+                    out.append((r.name, int(r.created), {"parent": r.parent, "state_id": r.id}))
+        return out
+
+
+def serve(cfg, *, model=None, sock: socket.socket | None = None, ready: threading.Event | None = None,
+          stop: threading.Event | None = None) -> None:
+    """Run until interrupted (or `stop` is set). Binds cfg.host:cfg.port, or uses `sock` (tests)."""
+    import uvicorn
+
+    from rwkvjax.serve.app import build_app
+    if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
+        log.warning("serving on %s without --api-key: anyone who can reach it can use the model", cfg.host)
+    server = Server(cfg, model)
+    server.engine.start()
+    _warm(server)
+    app = build_app(server)
+    ucfg = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", lifespan="off",
+                          timeout_graceful_shutdown=5)
+    us = uvicorn.Server(ucfg)
+    if stop is not None:
+        threading.Thread(target=lambda: (stop.wait(), setattr(us, "should_exit", True)), daemon=True).start()
+    if ready is not None:
+        threading.Thread(target=lambda: _signal_ready(us, ready), daemon=True).start()
+    try:
+        us.run(sockets=[sock] if sock is not None else None)
+    finally:
+        server.engine.stop()
+
+
+def _signal_ready(us, ready: threading.Event):
+    import time
+    while not us.started:
+        time.sleep(0.02)
+    ready.set()
+
+
+def _warm(server: Server) -> None:
+    """Compile the decode step for the batch sizes in use before the first client waits on it."""
+    from rwkvjax.serve.engine import Request, Sampling
+    done = threading.Event()
+    req = Request([1, 2], zero_state(server.config, 1), "warmup", Sampling(max_tokens=2, temperature=0.0),
+                  lambda kind, payload: done.set() if kind in ("done", "error") else None)
+    server.engine.submit(req)
+    if not done.wait(600):
+        raise ConfigError("the engine did not finish its warm-up request in 10 minutes")

@@ -1,0 +1,61 @@
+"""A live server on 127.0.0.1 (a free port) for the serve tests, with a small random model and a state store."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+
+import numpy as np
+import pytest
+
+import rwkvjax
+from rwkvjax.io.states import StateStore
+from rwkvjax.model.init import init_params
+from rwkvjax.model.params import params_hash
+from rwkvjax.serve.config import ServeConfig
+from rwkvjax.serve.server import serve
+from rwkvjax.text.tokenizer import ByteTokenizer, tokenizer_id
+
+SMALL = rwkvjax.Config(256, 64, 2, 128, 32, 32, 32, 32)
+
+
+@contextlib.contextmanager
+def running_server(model, **kw):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    cfg = ServeConfig(model="small-test-model", port=port, **kw)
+    ready, stop = threading.Event(), threading.Event()
+    t = threading.Thread(target=serve, args=(cfg,), kwargs=dict(model=model, sock=sock, ready=ready, stop=stop),
+                         daemon=True)
+    t.start()
+    assert ready.wait(300), "server did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop.set()
+        t.join(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def small_model():
+    return SMALL, init_params(SMALL, 0, live_output=True)
+
+
+@pytest.fixture(scope="session")
+def store_dir(small_model, tmp_path_factory):
+    config, params = small_model
+    d = tmp_path_factory.mktemp("states")
+    rng = np.random.default_rng(0)
+    wkv = rng.normal(0, 3.0, (config.n_layer, config.n_head, config.head_size, config.head_size)).astype(np.float32)
+    shift = rng.normal(0, 3.0, (config.n_layer, config.n_embd)).astype(np.float32)
+    StateStore(d).put("proj", wkv, base_hash=params_hash(params), tokenizer=tokenizer_id(ByteTokenizer()),
+                      att_shift=shift, ffn_shift=shift)
+    return d
+
+
+@pytest.fixture(scope="session")
+def server(small_model, store_dir):
+    with running_server(small_model, states=str(store_dir), max_batch=32) as url:
+        yield url
