@@ -44,6 +44,7 @@ class ServeConfig:
     max_tokens: int = option(256, help="default max_tokens of a request")
     prefill_chunk: int = option(256, help="prompt tokens prefilled between two decode steps")
     cache_mb: int = option(256, help="prefix-state cache budget (MB)")
+    warmup: bool = option(True, help="compile every decode batch size and prefill piece before serving")
 
     def __post_init__(self):
         for name in ("port", "max_batch", "max_waiting", "max_prompt_tokens", "max_tokens", "prefill_chunk"):

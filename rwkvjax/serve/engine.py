@@ -148,6 +148,29 @@ class Engine:
         self._wake.set()
         self._thread.join(timeout=30)
 
+    def warmup(self) -> float:
+        """Compile every shape the loop can meet (decode batches 1, 2, 4, ... max_batch; prefill pieces 1, 2, 4,
+        ... prefill_chunk) before the first client waits on a compile. Returns the seconds it took."""
+        from rwkvjax.model.state import zero_state
+        t0 = time.perf_counter()
+        V = self.config.vocab_size
+        one = zero_state(self.config, 1)
+        n = 1
+        while n <= self.prefill_chunk:
+            jax.block_until_ready(prefill(self.params, self.config, np.ones(n, np.int32), one,
+                                          chunk=self.prefill_chunk))
+            n *= 2
+        B = 1
+        while True:
+            row = Carry(jnp.ones((1,), jnp.int32), one, Penalties.zeros(1, V), jax.random.key(0)[None])
+            carry = self._concat([row], B)
+            rows = SamplingRows.of([dataclasses.asdict(Sampling())] * B)
+            jax.block_until_ready(decode_step(self.params, carry, rows, self.weights, config=self.config).token)
+            if B >= self.max_batch:
+                break
+            B = min(2 * B, self.max_batch)
+        return time.perf_counter() - t0
+
     def submit(self, req: Request) -> None:
         if self._waiting.qsize() + len(self._prefilling) >= self.max_waiting:
             raise QueueFull(f"{self.max_waiting} requests are waiting")
@@ -226,7 +249,7 @@ class Engine:
         if n == 0:
             self._carry, self._rows = None, None
             return
-        B = 1 << (n - 1).bit_length()
+        B = min(1 << (n - 1).bit_length(), self.max_batch)
         self._carry = self._concat(rows, B)
         self._rows = SamplingRows.of([dataclasses.asdict(r.sampling) for r in self._running] +
                                      [dataclasses.asdict(self._running[0].sampling)] * (B - n))
@@ -234,8 +257,9 @@ class Engine:
     @staticmethod
     def _concat(rows: list[Carry], B: int) -> Carry:
         rows = rows + [rows[0]] * (B - len(rows))
-        cat_b = lambda *xs: jnp.concatenate(xs, axis=0)
-        cat_state = lambda *xs: jnp.concatenate(xs, axis=1)
+        # always a fresh buffer: the decode step donates the batch, and a row may alias a state someone keeps
+        cat_b = lambda *xs: jnp.concatenate(xs, axis=0) if len(xs) > 1 else jnp.array(xs[0], copy=True)
+        cat_state = lambda *xs: jnp.concatenate(xs, axis=1) if len(xs) > 1 else jnp.array(xs[0], copy=True)
         return Carry(cat_b(*[r.token for r in rows]),
                      State(*(cat_state(*[getattr(r.state, f) for r in rows]) for f in State._fields)),
                      Penalties(cat_b(*[r.pen.occurrence for r in rows]), cat_b(*[r.pen.seen for r in rows])),

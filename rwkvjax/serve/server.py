@@ -8,7 +8,6 @@ import threading
 
 import jax.numpy as jnp
 
-from rwkvjax.errors import ConfigError
 from rwkvjax.io.states import BASE, StateStore, UnknownState
 from rwkvjax.model.params import params_hash
 from rwkvjax.model.state import State, start_state, zero_state
@@ -80,8 +79,9 @@ def serve(cfg, *, model=None, sock: socket.socket | None = None, ready: threadin
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
         log.warning("serving on %s without --api-key: anyone who can reach it can use the model", cfg.host)
     server = Server(cfg, model)
+    if cfg.warmup:
+        log.info("compiled the engine's shapes in %.1f s", server.engine.warmup())
     server.engine.start()
-    _warm(server)
     app = build_app(server)
     ucfg = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", lifespan="off",
                           timeout_graceful_shutdown=5)
@@ -101,14 +101,3 @@ def _signal_ready(us, ready: threading.Event):
     while not us.started:
         time.sleep(0.02)
     ready.set()
-
-
-def _warm(server: Server) -> None:
-    """Compile the decode step for the batch sizes in use before the first client waits on it."""
-    from rwkvjax.serve.engine import Request, Sampling
-    done = threading.Event()
-    req = Request([1, 2], zero_state(server.config, 1), "warmup", Sampling(max_tokens=2, temperature=0.0),
-                  lambda kind, payload: done.set() if kind in ("done", "error") else None)
-    server.engine.submit(req)
-    if not done.wait(600):
-        raise ConfigError("the engine did not finish its warm-up request in 10 minutes")

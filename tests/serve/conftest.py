@@ -21,11 +21,11 @@ SMALL = rwkvjax.Config(256, 64, 2, 128, 32, 32, 32, 32)
 
 
 @contextlib.contextmanager
-def running_server(model, **kw):
+def running_server(model, warmup=False, **kw):
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    cfg = ServeConfig(model="small-test-model", port=port, **kw)
+    cfg = ServeConfig(model="small-test-model", port=port, warmup=warmup, **kw)
     ready, stop = threading.Event(), threading.Event()
     t = threading.Thread(target=serve, args=(cfg,), kwargs=dict(model=model, sock=sock, ready=ready, stop=stop),
                          daemon=True)
@@ -57,5 +57,5 @@ def store_dir(small_model, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def server(small_model, store_dir):
-    with running_server(small_model, states=str(store_dir), max_batch=32) as url:
+    with running_server(small_model, warmup=True, states=str(store_dir), max_batch=24) as url:
         yield url
