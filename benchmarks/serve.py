@@ -3,8 +3,8 @@ at several numbers of concurrent streams, and the prefix cache on turn 2 of a lo
 
     PYTHONPATH=. .venv/bin/python benchmarks/serve.py [--model demo|0.1B] [--streams 1 4 16 64] [--tokens 64]
 
-The server runs in this process (a thread, uvicorn on a free loopback port); clients are asyncio tasks of the
-official `openai` client (AsyncOpenAI) reading the SSE stream. Every run is bounded: each stream asks for --tokens tokens, the whole case for
+The server is `python cli.py serve` in its own process on a free loopback port (as a user runs it); clients
+are asyncio tasks of the official `openai` client (AsyncOpenAI) reading the SSE stream in this process. Every run is bounded: each stream asks for --tokens tokens, the whole case for
 at most --case-timeout seconds. One JSON line per case.
 """
 
@@ -23,19 +23,27 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 
-def _server(model, **kw):
-    from rwkvjax.serve.config import ServeConfig
-    from rwkvjax.serve.server import serve
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    cfg = ServeConfig(model="bench", port=port, **kw)
-    ready, stop = threading.Event(), threading.Event()
-    threading.Thread(target=serve, args=(cfg,), kwargs=dict(model=model, sock=sock, ready=ready, stop=stop),
-                     daemon=True).start()
-    if not ready.wait(900):
-        raise RuntimeError("server did not start")
-    return f"http://127.0.0.1:{port}", stop
+def _server(model_path: str, **kw):
+    import subprocess
+    import urllib.request
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in kw.items()]
+    proc = subprocess.Popen([sys.executable, "cli.py", "serve", "--model", model_path, "--port", str(port), *flags],
+                            cwd=sys.path[0], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url + "/health", timeout=5)
+            return url, proc
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError("the server exited during start-up")
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("server did not start")
 
 
 async def _stream(client, body) -> dict:
@@ -96,14 +104,18 @@ def main():
     ap.add_argument("--history", type=int, default=4096)
     ap.add_argument("--case-timeout", type=float, default=900)
     a = ap.parse_args()
-    import rwkvjax
-    from rwkvjax.model.init import init_params
+    import tempfile
+    root = Path(sys.path[0])
     if a.model == "demo":
-        model = rwkvjax.load(Path(sys.path[0]) / "rwkvjax" / "data" / "demo_model.safetensors")
-    else:
+        path = str(root / "rwkvjax" / "data" / "demo_model.safetensors")
+    else:  # random weights of the 0.1B shape
+        import rwkvjax
+        from rwkvjax.io.convert import save_official
+        from rwkvjax.model.init import init_params
         cfg = rwkvjax.PRESETS["0.1B"]
-        model = (cfg, init_params(cfg, 0))
-    url, stop = _server(model, max_batch=max(a.streams), max_waiting=4 * max(a.streams))
+        path = str(Path(tempfile.mkdtemp()) / "random-0.1B.safetensors")
+        save_official(init_params(cfg, 0), cfg, path, "fp32")
+    url, proc = _server(path, max_batch=max(a.streams), max_waiting=4 * max(a.streams))
     try:
         for s in a.streams:
             asyncio.run(_case(url, s, 2, a.case_timeout))  # the server compiled its shapes at start; warm the path
@@ -111,7 +123,8 @@ def main():
             print(json.dumps({"model": a.model, **r}), flush=True)
         print(json.dumps({"model": a.model, **asyncio.run(_chat_turn2(url, a.history))}), flush=True)
     finally:
-        stop.set()
+        proc.terminate()
+        proc.wait(60)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import collections
 import dataclasses
+import functools
 import hashlib
 import logging
 import queue
@@ -160,15 +161,19 @@ class Engine:
             jax.block_until_ready(prefill(self.params, self.config, np.ones(n, np.int32), one,
                                           chunk=self.prefill_chunk))
             n *= 2
-        B = 1
-        while True:
-            row = Carry(jnp.ones((1,), jnp.int32), one, Penalties.zeros(1, V), jax.random.key(0)[None])
-            carry = self._concat([row], B)
+        row = Carry(jnp.ones((1,), jnp.int32), zero_state(self.config, 1), Penalties.zeros(1, V),
+                    jax.random.key(0)[None])
+        sizes = [1]
+        while sizes[-1] < self.max_batch:
+            sizes.append(min(2 * sizes[-1], self.max_batch))
+        for B in sizes:
+            carry = _put_row(_resize(row, B), row, jnp.int32(B - 1))
+            carry = _move_row(carry, jnp.int32(B - 1), jnp.int32(0))
+            jax.block_until_ready(_row_state(carry.state, jnp.int32(0)))
             rows = SamplingRows.of([dataclasses.asdict(Sampling())] * B)
-            jax.block_until_ready(decode_step(self.params, carry, rows, self.weights, config=self.config).token)
-            if B >= self.max_batch:
-                break
-            B = min(2 * B, self.max_batch)
+            carry = decode_step(self.params, carry, rows, self.weights, config=self.config)
+            for other in {max(B // 2, 1), sizes[min(sizes.index(B) + 1, len(sizes) - 1)]}:
+                jax.block_until_ready(_resize(carry, other).token)
         return time.perf_counter() - t0
 
     def submit(self, req: Request) -> None:
@@ -239,31 +244,19 @@ class Engine:
                                                                 .digest()[:4], "little")
         row = Carry(jnp.asarray([r.prompt[-1]], jnp.int32), r.state, Penalties.zeros(1, self.config.vocab_size),
                     jax.random.key(seed)[None])
-        rows = [self._slice(self._carry, i) for i in range(len(self._running))] + [row]
-        self._running.append(r)
-        self._rebuild(rows)
-
-    def _rebuild(self, rows: list[Carry]) -> None:
-        """The batch of the running rows, padded (with copies of row 0) to the next power of two."""
         n = len(self._running)
-        if n == 0:
-            self._carry, self._rows = None, None
-            return
-        B = min(1 << (n - 1).bit_length(), self.max_batch)
-        self._carry = self._concat(rows, B)
-        self._rows = SamplingRows.of([dataclasses.asdict(r.sampling) for r in self._running] +
-                                     [dataclasses.asdict(self._running[0].sampling)] * (B - n))
+        if self._carry is None:
+            self._carry = _resize(row, 1)
+        elif n == self._carry.token.shape[0]:
+            self._carry = _resize(self._carry, min(2 * n, self.max_batch))
+        self._carry = _put_row(self._carry, row, jnp.int32(n))
+        self._running.append(r)
+        self._sampling_rows()
 
-    @staticmethod
-    def _concat(rows: list[Carry], B: int) -> Carry:
-        rows = rows + [rows[0]] * (B - len(rows))
-        # always a fresh buffer: the decode step donates the batch, and a row may alias a state someone keeps
-        cat_b = lambda *xs: jnp.concatenate(xs, axis=0) if len(xs) > 1 else jnp.array(xs[0], copy=True)
-        cat_state = lambda *xs: jnp.concatenate(xs, axis=1) if len(xs) > 1 else jnp.array(xs[0], copy=True)
-        return Carry(cat_b(*[r.token for r in rows]),
-                     State(*(cat_state(*[getattr(r.state, f) for r in rows]) for f in State._fields)),
-                     Penalties(cat_b(*[r.pen.occurrence for r in rows]), cat_b(*[r.pen.seen for r in rows])),
-                     cat_b(*[r.keys for r in rows]))
+    def _sampling_rows(self) -> None:
+        B = self._carry.token.shape[0]
+        rows = [dataclasses.asdict(r.sampling) for r in self._running]
+        self._rows = SamplingRows.of(rows + [rows[0]] * (B - len(rows)))
 
     def _decode(self) -> bool:
         if not self._running:
@@ -316,20 +309,69 @@ class Engine:
                         "completion_tokens": len(r.generated), "cached_tokens": r.cached})
 
     def _finish(self, idx: list[int]) -> None:
-        """Drop finished rows (their final states go to the prefix cache) and rebuild the batch."""
-        carry = self._carry
-        keep = [i for i in range(len(self._running)) if i not in idx]
+        """Drop finished rows (their final states go to the prefix cache): the last running row moves into each
+        hole, and the batch halves once it is at most half full."""
         for i in idx:
             r = self._running[i]
             if not r.cancelled.is_set() and r.generated:
                 # the state has read the prompt and every generated token but the last
-                st = State(*(getattr(carry.state, f)[:, i:i + 1] for f in State._fields))
-                self.cache.put(r.start_key, r.prompt + r.generated[:-1], st)
-        rows = [self._slice(carry, i) for i in keep]
-        self._running = [self._running[i] for i in keep]
-        self._rebuild(rows)
+                self.cache.put(r.start_key, r.prompt + r.generated[:-1], _row_state(self._carry.state, jnp.int32(i)))
+        for i in sorted(idx, reverse=True):
+            last = len(self._running) - 1
+            if i != last:
+                self._carry = _move_row(self._carry, jnp.int32(last), jnp.int32(i))
+                self._running[i] = self._running[last]
+            self._running.pop()
+        if not self._running:
+            self._carry, self._rows = None, None
+            return
+        B = self._carry.token.shape[0]
+        while B > 1 and len(self._running) <= B // 2:
+            B //= 2
+        if B != self._carry.token.shape[0]:
+            self._carry = _resize(self._carry, B)
+        self._sampling_rows()
 
-    @staticmethod
-    def _slice(carry: Carry, i: int) -> Carry:
-        return Carry(carry.token[i:i + 1], State(*(getattr(carry.state, f)[:, i:i + 1] for f in State._fields)),
-                     Penalties(carry.pen.occurrence[i:i + 1], carry.pen.seen[i:i + 1]), carry.keys[i:i + 1])
+
+def _rows_of(carry: Carry, fn):
+    """Apply `fn(array, batch_axis)` to every array of a carry (the state's batch axis is 1)."""
+    return Carry(fn(carry.token, 0), State(*(fn(a, 1) for a in carry.state)),
+                 Penalties(fn(carry.pen.occurrence, 0), fn(carry.pen.seen, 0)), fn(carry.keys, 0))
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _resize(carry: Carry, B: int) -> Carry:
+    """The first B rows, or all rows then copies of row 0 up to B (a fresh buffer)."""
+    def fn(a, ax):
+        n = a.shape[ax]
+        if B <= n:
+            return jax.lax.slice_in_dim(a, 0, B, axis=ax)
+        pad = jnp.repeat(jax.lax.slice_in_dim(a, 0, 1, axis=ax), B - n, axis=ax)
+        return jnp.concatenate([a, pad], axis=ax)
+    return _rows_of(carry, fn)
+
+
+@functools.partial(jax.jit, donate_argnums=(0,))
+def _put_row(carry: Carry, row: Carry, i) -> Carry:
+    parts = iter(jax.tree.leaves(row))
+    leaves = [jax.lax.dynamic_update_slice_in_dim(a, next(parts), i, axis=ax) for a, ax in _axes(carry)]
+    return jax.tree.unflatten(jax.tree.structure(carry), leaves)
+
+
+@functools.partial(jax.jit, donate_argnums=(0,))
+def _move_row(carry: Carry, src, dst) -> Carry:
+    leaves = [jax.lax.dynamic_update_slice_in_dim(a, jax.lax.dynamic_slice_in_dim(a, src, 1, axis=ax), dst, axis=ax)
+              for a, ax in _axes(carry)]
+    return jax.tree.unflatten(jax.tree.structure(carry), leaves)
+
+
+@jax.jit
+def _row_state(state: State, i) -> State:
+    return State(*(jax.lax.dynamic_slice_in_dim(a, i, 1, axis=1) for a in state))
+
+
+def _axes(carry: Carry):
+    """(leaf, batch axis) in tree order: token, the three state arrays, occurrence, seen, keys."""
+    axes = [0, 1, 1, 1, 0, 0, 0]
+    return list(zip(jax.tree.leaves(carry), axes))
+

@@ -138,9 +138,12 @@ def test_prompt_too_long_is_413(small_model):
 
 
 def test_full_queue_is_429_with_retry_after_and_a_disconnect_frees_its_slot(small_model):
-    with running_server(small_model, max_batch=1, max_waiting=1) as url:
+    import dataclasses
+    config, params = small_model
+    # end-of-text (id 0) scores 0 while the best of 255 random logits is above it: greedy never stops early
+    never_ends = dataclasses.replace(params, head=params.head.at[:, 0].set(0.0))
+    with running_server((config, never_ends), max_batch=1, max_waiting=1) as url:
         c = client(url)
-        # greedy, so it cannot end early by sampling the end-of-text token
         stream = c.completions.create(model="base", prompt="a", max_tokens=100000, stream=True, temperature=0)
         chunks = iter(stream)  # kept: a dropped iterator would close the connection
         next(chunks)  # running: it holds the only row
