@@ -68,14 +68,17 @@ def pretrain_optimizer(cfg: PretrainConfig):
 def segment_batch(stream: np.ndarray, rng: np.random.Generator, batch: int, seg_len: int,
                   copy_prob: float) -> np.ndarray:
     """[batch, seg_len + 1] token rows: contiguous text, or (with probability copy_prob) a chunk of text,
-    other text, then the same chunk again."""
+    other text, then the same chunk again. Chunk and gap lengths are log-uniform (16 .. seg_len / 2), so most
+    copies fit one window (where the gradient reaches the write) and some span many (where the state must
+    hold them)."""
     n = stream.size
     take = lambda length: stream[(s := int(rng.integers(0, n - length))):s + length]
+    log_uniform = lambda lo, hi: int(np.exp(rng.uniform(np.log(lo), np.log(max(hi, lo + 1)))))
     rows = []
     for _ in range(batch):
         if rng.random() < copy_prob and seg_len >= 128:
-            chunk = take(int(rng.integers(32, seg_len // 2)))
-            gap = take(int(rng.integers(0, seg_len + 1 - 2 * chunk.size)))
+            chunk = take(log_uniform(16, seg_len // 2))
+            gap = take(min(log_uniform(1, seg_len // 2), seg_len + 1 - 2 * chunk.size))
             tail = take(seg_len + 1 - 2 * chunk.size - gap.size) if seg_len + 1 > 2 * chunk.size + gap.size else \
                 stream[:0]
             rows.append(np.concatenate([chunk, gap, chunk, tail]))

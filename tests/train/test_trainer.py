@@ -187,3 +187,18 @@ def test_reducible_surprise_replay_runs_in_the_loop(small_model_file, traces, tm
     # priority = NLL under the current state minus NLL under the untuned model: small, both signs possible
     assert all(abs(p) < 5 for p in rep["priority"])
     assert all(f is not None for f in rep["nll_frozen"])  # the buffer keeps each window's frozen NLL
+
+
+def test_train_writes_its_tuned_state_into_the_store(small_model_file, traces, tmp_path):
+    from rwkvjax.io.states import StateStore
+    from rwkvjax.model.params import params_hash
+    cfg = TrainConfig(ckpt_dir=str(tmp_path / "ck"), source=(str(traces),), steps=2, ctx_len=16, merges=False,
+                      replay_per_step=0, model=str(small_model_file), states=str(tmp_path / "states"),
+                      state_name="shopcart")
+    model = rwkvjax.load(small_model_file)
+    Trainer(cfg, model=model).run(progress=False)
+    store = StateStore(tmp_path / "states")
+    rec = store.get("shopcart")
+    assert rec.base_hash == params_hash(model[1]) and rec.source["step"] == 2
+    arrays, _ = _final(tmp_path / "ck")
+    np.testing.assert_array_equal(store.arrays(rec)["wkv"], np.asarray(arrays["wkv"]))
