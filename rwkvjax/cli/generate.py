@@ -32,7 +32,8 @@ def run(args) -> None:
     if cfg.checkpoint:
         from rwkvjax.io.tuned_state import load_tuned_state
         state = load_tuned_state(cfg.checkpoint, config)
-    ids = generate_ids(params, config, tok.encode(unescape(cfg.prompt)), max_tokens=cfg.max_tokens,
+    from rwkvjax.model.params import unstack_layers
+    ids = generate_ids(unstack_layers(params), config, tok.encode(unescape(cfg.prompt)), max_tokens=cfg.max_tokens,
                        temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, state=state)
     for piece in stream_text(ids, tok.decode_bytes):
         sys.stdout.write(piece)

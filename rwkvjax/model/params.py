@@ -67,7 +67,7 @@ class Params:
     emb: jax.Array  # [V, C]
     ln0_w: jax.Array
     ln0_b: jax.Array
-    blocks: Block
+    blocks: Block  # leaves stacked on L; or a tuple of per-layer Blocks (`unstack_layers`, for decoding)
     ln_out_w: jax.Array
     ln_out_b: jax.Array
     head: jax.Array  # [C, V]
@@ -240,3 +240,18 @@ def params_hash(params) -> str:
         h.update(f"{jax.tree_util.keystr(path)}:{a.shape}:{a.dtype}".encode())
         h.update(np.ascontiguousarray(a).view(np.uint8).data)
     return h.hexdigest()[:32]
+
+
+def unstack_layers(params: Params) -> Params:
+    """The same weights with one Block per layer instead of leaves stacked on L.
+
+    For decoding: a stacked layer loop copies each layer's weights out of the stack at every token (a
+    dynamic slice XLA:CPU materialises), which costs more than the layer's matmuls at batch 1; separate
+    arrays are read in place (benchmarks/RESULTS.md, serving). Training keeps the stacked form (one scanned,
+    rematerialisable layer body).
+    """
+    if isinstance(params.blocks, tuple):
+        return params
+    L = jax.tree.leaves(params.blocks)[0].shape[0]
+    blocks = tuple(jax.tree.map(lambda a, i=i: jnp.array(a[i]), params.blocks) for i in range(L))
+    return dataclasses.replace(params, blocks=blocks)

@@ -107,8 +107,16 @@ def forward_hidden(params: Params, x_BTC, state: State, *, config: Config,
 
     if remat:
         layer = jax.checkpoint(layer)
-    xs = (params.blocks, state.att_shift, state.ffn_shift, state.wkv, jnp.arange(config.n_layer))
-    (x, _), (att, ffn, wkv) = jax.lax.scan(layer, (x, jnp.zeros_like(x)), xs)
+    if isinstance(params.blocks, tuple):  # per-layer weights (`params.unstack_layers`): an unrolled loop
+        carry, outs = (x, jnp.zeros_like(x)), []
+        for i, p in enumerate(params.blocks):
+            carry, out = layer(carry, (p, state.att_shift[i], state.ffn_shift[i], state.wkv[i], i))
+            outs.append(out)
+        x = carry[0]
+        att, ffn, wkv = (jnp.stack(o) for o in zip(*outs))
+    else:
+        xs = (params.blocks, state.att_shift, state.ffn_shift, state.wkv, jnp.arange(config.n_layer))
+        (x, _), (att, ffn, wkv) = jax.lax.scan(layer, (x, jnp.zeros_like(x)), xs)
     x = layer_norm(x, params.ln_out_w, params.ln_out_b)
     return x, State(att_shift=att, ffn_shift=ffn, wkv=wkv)
 

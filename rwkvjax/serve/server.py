@@ -9,7 +9,7 @@ import threading
 import jax.numpy as jnp
 
 from rwkvjax.io.states import BASE, StateStore, UnknownState
-from rwkvjax.model.params import params_hash
+from rwkvjax.model.params import params_hash, unstack_layers
 from rwkvjax.model.state import State, start_state, zero_state
 from rwkvjax.text.tokenizer import for_vocab, tokenizer_id
 
@@ -24,9 +24,10 @@ class Server:
             from rwkvjax.io.convert import DTYPES
             from rwkvjax.io.formats import load
             model = load(cfg.model, dtype=DTYPES[cfg.dtype])
-        self.config, self.params = model
+        self.config, params = model
         self.tokenizer = for_vocab(self.config.vocab_size)
-        self.base_hash = params_hash(self.params)
+        self.base_hash = params_hash(params)  # of the stacked form, as `train` records it
+        self.params = unstack_layers(params)
         self.tok_id = tokenizer_id(self.tokenizer)
         self.model_name = str(cfg.model)
         self.store = StateStore(cfg.states, create=False) if cfg.states else None

@@ -152,14 +152,11 @@ def test_full_queue_is_429_with_retry_after_and_a_disconnect_frees_its_slot(smal
         with concurrent.futures.ThreadPoolExecutor(1) as ex:
             waiting = ex.submit(lambda: c.completions.create(model="base", prompt="b", max_tokens=4))
             deadline = time.time() + 60
-            st = None
-            while time.time() < deadline:
-                st, headers, e = _post(url, "/v1/completions", json.dumps({"model": "base", "prompt": "c"}).encode())
-                if st == 429:
-                    break
-                time.sleep(0.2)
-            assert st == 429 and headers.get("retry-after") == "1" and e["error"]["code"] == "rate_limit_exceeded"
+            while time.time() < deadline and health()["waiting"] < 1:  # b is queued behind the stream
+                time.sleep(0.05)
             assert health()["running"] == 1 and health()["waiting"] == 1
+            st, headers, e = _post(url, "/v1/completions", json.dumps({"model": "base", "prompt": "c"}).encode())
+            assert st == 429 and headers.get("retry-after") == "1" and e["error"]["code"] == "rate_limit_exceeded"
             stream.close()  # the client goes away mid-stream: its row must be freed for the waiting request
             assert waiting.result(timeout=120).choices[0].finish_reason in ("length", "stop")
 
