@@ -242,16 +242,30 @@ def params_hash(params) -> str:
     return h.hexdigest()[:32]
 
 
-def unstack_layers(params: Params) -> Params:
-    """The same weights with one Block per layer instead of leaves stacked on L.
+@_pytree
+class OutIn:
+    """A weight matrix stored [out, in] (PyTorch's layout) instead of [in, out]."""
 
-    For decoding: a stacked layer loop copies each layer's weights out of the stack at every token (a
-    dynamic slice XLA:CPU materialises), which costs more than the layer's matmuls at batch 1; separate
-    arrays are read in place (benchmarks/RESULTS.md, serving). Training keeps the stacked form (one scanned,
-    rematerialisable layer body).
+    w: jax.Array
+
+
+_MATRICES = ("W_r", "W_k", "W_v", "W_o", "ffn_key", "ffn_value", "head")
+
+
+def unstack_layers(params: Params) -> Params:
+    """The same weights laid out for decoding: one Block per layer, the large matrices [out, in].
+
+    A stacked layer loop copies each layer's weights out of the stack at every token (a dynamic slice
+    XLA:CPU materialises), which costs more than the layer's matmuls at batch 1; separate arrays are read
+    in place. XLA:CPU also multiplies a few rows by an [out, in] matrix faster than by an [in, out] one.
+    Training keeps the stacked form (one scanned, rematerialisable layer body). Measured in
+    benchmarks/RESULTS.md (serving).
     """
     if isinstance(params.blocks, tuple):
         return params
     L = jax.tree.leaves(params.blocks)[0].shape[0]
-    blocks = tuple(jax.tree.map(lambda a, i=i: jnp.array(a[i]), params.blocks) for i in range(L))
-    return dataclasses.replace(params, blocks=blocks)
+    t = lambda a: OutIn(jnp.asarray(np.ascontiguousarray(np.asarray(a).T)))
+    blocks = tuple(Block(**{f.name: (t(getattr(params.blocks, f.name)[i]) if f.name in _MATRICES
+                                     else jnp.array(getattr(params.blocks, f.name)[i]))
+                            for f in dataclasses.fields(Block)}) for i in range(L))
+    return dataclasses.replace(params, blocks=blocks, head=t(params.head))

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from rwkvjax.model.config import Config
-from rwkvjax.model.params import Block, Params
+from rwkvjax.model.params import Block, OutIn, Params
 from rwkvjax.model.state import State
 from rwkvjax.model.wkv import WkvImpl, wkv7
 
@@ -23,7 +23,15 @@ _DECAY_SCALE = 0.6065306597126334  # exp(-0.5): log-decay = -exp(-0.5) * sigmoid
 
 
 def _mm(x, W):
-    """x @ W with the weight's dtype and float32 accumulation (IEEE fp32 when weights are fp32)."""
+    """x @ W with the weight's dtype and float32 accumulation (IEEE fp32 when weights are fp32).
+
+    `W` is [in, out], or an `OutIn` holding the [out, in] matrix (the decoding layout of `unstack_layers`).
+    """
+    if isinstance(W, OutIn):
+        w = W.w
+        prec = jax.lax.Precision.HIGHEST if w.dtype == jnp.float32 else None
+        return jax.lax.dot_general(x.astype(w.dtype), w, (((x.ndim - 1,), (1,)), ((), ())), precision=prec,
+                                   preferred_element_type=jnp.float32)
     prec = jax.lax.Precision.HIGHEST if W.dtype == jnp.float32 else None
     return jnp.matmul(x.astype(W.dtype), W, precision=prec, preferred_element_type=jnp.float32)
 

@@ -91,7 +91,9 @@ def sample(logits_BV, keys_B, rows: SamplingRows, pen: Penalties):
         probs = jax.nn.softmax(logits, axis=-1)
         V = probs.shape[-1]
         mass = lambda keep: jnp.sum(jnp.where(keep, probs, 0.0), axis=-1)
-        cut = jnp.where(rows.top_p < 1, _threshold(probs, mass, rows.top_p), 0.0)
+        use_p = rows.top_p < 1
+        cut = jax.lax.cond(jnp.any(use_p), lambda: jnp.where(use_p, _threshold(probs, mass, rows.top_p), 0.0),
+                           lambda: jnp.zeros(probs.shape[:1], jnp.float32))
         kept = jnp.where(probs < cut[:, None], 0.0, probs)
         use_k = (rows.top_k > 0) & (rows.top_k < V)
         count = lambda keep: jnp.sum(keep & (kept > 0), axis=-1)
@@ -99,9 +101,12 @@ def sample(logits_BV, keys_B, rows: SamplingRows, pen: Penalties):
                            lambda: jnp.zeros_like(cut))
         kept = jnp.where(use_k[:, None] & (kept < kth[:, None]), 0.0, kept)
         t = jnp.where(rows.temperature > 0, rows.temperature, 1.0)
-        kept = jnp.where(kept > 0, kept ** (1.0 / t[:, None]), 0.0)
-        logp = jnp.log(kept / jnp.sum(kept, axis=-1, keepdims=True))
-        return jax.vmap(jax.random.categorical)(keys_B, logp).astype(jnp.int32)
+        kept = jax.lax.cond(jnp.any(t != 1), lambda: jnp.where(kept > 0, kept ** (1.0 / t[:, None]), 0.0),
+                            lambda: kept)
+        # inverse CDF: one uniform per row, no per-token random numbers or logarithms
+        cum = jnp.cumsum(kept, axis=-1)
+        u = jax.vmap(lambda k: jax.random.uniform(k))(keys_B) * cum[:, -1]
+        return jnp.minimum(jnp.sum(cum <= u[:, None], axis=-1), V - 1).astype(jnp.int32)
 
     sampled = jax.lax.cond(jnp.all(rows.temperature <= 0), lambda: greedy, stochastic)
     return jnp.where(rows.temperature > 0, sampled, greedy)
