@@ -65,6 +65,8 @@ def test_exported_state_gives_official_logits(tmp_path):
                               config=config)
     ours = np.asarray(ours[0], np.float64)
     err = np.abs(ours - official).max() / official.std()
+    print(f"time_state parity vs official rwkv (cpu fp32): max|Δ|/std = {err:.3g}, max|Δ| = "
+          f"{np.abs(ours - official).max():.3g}")
     assert err <= 1e-5, f"max|Δ|/std = {err:.3g}"
     zero, _ = rwkvjax.forward(params, np.asarray([tokens], np.int32), rwkvjax.zero_state(config, 1), config=config)
     assert np.abs(np.asarray(zero[0]) - official).max() > 1e-2  # the state really is in effect
