@@ -39,6 +39,9 @@ class Event:
     uuid: str | None
     timestamp: str | None
     seq: int
+    # the Claude Code project folder the transcript lives in (`records.project_folder`); keyword-only so the
+    # subclasses' own fields keep their positions
+    project: str = dataclasses.field(default="", kw_only=True)
 
     @property
     def kind(self) -> str:

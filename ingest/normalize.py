@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 from ingest.events import AssistantText, Event, Image, Meta, System, Thinking, ToolResult, ToolUse, UserText, freeze
 from ingest.redact import Redactor
+from ingest.records import project_folder
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class Normalizer:
 
     def _typed(self, rec: dict, b: dict, sid: str) -> Event | None:
         base = dict(session=sid, parent=rec.get("parent"), cwd=rec.get("cwd") or "", uuid=rec.get("uuid"),
-                    timestamp=rec.get("ts"), seq=self._seq[sid])
+                    timestamp=rec.get("ts"), seq=self._seq[sid], project=project_folder(rec.get("file")))
         role, typ, r = rec.get("role"), b.get("type"), self.redact
         msg = rec.get("msg")
         if role == "user" and typ == "text":

@@ -62,6 +62,19 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
+def project_folder(file: str | None) -> str:
+    """The project a transcript belongs to: the nearest folder above it named like Claude Code names project
+    folders (the working directory with '/' and other separators turned into '-', so it starts with '-'), else
+    the folder it is in. Subagent transcripts below a session's folder land in their session's project."""
+    if not file:
+        return ""
+    parents = Path(file).parents
+    for d in parents:
+        if d.name.startswith("-"):
+            return d.name
+    return parents[0].name if parents else ""
+
+
 def discover(root: Path) -> list[Path]:
     """`*.jsonl` files under `root` down to ccsniff's depth, sorted."""
     found = []

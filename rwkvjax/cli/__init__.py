@@ -26,6 +26,8 @@ COMMANDS = {
                                          "held-out ones"),
     "serve": ("rwkvjax.cli.serve", "OpenAI-compatible HTTP server (completions, chat, streaming) with named states"),
     "state": ("rwkvjax.cli.state", "named tuned states: list, show, fork, rm, export/import RWKV-PEFT time_state"),
+    "consolidate": ("rwkvjax.cli.consolidate", "fold a per-project run's states into its global state (sleep "
+                                               "consolidation), promoted only if no project gets worse"),
     "pretrain": ("rwkvjax.cli.pretrain", "train all weights of an RWKV-7 from scratch on text files (resumable)"),
     "convert": ("rwkvjax.cli.convert", "convert a checkpoint (HF repo/folder, .safetensors, .pth, rwkv.cpp .bin) "
                                        "to one safetensors file"),

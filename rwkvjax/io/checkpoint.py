@@ -50,10 +50,17 @@ class TrainCheckpointer:
     def all_steps(self) -> list[int]:
         return list(self._mngr.all_steps())
 
-    def save(self, step: int, trainable, opt_state, host: dict) -> None:
+    def save(self, step: int, trainable, opt_state, host: dict, extra: dict | None = None) -> None:
+        """`extra`: more array trees saved in the same step (per-project states), read back by `restore_extra`."""
+        more = {k: ocp.args.StandardSave(v) for k, v in (extra or {}).items()}
         self._mngr.save(step, args=ocp.args.Composite(
             trainable=ocp.args.StandardSave(trainable), opt_state=ocp.args.StandardSave(opt_state),
-            host=ocp.args.JsonSave(host)))
+            host=ocp.args.JsonSave(host), **more))
+
+    def restore_extra(self, step: int, likes: dict) -> dict:
+        out = self._mngr.restore(step, args=ocp.args.Composite(
+            **{k: ocp.args.StandardRestore(abstract(v)) for k, v in likes.items()}))
+        return {k: out[k] for k in likes}
 
     def restore(self, step: int, trainable_like, opt_like):
         out = self._mngr.restore(step, args=ocp.args.Composite(

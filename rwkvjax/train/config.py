@@ -70,12 +70,30 @@ class TrainConfig:
     wkv_impl: str = option("auto", choices=WKV_IMPLS, help="WKV implementation")
     seed: int = option(0, help="random seed (replay sampling, hypernetwork init)")
     tensorboard: bool = option(False, help="also write TensorBoard scalars (needs the `tensorboard` extra)")
+    gate: bool = option(True, help="update gate: probe canaries after every update, roll back or quarantine")
+    canaries: tuple[str, ...] = option((), help="gate canary texts (default: stdlib textwrap.py and the Python "
+                                                "licence)")
+    gate_canary_rel: float = option(0.01, help="gate: roll back past this relative canary bpb rise over the start")
+    gate_z: float = option(6.0, help="gate: roll back at this robust z of the canary change")
+    gate_quarantine_bpb: float = option(1.6, help="gate: live windows whose frozen bpb is this many times the "
+                                                  "canaries' are out of distribution (calibration: "
+                                                  "benchmarks/gate_calibration.py)")
+    gate_quarantine_grad: float = option(3.0, help="gate: an update whose start-state gradient norm is this many "
+                                                   "times the canaries' is a heavy write; both together quarantine")
+    gate_slice_every: int = option(16, help="gate: every n-th new window is held out as the recent probe slice "
+                                            "(0: none)")
     states: str | None = option(None, help="named-states folder: the tuned S0 is written there at every checkpoint")
     state_name: str | None = option(None, help="with --states: the name it is stored under (default: the "
                                                "checkpoint folder's name)")
+    state_scope: str = option("global", choices=("global", "per-project"),
+                              help="one start state, or one per Claude Code project folder plus the global one "
+                                   "(stored as <project>; needs --states)")
+    consolidate_every: int = option(0, help="with per-project states: steps between sleep consolidations of the "
+                                            "project states into the global one (0: never)")
     # Settings that must not change when resuming (the rest may, e.g. steps or logging).
     FIXED = ("ctx_len", "live_per_step", "replay_per_step", "merges", "train_shift", "merge_window",
-             "merge_threshold", "merge_slots", "replay_capacity", "replay_priority", "replay_admission")
+             "merge_threshold", "merge_slots", "replay_capacity", "replay_priority", "replay_admission",
+             "state_scope")
 
     def __post_init__(self):
         if self.forever:
@@ -84,12 +102,23 @@ class TrainConfig:
             raise ConfigError("train: --ckpt-dir is required (or use --demo)")
         if self.state_name and not self.states:
             raise ConfigError(f"--state-name {self.state_name} needs --states DIR (where to store it)")
+        if self.state_scope == "per-project" and not self.states:
+            raise ConfigError("--state-scope per-project needs --states DIR (where the project states are stored)")
+        if self.state_scope == "per-project" and self.merges:
+            raise ConfigError("--state-scope per-project does not combine with --merges yet (the hypernetwork and "
+                              "its merges are shared, the start states are not); drop one of them")
+        if self.consolidate_every and (self.state_scope != "per-project" or not self.gate):
+            raise ConfigError(f"--consolidate-every {self.consolidate_every} needs --state-scope per-project and "
+                              "the update gate (its canaries and held-out slices are what consolidation is "
+                              "checked on)")
         if self.hypernet and not self.merges:
             raise ConfigError(f"--hypernet {self.hypernet} is only used with --merges; add --merges or drop it")
         check_positive(self, "steps", "ctx_len", "live_per_step", "lr", "decay_steps", "replay_capacity",
                        "merge_window", "merge_threshold", "merge_slots", "save_every", "keep", "log_every")
         check_positive(self, "replay_per_step", "clip_norm", "lr_final", "hyper_lr", "max_tool_output",
-                       "eval_every", "replay_alpha", "replay_beta", allow_zero=True)
+                       "eval_every", "replay_alpha", "replay_beta", "gate_slice_every", "consolidate_every",
+                       allow_zero=True)
+        check_positive(self, "gate_canary_rel", "gate_z", "gate_quarantine_bpb", "gate_quarantine_grad")
         if self.ctx_len < 2:
             raise ConfigError(f"--ctx-len {self.ctx_len}: a window needs at least 2 units")
         if self.replay_per_step > self.replay_capacity:
@@ -175,3 +204,19 @@ class TracesConfig:
     system: bool = option(False, help="include system lines")
     subagents: bool = option(True, help="include subagent transcripts")
     max_tool_output: int = option(16384, help="characters kept per tool output (0: all)")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsolidateConfig:
+    ckpt_dir: str = option(help="checkpoint folder of a `train --state-scope per-project` run (read only)")
+    states: str | None = option(None, help="named-states folder (default: the run's --states)")
+    steps: int = option(32, help="AdamW steps on the global start state")
+    batch: int = option(4, help="replay windows per step, projects in turn")
+    lr: float = option(0.1, help="peak learning rate (cosine to a tenth)")
+    tolerance: float = option(0.0, help="bits/byte a project's held-out slice may get worse and still promote")
+    canary_rel: float = option(0.01, help="relative canary rise over the run's start that blocks promotion")
+    seed: int = option(0, help="window sampling seed")
+
+    def __post_init__(self):
+        check_positive(self, "steps", "batch", "lr", "canary_rel")
+        check_positive(self, "tolerance", allow_zero=True)

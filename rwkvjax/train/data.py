@@ -31,6 +31,7 @@ class Window:
     slots: np.ndarray | None = None       # [S,2] slot table that reads the units (merges on)
     avail_from: np.ndarray | None = None  # [S] first unit index at which each slot holds its `slots` pair
     prior_slots: np.ndarray | None = None  # [S,2] slot table when the window's segment began
+    project: str | None = None  # Claude Code project folder of its session (per-project states)
 
     def __post_init__(self):
         parts = (self.slots is None, self.avail_from is None, self.prior_slots is None)
@@ -44,13 +45,15 @@ class Window:
         if self.slots is not None:
             d.update(slots=self.slots.tolist(), avail_from=self.avail_from.tolist(),
                      prior_slots=self.prior_slots.tolist())
+        if self.project is not None:
+            d["project"] = self.project
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Window":
         arr = lambda k: None if d.get(k) is None else np.asarray(d[k], np.int32)
         return cls(d["session"], np.asarray(d["units"], np.int32), int(d["nbytes"]), int(d["n_base"]),
-                   arr("slots"), arr("avail_from"), arr("prior_slots"))
+                   arr("slots"), arr("avail_from"), arr("prior_slots"), d.get("project"))
 
 
 def base_per_window(ctx_len: int, dyntok) -> int:
@@ -92,11 +95,14 @@ class WindowAssembler:
         self.tok, self.ctx_len, self.render, self.dyntok = tokenizer, ctx_len, render, dyntok
         self.pending: dict[str, list[int]] = {}   # base tokens not yet in a window, per session
         self.started: set[str] = set()            # sessions that already produced text
+        self.projects: dict[str, str] = {}        # session -> project folder (a subagent: its parent's)
         self.events_seen = 0
 
     def feed(self, ev: Event) -> list[Window]:
         """Add one event; return the windows it completes."""
         self.events_seen += 1
+        if ev.session not in self.projects:
+            self.projects[ev.session] = self.projects.get(ev.parent or "", ev.project or ev.cwd or "?")
         text = render_session([ev], self.render).text
         if not text:
             return []
@@ -123,18 +129,21 @@ class WindowAssembler:
         return base_per_window(self.ctx_len, self.dyntok)
 
     def _cut(self, sid: str, buf: list[int]) -> Window:
-        w = cut_window(sid, buf, self.ctx_len, self.tok, self.dyntok)
+        w = dataclasses.replace(cut_window(sid, buf, self.ctx_len, self.tok, self.dyntok),
+                                project=self.projects.get(sid))
         if not buf:
             self.pending.pop(sid, None)
         return w
 
     def state_dict(self) -> dict:
-        return {"pending": self.pending, "started": sorted(self.started), "events_seen": self.events_seen}
+        return {"pending": self.pending, "started": sorted(self.started), "events_seen": self.events_seen,
+                "projects": self.projects}
 
     def load_state_dict(self, d: dict) -> None:
         self.pending = {k: list(v) for k, v in d["pending"].items()}
         self.started = set(d["started"])
         self.events_seen = int(d["events_seen"])
+        self.projects = dict(d.get("projects", {}))
 
 
 def make_batch(windows: Sequence[Window], weights: Sequence[float], *, batch_size: int, ctx_len: int,

@@ -63,8 +63,11 @@ class LiveWindows:
     """Transcripts -> events -> windows, `live_per_step` at a time (use as a context manager)."""
 
     def __init__(self, source: tuple[str, ...], assembler: WindowAssembler, live_per_step: int,
-                 stop: threading.Event):
+                 stop: threading.Event, divert=None, by_project: bool = False):
+        """`divert(window) -> bool`: a window it takes (an update gate's held-out slice) is not trained on.
+        `by_project`: the windows of a step all come from one project (the others wait for a later step)."""
         self.source, self.asm, self.live_per_step, self.stop = source, assembler, live_per_step, stop
+        self.divert, self.by_project = divert, by_project
         self.cursor = Cursor()
         self.ready: list[Window] = []   # windows cut but not trained yet
         self._thread: _Ingestion | None = None
@@ -92,16 +95,26 @@ class LiveWindows:
                     continue
                 if item is _Ingestion.END:
                     self._done = True
-                    self.ready.extend(self.asm.flush())
+                    self._take(self.asm.flush())
                 elif isinstance(item, BaseException):
                     raise item
                 else:
                     self.cursor.admit(item)
-                    self.ready.extend(self.asm.feed(item))
+                    self._take(self.asm.feed(item))
             if self.stop.is_set():
                 return
-            live, self.ready = self.ready[:n], self.ready[n:]
+            if self.by_project and self.ready:
+                p = self.ready[0].project
+                take = {i for i, w in enumerate(self.ready) if w.project == p}
+                take = set(sorted(take)[:n])
+                live = [w for i, w in enumerate(self.ready) if i in take]
+                self.ready = [w for i, w in enumerate(self.ready) if i not in take]
+            else:
+                live, self.ready = self.ready[:n], self.ready[n:]
             yield live
+
+    def _take(self, windows: list[Window]) -> None:
+        self.ready.extend(w for w in windows if self.divert is None or not self.divert(w))
 
     # ----- checkpoint -----
     def state_dict(self) -> dict:

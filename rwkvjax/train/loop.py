@@ -14,7 +14,7 @@ import time
 from typing import Callable, Iterable, Sequence
 
 from rwkvjax.train.data import Window
-from rwkvjax.train.learner import Learner, Update
+from rwkvjax.train.learner import Learner, Snapshot, Update
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +30,7 @@ class StepInfo:
     update: Update
     record: dict
     learner: Learner
+    before: Snapshot | None = None  # the learner before the update (while a hook that may veto is registered)
 
 
 class Hook:
@@ -75,7 +76,7 @@ def train_loop(learner: Learner, batches: Iterable[Sequence[Window]], hooks: Seq
             t0 = time.perf_counter()
             upd = learner.update(live)
             step += 1
-            info = StepInfo(step, upd, describe(step, upd), learner)
+            info = StepInfo(step, upd, describe(step, upd), learner, snap)
             for h in gates:
                 veto = h.after_step(info)
                 if veto is not None:

@@ -35,7 +35,11 @@ class TextProbe:
 
     def __call__(self, trainable) -> dict[str, float]:
         _, m = self.eval_fn(trainable, self.params, self.batch)
-        bits = np.asarray(m["window_nll"], np.float64) * self.units / math.log(2)
+        return self.per_text(m["window_nll"])
+
+    def per_text(self, window_nll) -> dict[str, float]:
+        """Bits per byte of each text from the per-window NLL of `self.batch` (however it was computed)."""
+        bits = np.asarray(window_nll, np.float64) * self.units / math.log(2)
         return {n: float(bits[self.owner == i].sum() / self.nbytes[self.owner == i].sum())
                 for i, n in enumerate(self.names)}
 

@@ -12,6 +12,7 @@ S0/hypernetwork trainables -> AdamW) and runs the hooks (metrics, progress, peri
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import signal
 import threading
@@ -36,6 +37,7 @@ from rwkvjax.train.ingestion import LiveWindows
 from rwkvjax.train.learner import Learner, Update
 from rwkvjax.train.loop import train_loop
 from rwkvjax.train.optim import OptimConfig, state_tuning_optimizer
+from rwkvjax.train.projects import ProjectStates, store_trainable
 from rwkvjax.train.replay import ReplayBuffer, ReplaySettings
 from rwkvjax.train.step import data_mesh
 from rwkvjax.train.trainable import init_trainable
@@ -72,10 +74,26 @@ class Trainer:
                                n_slots=cfg.merge_slots) if cfg.merges else None
         render = RenderOptions(include_thinking=cfg.include_thinking, include_subagents=cfg.include_subagents,
                                max_tool_output=cfg.max_tool_output)
+        self.gate = self._make_gate() if cfg.gate else None
+        per_project = cfg.state_scope == "per-project"
+        self.projects = ProjectStates(self.learner, self._new_replay, trainable0) if per_project else None
+        if self.gate is not None:
+            self.gate.per_project = per_project
         self.source = LiveWindows(cfg.source, WindowAssembler(self.tok, cfg.ctx_len, render, dyntok),
-                                  cfg.live_per_step, self.stop)
+                                  cfg.live_per_step, self.stop, divert=self.gate.divert if self.gate else None,
+                                  by_project=per_project)
         self.step, self.tokens_seen, self.bytes_seen = 0, 0, 0
         self._restore()
+
+    def _make_gate(self):
+        from rwkvjax.train.gate import GateSettings, UpdateGate
+        from rwkvjax.train.probe import default_canaries, read_texts
+        c = self.cfg
+        return UpdateGate(self.config, self.learner.params, self.tok, read_texts(c.canaries or default_canaries()),
+                          ctx_len=c.ctx_len, settings=GateSettings(canary_rel=c.gate_canary_rel, z=c.gate_z,
+                                                quarantine_bpb=c.gate_quarantine_bpb,
+                                                quarantine_grad=c.gate_quarantine_grad,
+                                                slice_every=c.gate_slice_every))
 
     def _new_replay(self) -> ReplayBuffer:
         c = self.cfg
@@ -110,11 +128,34 @@ class Trainer:
                           nll_frozen=[r["nll_frozen"] for r in host["replay_windows"]])
         lr.load(trainable, opt_state, ReplayBuffer.from_dict(replay, source=f"{cfg.ckpt_dir} step {step} replay"),
                 updates=host["step"])
+        if self.projects is not None and host.get("projects"):
+            names = list(host["projects"]["replay"])
+            trees = self.ckpt.restore_extra(step, dict(zip(("projects", "project_opt"), self.projects.like(names))))
+            self.projects.load(host["projects"], trees["projects"], trees["project_opt"], trainable)
+            self._adopt_consolidated(step)
         self.step, self.tokens_seen, self.bytes_seen = host["step"], host["tokens_seen"], host["bytes_seen"]
         self.source.load_state_dict(host)
+        if self.gate is not None and host.get("gate"):
+            self.gate.load_state_dict(host["gate"])
         if cfg.merges:
             self.source.asm.dyntok = DynamicTokenizer.from_state_dict(host["dyntok"], self.tok.decode_bytes)
         log.info("resumed %s at step %d", cfg.ckpt_dir, self.step)
+
+    def _adopt_consolidated(self, step: int) -> None:
+        """A global state that `cli.py consolidate` promoted from this very checkpoint replaces the saved one."""
+        from rwkvjax.io.states import StateStore
+        store = StateStore(self.cfg.states)
+        name = self.cfg.state_name or Path(self.cfg.ckpt_dir).name
+        rec = next((r for r in store.records() if r.name == name), None)
+        src = (rec.source or {}) if rec is not None else {}
+        if src.get("consolidated") != step or src.get("checkpoint") != str(self.ckpt.directory):
+            return
+        arr = store.arrays(rec)
+        g = self.projects.global_state
+        self.projects.global_state = dataclasses.replace(
+            g, wkv=jnp.asarray(arr["wkv"]), **{k: jnp.asarray(arr[k]) for k in ("att_shift", "ffn_shift")
+                                              if getattr(g, k) is not None and k in arr})
+        log.info("adopted the global state consolidated from step %d (%s)", step, rec.id)
 
     def _host_state(self) -> dict:
         dyntok = self.source.asm.dyntok
@@ -122,6 +163,8 @@ class Trainer:
             "step": self.step, "tokens_seen": self.tokens_seen, "bytes_seen": self.bytes_seen,
             **self.source.state_dict(), "dyntok": None if dyntok is None else dyntok.state_dict(),
             "replay": self.learner.replay.to_dict(), "base_hash": self.base_hash,
+            "gate": None if self.gate is None else self.gate.state_dict(),
+            "projects": None if self.projects is None else self.projects.host_state(),
             "base_model": self.cfg.model, "model_config": dataclasses.asdict(self.config),
             "train_config": self.cfg.to_dict(), "ingest": {k: int(v) for k, v in self.source.metrics.items()},
             "saved_at": time.time(),
@@ -130,21 +173,57 @@ class Trainer:
     def save(self, step: int | None = None) -> None:
         if self.step in self.ckpt.all_steps():
             return  # this step is already committed (e.g. saved at an interval just before stopping)
-        self.ckpt.save(self.step, self.learner.trainable, self.learner.opt_state, self._host_state())
+        if self.projects is None:
+            self.ckpt.save(self.step, self.learner.trainable, self.learner.opt_state, self._host_state())
+        else:  # the global state in the usual place (what `inspect` and `--checkpoint` readers see)
+            g = self.projects.global_state
+            trs, opts = self.projects.trees()
+            self.ckpt.save(self.step, g, self.learner.tx.init(g), self._host_state(),
+                           extra={"projects": trs, "project_opt": opts} if trs else None)
         if self.cfg.states:
             self._publish()
 
-    def _publish(self) -> None:
-        """The tuned start state into the named-state store (the server picks it up without a restart)."""
+    def _publish(self, candidate=None) -> None:
+        """The tuned start state(s) into the named-state store (the server picks them up without a restart).
+        Per-project: the global state under the run's name, each project's as `<project>`, its child."""
         from rwkvjax.io.states import StateStore
         from rwkvjax.text.tokenizer import tokenizer_id
-        from rwkvjax.train.step import to_host
-        tr = to_host(self.learner.trainable)
-        name = self.cfg.state_name or Path(self.cfg.ckpt_dir).name
-        StateStore(self.cfg.states).put(
-            name, tr.wkv, base_hash=self.base_hash, tokenizer=tokenizer_id(self.tok), replace=True,
-            source={"checkpoint": str(self.ckpt.directory), "step": self.step},
-            att_shift=tr.att_shift, ffn_shift=tr.ffn_shift)
+        store, name = StateStore(self.cfg.states), self.cfg.state_name or Path(self.cfg.ckpt_dir).name
+        source = {"checkpoint": str(self.ckpt.directory), "step": self.step}
+        put = functools.partial(store_trainable, store, base_hash=self.base_hash, tokenizer=tokenizer_id(self.tok))
+        if self.projects is None:
+            put(name, self.learner.trainable, source=source)
+            return
+        top = put(name, self.projects.global_state, source={**source, "scope": "global"})
+        if candidate is not None:
+            put(f"{name}.candidate", candidate.trainable, parent=top.id,
+                source={**source, "scope": "consolidation candidate", "reason": candidate.reason})
+        for p, tr in self.projects.trees()[0].items():
+            put(p, tr, parent=top.id, source={**source, "scope": "project", "project": p})
+
+    def consolidate_now(self) -> dict:
+        """Sleep consolidation of the project states into the global one (`train.consolidate`); the outcome
+        is stored: promoted, it is the new global state; rejected, it is kept as `<name>.candidate`."""
+        from rwkvjax.train.consolidate import consolidate
+        g = self.gate
+        start = g.start_canary if g.start_canary is not None else g.canary_and_grad(self.learner.trainable0)[0]
+        res = consolidate(self.config, self.learner.params, self.projects.global_state,
+                          self.projects.project_windows(), {k: list(v) for k, v in g.slices.items()}, g.probe,
+                          canary_start=start, ctx_len=self.cfg.ctx_len, wkv_impl=self.cfg.wkv_impl)
+        if res.promoted:
+            self.projects.global_state = res.trainable
+        self._publish(candidate=None if res.promoted else res)
+        return res.summary()
+
+    def batches(self):
+        """The source's windows; with per-project states, the learner first takes their project's state."""
+        for live in self.source:
+            if self.projects is not None and live:
+                project = live[0].project or "unknown"
+                self.projects.switch(project)
+                if self.gate is not None:
+                    self.gate.switch(project, self.learner.trainable)
+            yield live
 
     # ----- one step's record -----
     def describe(self, step: int, upd: Update) -> dict:
@@ -158,6 +237,8 @@ class Trainer:
                "bits_per_byte": m["bits"] / max(m["bytes"], 1.0),
                "live_bits_per_byte": upd.live_bits / live_bytes if live_bytes else None,
                "live_windows": len(live), "replay_windows": len(upd.replayed),
+               "live_sessions": sorted({w.session for w in live}),
+               "project": None if self.projects is None else self.projects.current,
                "units": sum(len(w.units) for w in live), "base_tokens": live_base,
                "tokens_per_s": m["tokens"] / upd.seconds, "step_s": upd.seconds, "grad_norm": m["grad_norm"],
                "nonfinite_total": int(m["nonfinite_total"]), "replay_size": len(self.learner.replay),
@@ -172,7 +253,10 @@ class Trainer:
     # ----- the run -----
     def hooks(self, progress: bool | None) -> list[hooks.Hook]:
         cfg = self.cfg
-        out: list[hooks.Hook] = []
+        out: list[hooks.Hook] = [self.gate] if self.gate is not None else []
+        if cfg.consolidate_every:
+            from rwkvjax.train.consolidate import Consolidate
+            out.append(Consolidate(cfg.consolidate_every, self.consolidate_now))
         if cfg.eval_every:
             from rwkvjax.train.probe import TextProbe, default_canaries, read_texts
             texts = read_texts(cfg.eval_texts or default_canaries())
@@ -195,7 +279,7 @@ class Trainer:
         prev = signal.signal(signal.SIGINT, lambda *_: self.stop.set()) if main else None
         try:
             with self.source:
-                _, stopped = train_loop(self.learner, self.source, self.hooks(progress), step=self.step,
+                _, stopped = train_loop(self.learner, self.batches(), self.hooks(progress), step=self.step,
                                         steps=cfg.steps, stop=self.stop, describe=self.describe)
         finally:
             if prev is not None:

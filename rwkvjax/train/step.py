@@ -71,13 +71,18 @@ def make_train_step(config: Config, tx: optax.GradientTransformation, *, units: 
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, params, batch)
         updates, opt_state = tx.update(grads, opt_state, trainable)
         trainable = optax.apply_updates(trainable, updates)
-        metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
+        metrics = dict(metrics, grad_norm=optax.tree.norm(grads), state_grad_norm=state_norm(grads),
                        nonfinite_total=opt_state.total_notfinite)
         return trainable, opt_state, metrics
 
     if max_traces is not None:
         step = chex.assert_max_traces(step, n=max_traces)
     return jax.jit(step, donate_argnums=(0, 1))
+
+
+def state_norm(tr: Trainable) -> jax.Array:
+    """Global norm over the start-state leaves (S0 and shifts), without the hypernetwork."""
+    return optax.tree.norm([tr.wkv, tr.att_shift, tr.ffn_shift])
 
 
 def make_eval_fn(config: Config, *, units: UnitFns = PLAIN, wkv_impl="auto"):

@@ -1,0 +1,176 @@
+"""Sleep consolidation: fold the project states into the global one.
+
+The global start state is trained (AdamW, from where it is) on the replay windows of every project, each
+project weighted equally whatever its size. The candidate is promoted only when it does not make any
+project's held-out slice worse than the current global state does, and the canaries stay within their bound;
+otherwise it is kept as a candidate with the reason. Project states themselves are not touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+
+from rwkvjax.merges.units import PLAIN
+from rwkvjax.train.data import Window, make_batch
+from rwkvjax.train.learner import Learner
+from rwkvjax.train.loop import Hook, StepInfo
+from rwkvjax.train.optim import OptimConfig, state_tuning_optimizer
+from rwkvjax.train.probe import TextProbe
+from rwkvjax.train.step import make_eval_fn, to_host
+from rwkvjax.train.trainable import Trainable
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsolidationSettings:
+    steps: int = 32
+    batch: int = 4
+    lr: float = 0.1
+    canary_rel: float = 0.01   # the canaries may rise at most this much over `canary_start`
+    tolerance: float = 0.0     # bits/byte a project's held-out slice may rise (0: must not get worse)
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class Consolidation:
+    promoted: bool
+    reason: str
+    trainable: Trainable                 # the candidate
+    heldout_before: dict[str, float]     # bits/byte of each project's held-out slice, current global state
+    heldout_after: dict[str, float]      # ... under the candidate
+    canary_before: float
+    canary_after: float
+    windows: dict[str, int]              # replay windows of each project it trained on
+    no_heldout: list[str]                # projects without a held-out slice (not checked; said so)
+
+    def summary(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("trainable")
+        return d
+
+
+def _bpb(eval_fn, trainable, params, windows: list[Window], ctx_len: int) -> float:
+    bits = nbytes = 0.0
+    for i in range(0, len(windows), 8):
+        chunk = windows[i:i + 8]
+        _, m = eval_fn(trainable, params, make_batch(chunk, [1.0] * len(chunk), batch_size=8, ctx_len=ctx_len))
+        m = to_host(m)
+        bits, nbytes = bits + float(m["bits"]), nbytes + float(m["bytes"])
+    return bits / max(nbytes, 1.0)
+
+
+def consolidate(config, params, global_state: Trainable, project_windows: dict[str, list[Window]],
+                heldout: dict[str, list[Window]], probe: TextProbe, *, canary_start: float, ctx_len: int,
+                settings: ConsolidationSettings = ConsolidationSettings(), wkv_impl="auto") -> Consolidation:
+    s = settings
+    pools = {p: ws for p, ws in project_windows.items() if ws}
+    if not pools:
+        raise ValueError("consolidation: no project has replay windows to train on")
+    tx = state_tuning_optimizer(global_state, OptimConfig(state_lr=s.lr, state_lr_final=s.lr / 10,
+                                                          decay_steps=s.steps))
+    learner = Learner(config, params, global_state, tx, ctx_len=ctx_len, live_per_step=s.batch, wkv_impl=wkv_impl,
+                      max_traces=None)
+    rng = random.Random(s.seed)
+    names = sorted(pools)
+    for step in range(s.steps):
+        # projects in turn, a random window of each: every project weighs the same
+        batch = [rng.choice(pools[names[(step * s.batch + j) % len(names)]]) for j in range(s.batch)]
+        learner.update(batch)
+    cand = learner.trainable
+    eval_fn = make_eval_fn(config, units=PLAIN, wkv_impl=wkv_impl)
+    checked = {p: ws for p, ws in heldout.items() if ws}
+    before = {p: _bpb(eval_fn, global_state, params, ws, ctx_len) for p, ws in checked.items()}
+    after = {p: _bpb(eval_fn, cand, params, ws, ctx_len) for p, ws in checked.items()}
+    c_before = float(sum(probe(global_state).values()) / len(probe.names))
+    c_after = float(sum(probe(cand).values()) / len(probe.names))
+    worse = [f"{p} {before[p]:.4f} -> {after[p]:.4f} bpb" for p in sorted(checked)
+             if not after[p] <= before[p] + s.tolerance]
+    reasons = []
+    if worse:
+        reasons.append("held-out slice worse for " + "; ".join(worse))
+    if not math.isfinite(c_after) or c_after > canary_start * (1 + s.canary_rel):
+        reasons.append(f"canary {c_after:.4f} bpb is over {100 * s.canary_rel:.1f}% above its start "
+                       f"{canary_start:.4f}")
+    if not checked:
+        reasons.append("no project has a held-out slice to check it on")
+    promoted = not reasons
+    reason = ("held-out bpb no worse on " + f"{len(checked)} project(s), canaries within bound") if promoted \
+        else "; ".join(reasons)
+    return Consolidation(promoted, reason, cand, before, after, c_before, c_after,
+                         {p: len(ws) for p, ws in pools.items()}, sorted(set(project_windows) - set(checked)))
+
+
+class Consolidate(Hook):
+    """Every `every` steps of a per-project run: consolidate, and on promotion replace the global state.
+    Register it before `MetricsLog`: the outcome goes into that step's record."""
+
+    def __init__(self, every: int, run_once):
+        self.every, self.run_once = every, run_once
+
+    def after_step(self, info: StepInfo):
+        info.record["consolidation"] = self.run_once()
+
+
+def consolidate_checkpoint(cfg) -> dict:
+    """`cli.py consolidate`: consolidate the newest checkpoint of a per-project run (read only) and write the
+    outcome into its named-state store. A run resumed from that checkpoint adopts a promoted global state."""
+    from pathlib import Path
+
+    from rwkvjax.errors import CheckpointMismatch, ConfigError
+    from rwkvjax.io.checkpoint import TrainCheckpointer
+    from rwkvjax.io.formats import load
+    from rwkvjax.io.states import StateStore
+    from rwkvjax.model.params import params_hash
+    from rwkvjax.text.tokenizer import for_vocab, tokenizer_id
+    from rwkvjax.train.gate import FORWARD_WKV
+    from rwkvjax.train.probe import default_canaries, read_texts
+    from rwkvjax.train.projects import store_trainable
+    from rwkvjax.train.replay import ReplayBuffer
+    from rwkvjax.train.trainable import init_trainable
+
+    ck = TrainCheckpointer(cfg.ckpt_dir, read_only=True)
+    try:
+        step = ck._step(None)
+        host = ck.restore_host(step)
+        tc = host["train_config"]
+        if tc.get("state_scope") != "per-project" or not host.get("projects"):
+            raise ConfigError(f"{cfg.ckpt_dir}: not a `train --state-scope per-project` run (nothing to consolidate)")
+        states = cfg.states or tc.get("states")
+        if not states:
+            raise ConfigError(f"{cfg.ckpt_dir}: the run has no --states folder; pass --states DIR")
+        config, params = load(host["base_model"])
+        if params_hash(params) != host["base_hash"]:
+            raise CheckpointMismatch(f"{cfg.ckpt_dir}: the model at {host['base_model']} is not the one this run "
+                                     f"was trained on (hash {host['base_hash']})")
+        tok = for_vocab(config.vocab_size)
+        tr0 = init_trainable(config, train_shift=tc["train_shift"])
+        names = list(host["projects"]["replay"])
+        trees = ck.restore_extra(step, {"trainable": tr0, "projects": {p: tr0 for p in names}})
+    finally:
+        ck.close()
+    windows = {p: list(ReplayBuffer.from_dict(host["projects"]["replay"][p]).windows) for p in names}
+    gate = host.get("gate") or {}
+    heldout = {k: [Window.from_dict(w) for w in v] for k, v in gate.get("slices", {}).items()}
+    probe = TextProbe(config, params, tok, read_texts(tc.get("canaries") or default_canaries()), ctx_len=512,
+                      max_windows=1, wkv_impl=FORWARD_WKV)
+    start = gate.get("start_canary")
+    if start is None:
+        start = float(sum(probe(tr0).values()) / len(probe.names))
+    res = consolidate(config, params, trees["trainable"], windows, heldout, probe, canary_start=start,
+                      ctx_len=tc["ctx_len"], settings=ConsolidationSettings(
+                          steps=cfg.steps, batch=cfg.batch, lr=cfg.lr, canary_rel=cfg.canary_rel,
+                          tolerance=cfg.tolerance, seed=cfg.seed))
+    store = StateStore(states)
+    name = tc.get("state_name") or Path(cfg.ckpt_dir).name
+    top = store.get(name) if any(r.name == name for r in store.records()) else None
+    source = {"checkpoint": str(Path(cfg.ckpt_dir).absolute()), "step": step, "consolidated": step,
+              "reason": res.reason}
+    put = lambda n, tr, **kw: store_trainable(store, n, tr, base_hash=host["base_hash"],
+                                              tokenizer=tokenizer_id(tok), **kw)
+    if res.promoted:
+        rec = put(name, res.trainable, source={**source, "scope": "global"})
+    else:
+        rec = put(f"{name}.candidate", res.trainable, parent=None if top is None else top.id,
+                  source={**source, "scope": "consolidation candidate"})
+    return {**res.summary(), "state": rec.name, "state_id": rec.id, "checkpoint_step": step}

@@ -1,0 +1,288 @@
+"""The update gate: every update is a transaction. The loop snapshots the trainables, optimizer moments and
+replay buffer, makes the step, and this hook probes the result and commits or rolls it back.
+
+Probe: bits per byte of the first `probe_tokens` of fixed canary texts and of a small recent held-out slice
+of the stream (windows diverted from training), both read from the start state just updated. Decisions, each with its reason:
+- roll back when canary bpb is more than `canary_rel` above its value at the start of the run (so the run can
+  never drift past that bound), or when the canary change is an outlier: robust z = (d - median) / (1.4826 MAD)
+  over the last `window` accepted changes (at least `min_history` of them, MAD floored) reaches `z`;
+- quarantine (the update is undone and the window never enters replay) when a window is both out of
+  distribution for the frozen model and a heavy write: its frozen bpb is at least `quarantine_bpb` times the
+  frozen model's bpb on the canaries, and the start-state gradient norm of the update at least
+  `quarantine_grad` times that of the canary loss. Both references are fixed at the start of the run (a
+  statistic of recent updates would adapt to a flood of poison) and the ratios are calibrated on real sessions
+  (benchmarks/gate_calibration.py). Neither signal alone quarantines: base64, hashes, minified code and
+  instruction-like text are normal in coding sessions.
+Before training, `screen` skips windows that carry no new information or that would contaminate the probe:
+a window whose 8-grams were nearly all seen in the recent windows (a repeated line, a re-read file), or
+that is mostly a copy of a canary text (canaries must never be trained on). And with `project`, the
+update of the start state is projected so that it does not increase the canary loss to first order (A-GEM,
+Chaudhry et al. 2019, arXiv:1812.00420, applied to the final update, after AdamW): learning continues
+without spending the canary bound.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rwkvjax.merges.units import PLAIN
+from rwkvjax.train.data import Window, make_batch
+from rwkvjax.train.loop import Hook, StepInfo, Veto
+from rwkvjax.train.objective import loss_and_metrics
+from rwkvjax.train.probe import TextProbe
+from rwkvjax.train.step import make_eval_fn, state_norm, to_host
+
+LN2 = math.log(2.0)
+# forward-only: the per-token scan is the fastest exact form on CPU (benchmarks/RESULTS.md, WKV kernels); the
+# chunked form wins only with a backward pass
+FORWARD_WKV = "scan"
+
+
+@dataclasses.dataclass(frozen=True)
+class GateSettings:
+    canary_rel: float = 0.01       # roll back past +1% canary bpb over its start value
+    z: float = 6.0                 # roll back at this robust z of the canary change
+    window: int = 64               # accepted changes kept for the robust statistics
+    min_history: int = 8           # before this many, only the relative bound applies
+    mad_floor: float = 1e-3        # bits/byte: the smallest MAD (0.1% of a typical 1-3 bpb canary)
+    quarantine_bpb: float = 1.6    # live frozen bpb / canary frozen bpb at or above which windows are out of distribution
+    quarantine_grad: float = 3.0   # start-state gradient norm / the canary loss's, at or above which it is a heavy write
+    slice_windows: int = 8         # recent held-out windows probed
+    slice_every: int = 16          # every n-th live window goes to the held-out slice instead of training
+    slice_probe_every: int = 8     # steps between probes of the held-out slice (it is recorded, not decided on)
+    probe_tokens: int = 512        # each canary's first tokens, read from the start state as one sequence
+    project: bool = True           # remove the update's component that raises the canary loss (first order)
+    gram_bytes: int = 32           # n-grams of about this many bytes (8 World tokens, 32 bytes) for the screens
+    redundant: float = 0.9         # skip a window when this share of its n-grams was seen in the recent windows
+    recent_windows: int = 64       # windows whose 8-grams count as recent
+    canary_overlap: float = 0.5    # skip a window when this share of its n-grams occurs in a canary text
+
+
+def ngrams(units, n: int = 8) -> set[int]:
+    u = np.asarray(units, np.int64)
+    if len(u) < n:
+        return {hash(u.tobytes())}
+    v = np.lib.stride_tricks.sliding_window_view(u, n)
+    return set(np.frombuffer(np.ascontiguousarray(v).tobytes(), dtype=f"V{8 * n}").tolist())
+
+
+def robust_z(x: float, history, mad_floor: float) -> float:
+    """(x - median) / (1.4826 MAD), the MAD floored so that a run of near-identical changes does not make
+    every small change an outlier."""
+    h = np.asarray(history, np.float64)
+    med = float(np.median(h))
+    mad = max(float(np.median(np.abs(h - med))), mad_floor)
+    return (x - med) / (1.4826 * mad)
+
+
+class UpdateGate(Hook):
+    may_veto = True
+
+    def __init__(self, config, params, tok, canaries: dict[str, str], *, ctx_len: int,
+                 settings: GateSettings = GateSettings()):
+        self.s = settings
+        self.ctx_len = ctx_len
+        # a canary is read as a session is: from the start state, on and on (not cut into windows that all
+        # restart at S0, where S0's prior would weigh on every position)
+        self.probe = TextProbe(config, params, tok, canaries, ctx_len=settings.probe_tokens, max_windows=1,
+                               wkv_impl=FORWARD_WKV)
+        self.params = params
+        self.frozen_eval = make_eval_fn(config, units=PLAIN, wkv_impl=FORWARD_WKV)
+        # recent held-out windows, per project (one key, "", without per-project states)
+        self.slices: dict[str, collections.deque[Window]] = {}
+        self.key = ""  # the project whose state the learner holds
+        self.start_canary: float | None = None
+        self.last_canary: float | None = None
+        self._last: dict[str, float] = {}  # last accepted canary bpb of the other projects' states
+        self._grads: dict[str, object] = {}  # ... and the canary gradient there
+        self.deltas: collections.deque[float] = collections.deque(maxlen=settings.window)
+        self.counts = collections.Counter()
+        self.probe_seconds = 0.0
+        self._seen = 0
+        self._recent: collections.deque[set] = collections.deque(maxlen=settings.recent_windows)
+        enc = [tok.encode(t) for t in canaries.values()]
+        per_token = sum(len(t.encode("utf-8")) for t in canaries.values()) / max(sum(map(len, enc)), 1)
+        self.n = max(4, round(settings.gram_bytes / per_token))  # 32 for bytes, ~8 for the World vocabulary
+        self._canary_grams = set().union(*(ngrams(e, self.n) for e in enc))
+        self._screened: list[dict] = []  # windows skipped since the last record
+        self.ref_grad: float | None = None  # the canary loss's start-state gradient norm at the run's start
+        self._cgrad = None  # the canary loss's gradient at the last accepted state (for the projection)
+        batch = self.probe.batch
+        loss = lambda tr: loss_and_metrics(tr, params, batch, config=config, units=PLAIN, wkv_impl="chunked",
+                                           remat=False)
+        # value and gradient in one pass: the canary of the state just made, and the direction the next
+        # update is projected against
+        self._value_and_grad = jax.jit(jax.value_and_grad(loss, has_aux=True))
+        self._steps = 0
+
+    # ----- the held-out slice: the source asks before training a live window -----
+    def divert(self, w: Window) -> bool:
+        """True when this live window is not trained on: it goes to the held-out slice, or `screen` skips it."""
+        self._seen += 1
+        if self.s.slice_every and self._seen % self.s.slice_every == 0:
+            key = (w.project or "") if self.per_project else ""
+            self.slices.setdefault(key, collections.deque(maxlen=self.s.slice_windows)).append(w)
+            return True
+        reason = self.screen(w)
+        if reason is not None:
+            self.counts["quarantined"] += 1
+            self._screened.append({"session": w.session, "reason": reason})
+            return True
+        return False
+
+    per_project = False  # set by the trainer with per-project states
+
+    @property
+    def slice(self) -> list[Window]:
+        return list(self.slices.get(self.key, ()))
+
+    def switch(self, key: str, trainable) -> None:
+        """The learner now holds project `key`'s state (`trainable`): its canary changes are measured against
+        its own past (a new project's state is probed as it starts)."""
+        if key == self.key:
+            return
+        if self.last_canary is not None:
+            self._last[self.key] = self.last_canary
+            self._grads[self.key] = self._cgrad
+        self.key = key
+        if self.start_canary is not None:
+            if key in self._last:
+                self.last_canary, self._cgrad = self._last[key], self._grads.get(key)
+            else:
+                self.last_canary, self._cgrad = self.canary_and_grad(trainable)
+
+    def screen(self, w: Window) -> str | None:
+        grams = ngrams(w.units, self.n)
+        if not grams:
+            return None
+        canary = len(grams & self._canary_grams) / len(grams)
+        if canary >= self.s.canary_overlap:
+            return f"{100 * canary:.0f}% of its {self.n}-grams are in a canary text"
+        seen = set().union(*self._recent) if self._recent else set()
+        old = len(grams & seen) / len(grams)
+        self._recent.append(grams)
+        if old >= self.s.redundant:
+            return f"redundant: {100 * old:.0f}% of its {self.n}-grams were in the last {len(self._recent) - 1} windows"
+        return None
+
+    def _project(self, learner, before) -> float | None:
+        """Project the start-state update onto {d : <d, grad canary loss> <= 0}; returns the share removed."""
+        if not self.s.project or before is None:
+            return None
+        if self._cgrad is None:  # resumed: not kept in checkpoints
+            self._cgrad = self.canary_and_grad(before.trainable)[1]
+        g = self._cgrad
+        pre, post = before.trainable, learner.trainable
+        names = [n for n in ("wkv", "att_shift", "ffn_shift") if getattr(post, n) is not None]
+        d = [getattr(post, n) - getattr(pre, n) for n in names]
+        gv = [getattr(g, n) for n in names]
+        dot = float(sum(jnp.vdot(a, b) for a, b in zip(d, gv)))
+        if dot <= 0:
+            return 0.0
+        gg = float(sum(jnp.vdot(b, b) for b in gv))
+        dd = float(sum(jnp.vdot(a, a) for a in d))
+        scale = dot / max(gg, 1e-30)
+        learner.trainable = dataclasses.replace(post, **{n: getattr(pre, n) + a - scale * b
+                                                       for n, a, b in zip(names, d, gv)})
+        learner.place()
+        return float(dot * dot / max(gg * dd, 1e-30))  # share of |d|^2 removed
+
+    def _canary(self, trainable) -> float:
+        return self.canary_and_grad(trainable)[0]
+
+    def canary_and_grad(self, trainable):
+        """Mean canary bits/byte under `trainable`, and the gradient of the canary loss there."""
+        (_, m), g = self._value_and_grad(trainable)
+        return float(np.mean(list(self.probe.per_text(to_host(m["window_nll"])).values()))), g
+
+    def _slice_bpb(self, trainable) -> float | None:
+        if not self.slice:
+            return None
+        wins = list(self.slice)
+        batch = make_batch(wins, [1.0] * len(wins), batch_size=self.s.slice_windows, ctx_len=self.ctx_len)
+        _, m = self.frozen_eval(trainable, self.params, batch)
+        m = to_host(m)
+        return float(m["bits"] / max(float(m["bytes"]), 1.0))
+
+    def _frozen_bpb(self, learner, live: list[Window]) -> float | None:
+        if not live:
+            return None
+        batch = make_batch(live, [1.0] * len(live), batch_size=len(live), ctx_len=learner.ctx_len)
+        _, m = self.frozen_eval(learner.trainable0, self.params, batch)
+        m = to_host(m)
+        return float(m["bits"] / max(float(m["bytes"]), 1.0))
+
+    def after_step(self, info: StepInfo) -> Veto | None:
+        t0 = time.perf_counter()
+        learner, rec = info.learner, info.record
+        if self._screened:
+            rec["screened"], self._screened = self._screened, []
+        self._steps += 1
+        if self.start_canary is None:  # the state before the first update of this run
+            self.start_canary, g0 = self.canary_and_grad(learner.trainable0)
+            self.ref_grad = float(state_norm(g0))
+            # the state this update started from (a resumed run's is not the zero state)
+            self.last_canary, self._cgrad = (self.start_canary, g0) if info.before is None else \
+                self.canary_and_grad(info.before.trainable)
+        removed = self._project(learner, info.before)
+        if removed is not None:
+            rec["projected_share"] = removed
+        canary, cgrad = self.canary_and_grad(learner.trainable)
+        frozen = self._frozen_bpb(learner, info.update.live)
+        grad = float(info.update.metrics["state_grad_norm"]) / max(self.ref_grad, 1e-30)
+        ood = None if frozen is None else frozen / self.start_canary
+        delta = canary - self.last_canary
+        rec.update(probed_canary_bpb=canary, canary_start_bpb=self.start_canary, canary_delta=delta,
+                   ood_ratio=ood, write_ratio=grad,
+                   frozen_live_bpb=frozen)
+        if self._steps % self.s.slice_probe_every == 0:
+            rec["heldout_slice_bpb"] = self._slice_bpb(learner.trainable)
+        reason = None
+        if canary > self.start_canary * (1 + self.s.canary_rel):
+            reason = (f"canary {canary:.4f} bpb is {100 * (canary / self.start_canary - 1):.2f}% above its start "
+                      f"{self.start_canary:.4f} (bound {100 * self.s.canary_rel:.1f}%)")
+        elif len(self.deltas) >= self.s.min_history and delta > self.s.mad_floor:
+            z = robust_z(delta, self.deltas, self.s.mad_floor)
+            if z >= self.s.z:
+                reason = f"canary change {delta:+.5f} bpb is an outlier (robust z {z:.1f} >= {self.s.z})"
+        quarantined = False
+        if reason is None and ood is not None and ood >= self.s.quarantine_bpb and grad >= self.s.quarantine_grad:
+            quarantined = True
+            reason = (f"out of distribution (frozen {frozen:.3f} bpb, {ood:.2f}x the canaries' >= "
+                      f"{self.s.quarantine_bpb}) and a heavy write (start-state gradient {grad:.2f}x the canaries' "
+                      f">= {self.s.quarantine_grad})")
+        self.probe_seconds += time.perf_counter() - t0
+        rec["probe_s"] = time.perf_counter() - t0
+        if reason is None:
+            self.deltas.append(delta)
+            self.last_canary, self._cgrad = canary, cgrad
+            self.counts["accepted"] += 1
+            rec.update(gate="accepted", gate_reason=None, canary_bpb=canary)
+            return None
+        decision = "quarantined" if quarantined else "rolled_back"
+        self.counts[decision] += 1
+        rec.update(gate=decision, gate_reason=reason, canary_bpb=self.last_canary)
+        return Veto(reason)
+
+    def state_dict(self) -> dict:
+        return {"start_canary": self.start_canary, "last_canary": self.last_canary, "ref_grad": self.ref_grad,
+                "deltas": list(self.deltas),
+                "counts": dict(self.counts), "seen": self._seen, "probe_seconds": self.probe_seconds,
+                "slices": {k: [w.to_dict() for w in v] for k, v in self.slices.items()}, "key": self.key,
+                "last_by_key": self._last}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.start_canary, self.last_canary, self.ref_grad = d["start_canary"], d["last_canary"], d["ref_grad"]
+        self.deltas.extend(d["deltas"])
+        self.counts.update(d["counts"])
+        for k, v in d["slices"].items():
+            self.slices[k] = collections.deque((Window.from_dict(w) for w in v), maxlen=self.s.slice_windows)
+        self._seen, self.probe_seconds, self.key = d["seen"], d["probe_seconds"], d["key"]
+        self._last = dict(d["last_by_key"])
