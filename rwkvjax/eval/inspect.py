@@ -70,10 +70,36 @@ def inspect(ckpt_dir: str | Path, last: int = 20) -> dict:
                    if len(prio) else {},
                    "top": [{"priority": round(float(prio[i]), 4),
                             "preview": (rep["texts"][i] or "")[:160]} for i in order]},
+        "gate": _gate_summary(host.get("gate"), rows),
+        "projects": None if not host.get("projects") else {
+            p: {"updates": host["projects"]["updates"][p], "replay": len(host["projects"]["replay"][p]["windows"])}
+            for p in host["projects"]["replay"]},
         "ingest": host["ingest"],
         "cursor_sessions": len(json.loads(host["cursor"]).get("sessions", {})),
         "pending_windows": len(host["ready"]),
     }
+
+
+def _gate_summary(gate: dict | None, rows: list[dict], last: int = 5) -> dict | None:
+    """Decisions of the update gate: counts (screened windows count as quarantined), the last reasons."""
+    if gate is None:
+        return None
+    reasons = []
+    for r in rows:
+        for w in r.get("screened") or []:
+            reasons.append({"step": r["step"], "decision": "quarantined (screened)", "reason": w["reason"],
+                            "session": w["session"]})
+        if r.get("gate") in ("rolled_back", "quarantined"):
+            reasons.append({"step": r["step"], "decision": r["gate"], "reason": r.get("gate_reason"),
+                            "session": ",".join(r.get("live_sessions") or [])})
+    steps = sum(gate["counts"].get(k, 0) for k in ("accepted", "rolled_back")) + \
+        sum(1 for r in rows if r.get("gate") == "quarantined")
+    return {"counts": {k: gate["counts"].get(k, 0) for k in ("accepted", "rolled_back", "quarantined")},
+            "screened_windows": sum(len(r.get("screened") or []) for r in rows),
+            "canary_start_bpb": gate.get("start_canary"), "canary_last_bpb": gate.get("last_canary"),
+            "probe_seconds_total": gate.get("probe_seconds"),
+            "probe_seconds_per_step": gate.get("probe_seconds", 0) / steps if steps else None,
+            "last_reasons": reasons[-last:]}
 
 
 def merge_stats(ckpt_dir: str | Path, top: int = 25) -> dict:
@@ -128,6 +154,17 @@ def format_inspect(r: dict) -> str:
     ]
     for t in r["replay"]["top"]:
         lines.append(f"  [{t['priority']}] {t['preview']!r}")
+    g = r.get("gate")
+    if g is not None:
+        c = g["counts"]
+        lines.append(f"gate: accepted {c['accepted']}  rolled back {c['rolled_back']}  quarantined "
+                     f"{c['quarantined']} (of which {g['screened_windows']} windows screened before training); "
+                     f"canary {f(g['canary_start_bpb'])} -> {f(g['canary_last_bpb'])} bpb; probe "
+                     f"{f(g['probe_seconds_per_step'])} s/step")
+        for x in g["last_reasons"]:
+            lines.append(f"  step {x['step']} {x['decision']}: {x['reason']}")
+    for p, v in (r.get("projects") or {}).items():
+        lines.append(f"project {p}: {v['updates']} updates, {v['replay']} replay windows")
     lines.append(f"ingestion {r['ingest']}  sessions in cursor {r['cursor_sessions']}  "
                  f"windows pending {r['pending_windows']}")
     return "\n".join(lines)

@@ -19,7 +19,8 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from rwkvjax.serve.chat import TURN_END, BadRequest, chat_prompt, parse_common, parse_messages, parse_prompt
+from rwkvjax.serve.chat import (TURN_END, BadRequest, chat_prompt, parse_common, parse_messages, parse_prompt,
+                                parse_session)
 from rwkvjax.serve.engine import QueueFull, Request, Sampling
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,14 @@ def build_app(server) -> Starlette:
             text = chat_prompt(parse_messages(body)) if chat else parse_prompt(body)
             if chat:
                 p["stop"] = tuple(dict.fromkeys(p["stop"] + (TURN_END,)))
-            start, start_key = server.start_state(p["model"])
+            session = parse_session(body) if chat else None
+            conv = None
+            if session is not None and server.tuner is not None:
+                conv = server.conversation(p["model"], session)
+                server.start_state(p["model"])  # an unknown model is a 404 before anything waits
+                await asyncio.to_thread(server.tuner.wait, conv[0])
+            use = conv[0] if conv is not None and server.has_state(conv[0]) else p["model"]
+            start, start_key = server.start_state(use)
             prompt = server.tokenizer.encode(text)
             if len(prompt) > server.max_prompt_tokens:
                 raise BadRequest(f"the prompt is {len(prompt)} tokens; this server takes at most "
@@ -97,6 +105,8 @@ def build_app(server) -> Starlette:
         except QueueFull as e:
             return error(429, f"the server is busy ({e}); retry shortly", code="rate_limit_exceeded",
                          headers={"Retry-After": "1"})
+        if conv is not None:
+            job.on_done = lambda reply: server.tuner.submit(conv[0], conv[1], text + reply + TURN_END)
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
         if p["stream"]:
@@ -126,6 +136,8 @@ def build_app(server) -> Starlette:
                 return error(500, payload)
             else:
                 text = "".join(pieces)
+                if job.on_done is not None:
+                    job.on_done(text)
                 usage = _usage(payload)
                 if chat:
                     choice = {"index": 0, "message": {"role": "assistant", "content": text.lstrip(" ")},
@@ -141,7 +153,7 @@ def build_app(server) -> Starlette:
         obj = "chat.completion.chunk" if chat else "text_completion"
         frame = lambda choices, **kw: "data: " + json.dumps({"id": rid, "object": obj, "created": created,
                                                              "model": p["model"], "choices": choices, **kw}) + "\n\n"
-        started = False
+        started, pieces = False, []
         try:
             if chat:
                 yield frame([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
@@ -153,6 +165,7 @@ def build_app(server) -> Starlette:
                         if not payload:
                             continue
                     started = True
+                    pieces.append(payload)
                     delta = {"content": payload} if chat else None
                     yield frame([{"index": 0, "delta": delta, "finish_reason": None}] if chat else
                                 [{"index": 0, "text": payload, "finish_reason": None, "logprobs": None}])
@@ -161,6 +174,8 @@ def build_app(server) -> Starlette:
                                                            "param": None, "code": None}}) + "\n\n"
                     break
                 else:
+                    if job.on_done is not None:
+                        job.on_done("".join(pieces))
                     end = {"index": 0, "finish_reason": payload["finish_reason"]}
                     yield frame([{**end, "delta": {}}] if chat else [{**end, "text": "", "logprobs": None}])
                     if p["include_usage"]:

@@ -86,6 +86,16 @@ def parse_common(body, *, default_max_tokens: int) -> dict:
     }
 
 
+def parse_session(body: dict) -> str | None:
+    """The optional `session` field (an rwkvjax extension): names the conversation for test-time training."""
+    s = body.get("session")
+    if s is None:
+        return None
+    if not isinstance(s, str) or not re.fullmatch(r"[\w.@+-]{1,100}", s):
+        raise BadRequest("'session' must be 1-100 letters, digits or . _ - + @", "session")
+    return s
+
+
 def parse_messages(body: dict) -> list[dict]:
     msgs = body.get("messages")
     if not isinstance(msgs, list) or not msgs:

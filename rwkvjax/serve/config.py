@@ -45,11 +45,19 @@ class ServeConfig:
     prefill_chunk: int = option(256, help="prompt tokens prefilled between two decode steps")
     cache_mb: int = option(256, help="prefix-state cache budget (MB)")
     warmup: bool = option(True, help="compile every decode batch size and prefill piece before serving")
+    ttt: bool = option(False, help="test-time training: a chat request with a `session` field adapts that "
+                                   "conversation's own state <model>/<session> between turns (needs --states)")
+    ttt_steps: int = option(4, help="with --ttt: gated state-tuning steps per turn")
+    ttt_lr: float = option(0.05, help="with --ttt: learning rate of those steps")
 
     def __post_init__(self):
         for name in ("port", "max_batch", "max_waiting", "max_prompt_tokens", "max_tokens", "prefill_chunk"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
+        if self.ttt and not self.states:
+            raise ConfigError("--ttt needs --states DIR (each conversation's state is stored there)")
+        if self.ttt_steps <= 0 or not self.ttt_lr > 0:
+            raise ConfigError(f"--ttt-steps {self.ttt_steps} / --ttt-lr {self.ttt_lr}: must be > 0")
         if self.cache_mb < 0:
             raise ConfigError(f"--cache-mb {self.cache_mb}: must be >= 0")
         if self.prefill_chunk & (self.prefill_chunk - 1):

@@ -60,6 +60,7 @@ class Request:
     sampling: Sampling
     emit: Callable[[str, object], None]
     cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
+    on_done: Callable[[str], None] | None = None  # called by the app with the whole reply (test-time training)
     # engine-side progress
     fed: int = 0                 # prompt tokens already in the state
     cached: int = 0              # of which came from the prefix cache

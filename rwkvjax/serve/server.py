@@ -39,6 +39,20 @@ class Server:
                              cache_bytes=cfg.cache_mb << 20)
         self._states: dict[str, tuple[tuple, State]] = {}
         self._lock = threading.Lock()
+        self.tuner = None
+        if cfg.ttt:  # the learner takes the stacked weights (the engine decodes on the per-layer copy)
+            from rwkvjax.serve.ttt import ConversationTuner, TTTSettings
+            self.tuner = ConversationTuner(self.config, params, self.tokenizer, StateStore(cfg.states),
+                                           base_hash=self.base_hash, tokenizer_id=self.tok_id,
+                                           settings=TTTSettings(steps=cfg.ttt_steps, lr=cfg.ttt_lr))
+
+    def conversation(self, model: str, session: str) -> tuple[str, str | None]:
+        """(the conversation's state name, the state it starts from: None for the base model)."""
+        parent = None if model in (BASE, self.model_name) else model
+        return f"{parent or BASE}/{session}", parent
+
+    def has_state(self, name: str) -> bool:
+        return self.store is not None and any(r.name == name for r in self.store.records())
 
     def start_state(self, name: str) -> tuple[State, str]:
         """(batch-1 start state, its prefix-cache key) for a request's `model` field; LookupError if unknown."""
@@ -95,6 +109,8 @@ def serve(cfg, *, model=None, sock: socket.socket | None = None, ready: threadin
         us.run(sockets=[sock] if sock is not None else None)
     finally:
         server.engine.stop()
+        if server.tuner is not None:
+            server.tuner.stop()
 
 
 def _signal_ready(us, ready: threading.Event):

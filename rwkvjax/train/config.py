@@ -75,10 +75,10 @@ class TrainConfig:
                                                 "licence)")
     gate_canary_rel: float = option(0.01, help="gate: roll back past this relative canary bpb rise over the start")
     gate_z: float = option(6.0, help="gate: roll back at this robust z of the canary change")
-    gate_quarantine_bpb: float = option(1.6, help="gate: live windows whose frozen bpb is this many times the "
+    gate_quarantine_bpb: float = option(1.85, help="gate: live windows whose frozen bpb is this many times the "
                                                   "canaries' are out of distribution (calibration: "
                                                   "benchmarks/gate_calibration.py)")
-    gate_quarantine_grad: float = option(3.0, help="gate: an update whose start-state gradient norm is this many "
+    gate_quarantine_grad: float = option(1.0, help="gate: an update whose start-state gradient norm is this many "
                                                    "times the canaries' is a heavy write; both together quarantine")
     gate_slice_every: int = option(16, help="gate: every n-th new window is held out as the recent probe slice "
                                             "(0: none)")

@@ -14,8 +14,9 @@ of the stream (windows diverted from training), both read from the start state j
   (benchmarks/gate_calibration.py). Neither signal alone quarantines: base64, hashes, minified code and
   instruction-like text are normal in coding sessions.
 Before training, `screen` skips windows that carry no new information or that would contaminate the probe:
-a window whose 8-grams were nearly all seen in the recent windows (a repeated line, a re-read file), or
-that is mostly a copy of a canary text (canaries must never be trained on). And with `project`, the
+a window whose n-grams (about 32 bytes each) are nearly all repeats, of each other or of the recent windows
+(a flood of one line, a re-read file), or that holds a verbatim canary passage of about two n-grams or more
+(canaries must never be trained on). And with `project`, the
 update of the start state is projected so that it does not increase the canary loss to first order (A-GEM,
 Chaudhry et al. 2019, arXiv:1812.00420, applied to the final update, after AdamW): learning continues
 without spending the canary bound.
@@ -52,8 +53,8 @@ class GateSettings:
     window: int = 64               # accepted changes kept for the robust statistics
     min_history: int = 8           # before this many, only the relative bound applies
     mad_floor: float = 1e-3        # bits/byte: the smallest MAD (0.1% of a typical 1-3 bpb canary)
-    quarantine_bpb: float = 1.6    # live frozen bpb / canary frozen bpb at or above which windows are out of distribution
-    quarantine_grad: float = 3.0   # start-state gradient norm / the canary loss's, at or above which it is a heavy write
+    quarantine_bpb: float = 1.85   # live frozen bpb / canary frozen bpb at or above which windows are out of distribution
+    quarantine_grad: float = 1.0   # start-state gradient norm / the canary loss's, at or above which it is a heavy write
     slice_windows: int = 8         # recent held-out windows probed
     slice_every: int = 16          # every n-th live window goes to the held-out slice instead of training
     slice_probe_every: int = 8     # steps between probes of the held-out slice (it is recorded, not decided on)
@@ -62,15 +63,27 @@ class GateSettings:
     gram_bytes: int = 32           # n-grams of about this many bytes (8 World tokens, 32 bytes) for the screens
     redundant: float = 0.9         # skip a window when this share of its n-grams was seen in the recent windows
     recent_windows: int = 64       # windows whose 8-grams count as recent
-    canary_overlap: float = 0.5    # skip a window when this share of its n-grams occurs in a canary text
 
 
-def ngrams(units, n: int = 8) -> set[int]:
+def gram_seq(units, n: int) -> list:
+    """The n-grams of `units` in order (one, the whole sequence, when it is shorter than n)."""
     u = np.asarray(units, np.int64)
     if len(u) < n:
-        return {hash(u.tobytes())}
+        return [u.tobytes()]
     v = np.lib.stride_tricks.sliding_window_view(u, n)
-    return set(np.frombuffer(np.ascontiguousarray(v).tobytes(), dtype=f"V{8 * n}").tolist())
+    return np.frombuffer(np.ascontiguousarray(v).tobytes(), dtype=f"V{8 * n}").tolist()
+
+
+def ngrams(units, n: int) -> set:
+    return set(gram_seq(units, n))
+
+
+def longest_run(seq: list, members: set) -> int:
+    best = run = 0
+    for g in seq:
+        run = run + 1 if g in members else 0
+        best = max(best, run)
+    return best
 
 
 def robust_z(x: float, history, mad_floor: float) -> float:
@@ -159,17 +172,21 @@ class UpdateGate(Hook):
                 self.last_canary, self._cgrad = self.canary_and_grad(trainable)
 
     def screen(self, w: Window) -> str | None:
-        grams = ngrams(w.units, self.n)
-        if not grams:
-            return None
-        canary = len(grams & self._canary_grams) / len(grams)
-        if canary >= self.s.canary_overlap:
-            return f"{100 * canary:.0f}% of its {self.n}-grams are in a canary text"
+        seq = gram_seq(w.units, self.n)
+        grams = set(seq)
+        # a verbatim canary passage of about 2 n-grams (64 bytes) or more: longer than shared phrases are
+        run = longest_run(seq, self._canary_grams)
+        if run > self.n:
+            return f"holds a canary passage ({run + self.n - 1} units verbatim)"
         seen = set().union(*self._recent) if self._recent else set()
-        old = len(grams & seen) / len(grams)
+        # new information: distinct n-grams not seen in the recent windows, over all the n-grams it has (a
+        # window that repeats itself, a flood of one line, is redundant even the first time)
+        total = max(len(w.units) - self.n + 1, 1)
+        new = len(grams - seen)
         self._recent.append(grams)
-        if old >= self.s.redundant:
-            return f"redundant: {100 * old:.0f}% of its {self.n}-grams were in the last {len(self._recent) - 1} windows"
+        if 1 - new / total >= self.s.redundant:
+            return (f"redundant: {new} of its {total} {self.n}-grams are new (repeats within it and the last "
+                    f"{len(self._recent) - 1} windows)")
         return None
 
     def _project(self, learner, before) -> float | None:

@@ -63,7 +63,10 @@ def test_screen_skips_repeats_and_canary_copies(demo):
     assert "redundant" in gate.screen(dataclasses.replace(first, session="b"))
     canary = next(iter(demo[3].values()))
     w = _windows(demo, "c", canary[1000:1000 + CTX])[0]
-    assert "canary" in gate.screen(w)
+    assert "canary passage" in gate.screen(w)
+    # a short shared phrase is not a copy
+    w = _windows(demo, "d", "x = 1\n" + canary[1000:1000 + 40] + "\ny = 2 and more text after it")[0]
+    assert gate.screen(w) is None
 
 
 def _run(learner, gate, windows, steps):

@@ -1,0 +1,66 @@
+"""Test-time training in the server: a conversation adapts its own state, never the shared ones."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+
+import openai
+
+import rwkvjax
+from rwkvjax.io.states import StateStore
+from rwkvjax.train.run import DEMO_MODEL
+from tests.serve.conftest import running_server
+from tests.serve.test_server import _post
+
+
+def _wait_for(store: StateStore, name: str, pred=lambda r: True, timeout=300):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        rec = next((r for r in store.records() if r.name == name), None)
+        if rec is not None and pred(rec):
+            return rec
+        time.sleep(0.2)
+    raise AssertionError(f"state {name} did not appear in {timeout} s")
+
+
+def test_conversation_state_is_tuned_between_turns_and_shared_states_are_untouched(tmp_path):
+    from rwkvjax.model.params import params_hash
+    from rwkvjax.text.tokenizer import for_vocab, tokenizer_id
+    model = rwkvjax.load(DEMO_MODEL)
+    store = StateStore(tmp_path / "states")
+    config = model[0]
+    import numpy as np
+    shared = store.put("proj", np.zeros((config.n_layer, config.n_head, config.head_size, config.head_size),
+                                        np.float32), base_hash=params_hash(model[1]),
+                       tokenizer=tokenizer_id(for_vocab(config.vocab_size)))
+    files = sorted((tmp_path / "states").glob(f"{shared.id}.*"))
+    before = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+    with running_server(model, states=str(tmp_path / "states"), ttt=True, ttt_steps=2) as url:
+        c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=300)
+        msgs = [{"role": "user", "content": "The build fails in parse_config when the YAML file has tabs. "
+                                            "Where does parse_config read the file?"}]
+        r1 = c.chat.completions.create(model="proj", messages=msgs, max_tokens=16, temperature=0,
+                                       extra_body={"session": "s1"})
+        rec1 = _wait_for(store, "proj/s1")
+        assert rec1.parent == shared.id and rec1.source["ttt"] == "proj/s1" and rec1.source["steps"] == 2
+        ids = [m.id for m in c.models.list().data]
+        assert "proj/s1" in ids
+        msgs += [{"role": "assistant", "content": r1.choices[0].message.content},
+                 {"role": "user", "content": "And where are tabs rejected?"}]
+        r2 = c.chat.completions.create(model="proj", messages=msgs, max_tokens=8, temperature=0,
+                                       extra_body={"session": "s1"})
+        assert r2.choices[0].finish_reason in ("stop", "length")
+        rec2 = _wait_for(store, "proj/s1", lambda r: r.source["tokens"] > rec1.source["tokens"])
+        assert rec2.id == rec1.id  # the conversation keeps one state, updated in place
+        # without a session nothing is tuned
+        c.chat.completions.create(model="proj", messages=msgs[:1], max_tokens=4, temperature=0)
+        st, _, e = _post(url, "/v1/chat/completions", json.dumps(
+            {"model": "proj", "messages": msgs[:1], "session": "bad name!"}).encode())
+        assert st == 400 and e["error"]["param"] == "session"
+    after = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+    assert after == before  # the shared state was never written
+    assert sorted(r.name for r in store.records()) == ["proj", "proj/s1"]
+    shutil.rmtree(tmp_path / "states")
