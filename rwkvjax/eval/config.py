@@ -11,8 +11,9 @@ from rwkvjax.train.config import DEFAULT_MODEL, check_positive
 # learners and the protocols scored from them (`*_reset`: the state goes back to the start state every
 # --reset-every tokens; `tuned_tbptt`: S0 trained on each session's first tbptt_windows x ctx_len tokens as one
 # sequence, the gradient flowing through the carried state across its windows)
+# `tuned_gated`: tuned_replay with every update through the update gate (train/gate.py), as `train` runs it)
 ARMS = ("frozen", "frozen_reset", "carry", "tuned", "tuned_reset", "tuned_tbptt", "tuned_replay",
-        "tuned_replay_reducible", "merges")
+        "tuned_replay_reducible", "tuned_gated", "merges")
 
 
 

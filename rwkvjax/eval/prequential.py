@@ -11,8 +11,10 @@ sessions, on the same bytes. Protocol: Dawid's prequential principle (https://do
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
+import threading
 import time
 
 import jax
@@ -31,6 +33,7 @@ from rwkvjax.model.params import params_hash
 from rwkvjax.model.state import State
 from rwkvjax.train.data import Window, stream_windows
 from rwkvjax.train.learner import Learner
+from rwkvjax.train.loop import train_loop
 from rwkvjax.train.optim import OptimConfig, state_tuning_optimizer
 from rwkvjax.train.probe import default_canaries, read_texts
 from rwkvjax.train.replay import ReplayBuffer, ReplaySettings
@@ -40,7 +43,7 @@ __all__ = ["ARMS", "EvalConfig", "ROLES", "Session", "load_sessions", "run_eval"
 
 LN2 = math.log(2.0)
 POSITION_BUCKETS = ((0, 256), (256, 1024), (1024, 4096), (4096, None))
-LEARNERS = ("tuned", "tuned_tbptt", "tuned_replay", "tuned_replay_reducible", "merges")
+LEARNERS = ("tuned", "tuned_tbptt", "tuned_replay", "tuned_replay_reducible", "tuned_gated", "merges")
 RESET_OF = {"frozen_reset": "frozen", "tuned_reset": "tuned"}
 
 
@@ -57,9 +60,9 @@ class Arm:
         self.learner = None
         if name in LEARNERS:
             replay = None
-            if name in ("tuned_replay", "tuned_replay_reducible", "merges"):
-                replay = ReplayBuffer(ReplaySettings(priority="surprise" if name == "tuned_replay" else "reducible"),
-                                      seed=cfg.seed)
+            if name in ("tuned_replay", "tuned_replay_reducible", "tuned_gated", "merges"):
+                replay = ReplayBuffer(ReplaySettings(
+                    priority="surprise" if name in ("tuned_replay", "tuned_gated") else "reducible"), seed=cfg.seed)
             tx = state_tuning_optimizer(self.trainable0, OptimConfig(
                 state_lr=cfg.lr, state_lr_final=cfg.lr_final, hyper_lr=cfg.hyper_lr, decay_steps=1000))
             live = 1 if name == "tuned_tbptt" else cfg.live_per_step
@@ -67,6 +70,13 @@ class Arm:
                                    replay_per_step=cfg.replay_per_step, replay=replay,
                                    units=MERGED if self.merges else PLAIN,
                                    n_slots=self.dyntok.settings.n_slots if self.merges else None, max_traces=None)
+        self.gate = None
+        if name == "tuned_gated":  # the same transaction `train` runs: probe, commit or roll back
+            from rwkvjax.train.gate import GateSettings, UpdateGate
+            from rwkvjax.train.probe import default_canaries, read_texts
+            self.gate = UpdateGate(config, params, tok, read_texts(default_canaries()), ctx_len=self.ctx_len,
+                                   settings=GateSettings(slice_every=0))
+        self.decisions: collections.Counter = collections.Counter()
         self.carried: State | None = None
         self.trained_sessions: set[str] = set()
         self.train_tokens = 0
@@ -112,10 +122,23 @@ class Arm:
         live_all = wins[: self.cfg.max_windows_per_session]
         n = self.learner.live_per_step
         t0 = time.perf_counter()
-        for i in range(0, len(live_all), n):
-            upd = self.learner.update(live_all[i:i + n])
-            self.train_tokens += int(sum(len(w.units) for w in upd.live + upd.replayed))
-            self.trained_sessions.update(w.session for w in upd.live + upd.replayed)
+        if self.gate is not None:
+            live_all = [w for w in live_all if not self.gate.divert(w)]  # screened windows are not trained on
+            recs = []
+
+            def describe(step, upd):
+                self.train_tokens += int(sum(len(w.units) for w in upd.live + upd.replayed))
+                recs.append({"step": step})
+                return recs[-1]
+            train_loop(self.learner, (live_all[i:i + n] for i in range(0, len(live_all), n)), [self.gate],
+                       step=0, steps=None, stop=threading.Event(), describe=describe)
+            self.decisions.update(r.get("gate") for r in recs)
+            self.trained_sessions.update(w.session for w in self.learner.replay.windows)
+        else:
+            for i in range(0, len(live_all), n):
+                upd = self.learner.update(live_all[i:i + n])
+                self.train_tokens += int(sum(len(w.units) for w in upd.live + upd.replayed))
+                self.trained_sessions.update(w.session for w in upd.live + upd.replayed)
         jax.block_until_ready(self.learner.trainable.wkv)
         self.train_seconds += time.perf_counter() - t0
 
@@ -199,6 +222,7 @@ def run_eval(cfg: EvalConfig, model, *, log=print) -> dict:
         own = n in arms
         res["timing"][n] = {
             "updates": a.updates if own else 0, "train_seconds": a.train_seconds if own else 0.0,
+            "gate": dict(a.gate.counts) if own and a.gate is not None else None,
             "updates_per_s": a.updates / a.train_seconds if own and a.train_seconds else None,
             "train_tokens_per_s": a.train_tokens / a.train_seconds if own and a.train_seconds else None,
             "score_tokens_per_s": sum(r["tokens"] for r in res["sessions"]) / max(score_seconds[n], 1e-9)}
