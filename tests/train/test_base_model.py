@@ -1,0 +1,47 @@
+"""The shipped base model (issue 12): loads in bf16 within its size budget, its recipe names every corpus root and
+whole held-out packages, and it beats the demo model on a package neither trained on."""
+
+from __future__ import annotations
+
+import json
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+
+import rwkvjax
+from rwkvjax.eval.scoring import score_stream
+from rwkvjax.train.run import DATA, DEMO_MODEL
+
+BASE = DATA / "base_model.safetensors"
+
+
+def test_base_model_file_and_recipe():
+    assert BASE.stat().st_size <= 25 * 2**20
+    from safetensors import safe_open
+    with safe_open(str(BASE), "np") as f:
+        assert all(str(f.get_slice(k).get_dtype()) == "BF16" for k in f.keys() if "time_" not in k), \
+            {k: f.get_slice(k).get_dtype() for k in f.keys()}
+    cfg, _ = rwkvjax.load(BASE)
+    assert cfg.vocab_size == 256
+    for name in ("base_model.recipe.json", "base_model.phase1.recipe.json"):
+        r = json.loads((DATA / name).read_text())
+        roots = r["corpus"]["roots"]
+        assert roots and not any("claude" in x.lower() for x in roots)  # never the transcripts
+        assert r["corpus"]["heldout_packages"] == sorted(r["pretrain_config"]["heldout_packages"])
+    log = [json.loads(x) for x in (DATA / "base_model.metrics.jsonl").read_text().splitlines()]
+    assert log[-1]["heldout_bits_per_byte"] < log[0]["heldout_bits_per_byte"]
+
+
+def test_base_model_beats_the_demo_model_on_an_unseen_package():
+    site = Path(sysconfig.get_paths()["purelib"]) / "hypothesis"  # held out of the base model's pretraining
+    files = sorted(site.rglob("*.py"))[::40][:3]
+    assert files, "hypothesis (the dev extra) is not installed"
+    data = b"".join(f.read_bytes()[:3000] for f in files)
+    ids = np.frombuffer(data, np.uint8).astype(np.int32)
+    bpb = {}
+    for name, path in (("base", BASE), ("demo", DEMO_MODEL)):
+        cfg, params = rwkvjax.load(path)
+        nll, _ = score_stream(params, cfg, ids, rwkvjax.zero_state(cfg, 1))
+        bpb[name] = float(nll.sum() / np.log(2) / len(data))
+    assert bpb["base"] < bpb["demo"] - 0.2, bpb
