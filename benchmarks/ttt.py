@@ -56,7 +56,7 @@ def main():
     config, params = rwkvjax.load(a.model)
     tok = for_vocab(config.vocab_size)
     sessions = split_by_time(load_sessions(a.traces, tok), 0.3)
-    held = [s for s in sessions if s.heldout and s.parent is None][-a.sessions:]
+    held = [s for s in sessions if s.heldout][-a.sessions:]
     store = StateStore(tempfile.mkdtemp())
     tuner = ConversationTuner(config, params, tok, store, base_hash=params_hash(params),
                               tokenizer_id=tokenizer_id(tok), settings=TTTSettings(steps=a.steps, lr=a.lr))
