@@ -120,6 +120,8 @@ class UpdateGate(Hook):
         self.probe_seconds = 0.0
         self._seen = 0
         self._recent: collections.deque[set] = collections.deque(maxlen=settings.recent_windows)
+        # the same windows' units: what a checkpoint keeps, so a resumed run screens exactly as this one would
+        self._recent_units: collections.deque[list] = collections.deque(maxlen=settings.recent_windows)
         enc = [tok.encode(t) for t in canaries.values()]
         per_token = sum(len(t.encode("utf-8")) for t in canaries.values()) / max(sum(map(len, enc)), 1)
         self.n = max(4, round(settings.gram_bytes / per_token))  # 32 for bytes, ~8 for the World vocabulary
@@ -184,6 +186,7 @@ class UpdateGate(Hook):
         total = max(len(w.units) - self.n + 1, 1)
         new = len(grams - seen)
         self._recent.append(grams)
+        self._recent_units.append(np.asarray(w.units).tolist())
         if 1 - new / total >= self.s.redundant:
             return (f"redundant: {new} of its {total} {self.n}-grams are new (repeats within it and the last "
                     f"{len(self._recent) - 1} windows)")
@@ -293,7 +296,8 @@ class UpdateGate(Hook):
                 "deltas": list(self.deltas),
                 "counts": dict(self.counts), "seen": self._seen, "probe_seconds": self.probe_seconds,
                 "slices": {k: [w.to_dict() for w in v] for k, v in self.slices.items()}, "key": self.key,
-                "last_by_key": self._last}
+                "last_by_key": self._last, "recent_units": list(self._recent_units),
+                "screened_pending": self._screened}
 
     def load_state_dict(self, d: dict) -> None:
         self.start_canary, self.last_canary, self.ref_grad = d["start_canary"], d["last_canary"], d["ref_grad"]
@@ -303,3 +307,7 @@ class UpdateGate(Hook):
             self.slices[k] = collections.deque((Window.from_dict(w) for w in v), maxlen=self.s.slice_windows)
         self._seen, self.probe_seconds, self.key = d["seen"], d["probe_seconds"], d["key"]
         self._last = dict(d["last_by_key"])
+        for u in d["recent_units"]:
+            self._recent_units.append(u)
+            self._recent.append(ngrams(u, self.n))
+        self._screened = list(d["screened_pending"])
