@@ -222,20 +222,12 @@ class UpdateGate(Hook):
         (_, m), g = self._value_and_grad(trainable)
         return float(np.mean(list(self.probe.per_text(to_host(m["window_nll"])).values()))), g
 
-    def _slice_bpb(self, trainable) -> float | None:
-        if not self.slice:
+    def _bpb(self, trainable, windows: list[Window], *, batch_size: int, ctx_len: int) -> float | None:
+        """Bits per byte of `windows` (one batch), each read from `trainable`; None without windows."""
+        if not windows:
             return None
-        wins = list(self.slice)
-        batch = make_batch(wins, [1.0] * len(wins), batch_size=self.s.slice_windows, ctx_len=self.ctx_len)
+        batch = make_batch(windows, [1.0] * len(windows), batch_size=batch_size, ctx_len=ctx_len)
         _, m = self.frozen_eval(trainable, self.params, batch)
-        m = to_host(m)
-        return float(m["bits"] / max(float(m["bytes"]), 1.0))
-
-    def _frozen_bpb(self, learner, live: list[Window]) -> float | None:
-        if not live:
-            return None
-        batch = make_batch(live, [1.0] * len(live), batch_size=len(live), ctx_len=learner.ctx_len)
-        _, m = self.frozen_eval(learner.trainable0, self.params, batch)
         m = to_host(m)
         return float(m["bits"] / max(float(m["bytes"]), 1.0))
 
@@ -255,7 +247,8 @@ class UpdateGate(Hook):
         if removed is not None:
             rec["projected_share"] = removed
         canary, cgrad = self.canary_and_grad(learner.trainable)
-        frozen = self._frozen_bpb(learner, info.update.live)
+        live = info.update.live
+        frozen = self._bpb(learner.trainable0, live, batch_size=len(live), ctx_len=learner.ctx_len)
         grad = float(info.update.metrics["state_grad_norm"]) / max(self.ref_grad, 1e-30)
         ood = None if frozen is None else frozen / self.start_canary
         delta = canary - self.last_canary
@@ -263,7 +256,8 @@ class UpdateGate(Hook):
                    ood_ratio=ood, write_ratio=grad,
                    frozen_live_bpb=frozen)
         if self._steps % self.s.slice_probe_every == 0:
-            rec["heldout_slice_bpb"] = self._slice_bpb(learner.trainable)
+            rec["heldout_slice_bpb"] = self._bpb(learner.trainable, self.slice, batch_size=self.s.slice_windows,
+                                                 ctx_len=self.ctx_len)
         reason = None
         if canary > self.start_canary * (1 + self.s.canary_rel):
             reason = (f"canary {canary:.4f} bpb is {100 * (canary / self.start_canary - 1):.2f}% above its start "
