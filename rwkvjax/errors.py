@@ -39,3 +39,9 @@ class HubError(UserError, RuntimeError):
 
 class VocabError(UserError, ValueError):
     """A tokenizer vocabulary file is malformed."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread by the CLI's handler. It derives from `KeyboardInterrupt` so every
+    command's Ctrl-C path (save what it has, then stop) also runs on SIGTERM; the CLI exits 143 for it, 130
+    for Ctrl-C."""

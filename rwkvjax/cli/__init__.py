@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from ingest.errors import InputError
-from rwkvjax.errors import UserError
+from rwkvjax.errors import Terminated, UserError
 
 # name -> (module, one-line help)
 COMMANDS = {
@@ -54,17 +56,29 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. User errors (`rwkvjax.errors.UserError`, `ingest.errors.InputError`) print one line
-    and return 2; Ctrl-C returns 130; anything else is a bug and keeps its traceback."""
+    and return 2; Ctrl-C returns 130 and SIGTERM 143, after the command saved what it had (SIGTERM is raised
+    as `Terminated`, a `KeyboardInterrupt`, so both take the same path); anything else is a bug and keeps its
+    traceback. A command's `run` may return its own exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if threading.current_thread() is threading.main_thread():  # (tests call main from other threads)
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         args = build_parser(argv).parse_args(argv)
-        importlib.import_module(COMMANDS[args.command][0]).run(args)
+        status = importlib.import_module(COMMANDS[args.command][0]).run(args)
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except (UserError, InputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return int(status or 0)
+
