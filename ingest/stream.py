@@ -13,6 +13,20 @@
 - The child's stderr is drained into the log. If the child dies before it is done it is restarted with
   exponential backoff; the new child reads the history again and the producer-side cursor drops what was
   already queued, so nothing is lost or repeated.
+
+The child's lifetime: only this process decides it, and the child never outlives it.
+- The child runs in its own process group, so a terminal's Ctrl-C (SIGINT to the foreground group) or a
+  signal to the trainer's group reaches only the parent, which then closes the stream (below). Were the
+  child in the group, it would die of the same signal and look like a crash to restart.
+- Its stdin is a pipe that the parent never writes. `aclose()` closes it and the bridge exits (SIGTERM,
+  then SIGKILL, only if it does not). When the parent dies by any means, SIGKILL included, the kernel
+  closes the pipe and the bridge exits as well; the bridge also exits when its parent pid changes, in case
+  the pipe's write end leaked into another process (e.g. a fork of the parent). No PR_SET_PDEATHSIG: it
+  needs code between fork and exec (preexec_fn, unsafe in a threaded parent like the trainer) and fires
+  when the forking thread ends, not the process.
+- No restart once `aclose()` has begun, and none when the child was stopped by SIGINT or SIGTERM (exit
+  status -2/-15, or 130/143 from the bridge's handlers): someone signalled it on purpose, e.g. a service
+  manager stopping the whole unit, so the stream ends (with a warning) rather than fighting the signal.
 """
 
 from __future__ import annotations
@@ -88,6 +102,10 @@ class _Done:
 
 _DONE = _Done()
 
+# Exit statuses of a child stopped on purpose by a signal: killed by it, or the bridge's handler (128 + n).
+_STOP_STATUS = {-signal.SIGINT: "SIGINT", -signal.SIGTERM: "SIGTERM",
+                128 + signal.SIGINT: "SIGINT", 128 + signal.SIGTERM: "SIGTERM"}
+
 
 class TraceStream:
     def __init__(self, mode: str = "replay", *, projects: str | os.PathLike | None = None,
@@ -116,6 +134,8 @@ class TraceStream:
         self.normalizer = Normalizer(self._redactor)
         self._task: asyncio.Task | None = None
         self._proc: asyncio.subprocess.Process | None = None
+        self._closing = False   # aclose() has begun: a child that exits now is not restarted
+        self._stopped_by: str | None = None   # the signal that stopped the last child on purpose
         self.caught_up = asyncio.Event()
 
     @property
@@ -151,13 +171,16 @@ class TraceStream:
         return item
 
     async def aclose(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-        await self._stop_child()
+        self._closing = True
+        try:
+            if self._task is not None and not self._task.done():
+                self._task.cancel()
+                try:
+                    await self._task
+                except (asyncio.CancelledError, Exception):
+                    pass
+        finally:  # even when aclose() itself is cancelled: the child must not outlive the stream
+            await self._stop_child()
 
     # producer side -------------------------------------------------------------------------------
     async def _emit(self, rec: dict) -> None:
@@ -183,7 +206,7 @@ class TraceStream:
             await self._queue.put(e)
 
     def _argv(self) -> list[str]:
-        argv = [_node(), str(BRIDGE), "--mode", self.mode]
+        argv = [_node(), str(BRIDGE), "--mode", self.mode, "--supervised"]
         if self.files is not None:
             argv += ["--files", *map(str, self.files)]
         else:
@@ -199,7 +222,11 @@ class TraceStream:
             self._redactor.counts.clear()
             started = loop.time()
             finished = await self._run_child()
-            if finished:
+            if finished or self._closing:
+                return
+            if self._stopped_by is not None:
+                log.warning("ccsniff bridge was stopped by %s from outside; the trace stream ends here",
+                            self._stopped_by)
                 return
             if loop.time() - started > 60:
                 delay = self.backoff[0]  # it ran fine for a while: this is a fresh failure, not a crash loop
@@ -215,9 +242,10 @@ class TraceStream:
         env = dict(os.environ)
         if self.projects is not None:
             env["CLAUDE_PROJECTS_DIR"] = str(self.projects)
+        self._stopped_by = None
         self._proc = proc = await asyncio.create_subprocess_exec(
-            *self._argv(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
-            limit=_PIPE_CHUNK, cwd=str(REPO))
+            *self._argv(), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env, limit=_PIPE_CHUNK, cwd=str(REPO), process_group=0)
         drain = asyncio.create_task(self._drain(proc.stderr))
         caught_up = False
         try:
@@ -236,7 +264,9 @@ class TraceStream:
             if not drain.done():
                 drain.cancel()
         self._proc = None
-        if rc != 0:
+        proc.stdin.close()
+        self._stopped_by = _STOP_STATUS.get(rc)
+        if rc != 0 and self._stopped_by is None:
             log.warning("ccsniff bridge exit status %s", rc)
         return self.mode == "replay" and rc == 0 and caught_up
 
@@ -252,13 +282,15 @@ class TraceStream:
         # SIGTERM, and asyncio reports the exit only once the pipes are drained and closed.
         discard = asyncio.create_task(_discard(proc.stdout))
         try:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), timeout=3)
-            except asyncio.TimeoutError:
-                proc.kill()
-                await proc.wait()
+            proc.stdin.close()  # the bridge's cue to exit (its stdin ends)
+            for escalate in (lambda: proc.send_signal(signal.SIGTERM), proc.kill):
+                try:
+                    await asyncio.wait_for(proc.wait(), timeout=3)
+                    return
+                except asyncio.TimeoutError:
+                    if proc.returncode is None:
+                        escalate()
+            await proc.wait()
         finally:
             discard.cancel()
 

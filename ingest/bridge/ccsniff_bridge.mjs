@@ -5,7 +5,12 @@
 // timestamp, message id, agent id) and fixes three lossy spots of 1.1.38 (see _route, _conv, _readBytes).
 // It never calls vault(), so nothing is copied to ~/.claude/history-backup.
 //
-// usage: node ccsniff_bridge.mjs --mode replay|live [--dir DIR] [--files F ...]
+// usage: node ccsniff_bridge.mjs --mode replay|live [--dir DIR] [--files F ...] [--supervised]
+//
+// --supervised (ingest/stream.py passes it): stdin is a pipe the parent never writes. The bridge exits when
+// that pipe ends (the parent closed it to stop us, or the parent died, even by SIGKILL: the kernel closes
+// it) or when its parent process changes (a second guard, for a parent whose pipe end leaked into another
+// process). Without the flag stdin is left alone, so a standalone run works with any stdin.
 import fs from 'fs';
 import path from 'path';
 import { JsonlWatcher, DEFAULT_DIR } from 'ccsniff';
@@ -156,12 +161,13 @@ class LosslessWatcher extends JsonlWatcher {
 }
 
 function parseArgs(argv) {
-  const a = { mode: 'replay', dir: DEFAULT_DIR, files: [] };
+  const a = { mode: 'replay', dir: DEFAULT_DIR, files: [], supervised: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     if (k === '--mode') a.mode = argv[++i];
     else if (k === '--dir') a.dir = argv[++i];
     else if (k === '--files') { while (i + 1 < argv.length && !argv[i + 1].startsWith('--')) a.files.push(argv[++i]); }
+    else if (k === '--supervised') a.supervised = true;
     else { process.stderr.write(`ccsniff_bridge: unknown argument ${k}\n`); process.exit(2); }
   }
   if (a.mode !== 'replay' && a.mode !== 'live') { process.stderr.write(`ccsniff_bridge: --mode must be replay or live, got ${a.mode}\n`); process.exit(2); }
@@ -175,6 +181,26 @@ function whenIdle(w, cb) {
 
 const args = parseArgs(process.argv.slice(2));
 const w = new LosslessWatcher(args.dir);
+const quit = (code) => { w.stop(); process.exit(code); };
+
+// The parent's lifeline (see --supervised above). Both checks start before any file is read, so a parent
+// that dies during a long history replay takes the bridge with it too.
+let lifeline = null;
+if (args.supervised) {
+  const parent = process.ppid;
+  const orphaned = setInterval(() => { if (process.ppid !== parent) quit(0); }, 500);
+  orphaned.unref();  // never what keeps a finished replay alive
+  const ended = () => quit(0);
+  process.stdin.on('end', ended);
+  process.stdin.on('close', ended);
+  process.stdin.on('error', ended);
+  process.stdin.resume();  // read (and drop) so that 'end' fires
+  lifeline = () => {  // a finished replay lets go of stdin so Node can exit once stdout is flushed
+    for (const ev of ['end', 'close', 'error']) process.stdin.removeListener(ev, ended);
+    process.stdin.on('error', () => {});
+    process.stdin.destroy();
+  };
+}
 if (args.files.length) {
   for (const f of args.files.map((x) => path.resolve(x))) {
     w._debounce(f);
@@ -191,6 +217,11 @@ if (args.files.length) {
 whenIdle(w, () => {
   for (const p of w.partials()) out({ k: 'partial', ...p });
   out({ k: 'caught_up' });
-  if (args.mode === 'replay') w.stop();  // nothing left to wait on: Node exits once stdout is flushed
+  if (args.mode === 'replay') {
+    w.stop();  // nothing left to wait on: Node exits once stdout is flushed
+    if (lifeline) lifeline();
+  }
 });
-for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => { w.stop(); process.exit(0); });
+// 128 + signal number, as a shell reports it: the supervisor tells "stopped on purpose" from a crash by it.
+process.on('SIGINT', () => quit(130));
+process.on('SIGTERM', () => quit(143));

@@ -25,7 +25,8 @@ class _Ingestion(threading.Thread):
         self.source, self.cursor = source, cursor
         self.q: queue.Queue = queue.Queue(maxsize=maxsize)
         self.metrics: dict = {}
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
+        self._running = None   # (event loop, task) once run() has them: stop() cancels the task
 
     def run(self):
         import asyncio
@@ -36,27 +37,44 @@ class _Ingestion(threading.Thread):
         paths = None if src[0] in ("live", "replay") else list(src)
 
         async def main():
+            self._running = (asyncio.get_running_loop(), asyncio.current_task())
+            if self._stopping.is_set():  # stop() came before there was a task to cancel
+                return
             async with TraceStream(mode, paths=paths, cursor=self.cursor) as stream:
                 async for ev in stream:
-                    while not self._stop.is_set():
+                    while not self._stopping.is_set():
                         try:
                             self.q.put(ev, timeout=0.2)
                             break
                         except queue.Full:
                             await asyncio.sleep(0)
                     self.metrics = dict(stream.metrics)
-                    if self._stop.is_set():
+                    if self._stopping.is_set():
                         return
                 self.metrics = dict(stream.metrics)
 
         try:
             asyncio.run(main())
-            self.q.put(self.END)
+            result = self.END
         except BaseException as e:  # forwarded to the training thread, which reports it
-            self.q.put(e)
+            result = e
+        if not self._stopping.is_set():  # after stop() nobody reads the queue (a full one would block forever)
+            self.q.put(result)
 
-    def stop(self):
-        self._stop.set()
+    def stop(self, timeout: float = 10.0):
+        """Close the trace stream (which stops the bridge child) and wait for that, up to `timeout` s.
+
+        The stream may be idle for hours in live mode, so the flag alone would not be seen: the task
+        waiting on it is cancelled, and its `async with` closes the stream."""
+        self._stopping.set()
+        if self._running is not None:
+            loop, task = self._running
+            try:
+                loop.call_soon_threadsafe(task.cancel)
+            except RuntimeError:  # the loop has already closed: the stream is closed too
+                pass
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)
 
 
 class LiveWindows:
