@@ -27,6 +27,8 @@ COMMANDS = {
     "hypernet": ("rwkvjax.cli.hypernet", "train the merge hypernetwork offline on sessions and measure it on "
                                          "held-out ones"),
     "serve": ("rwkvjax.cli.serve", "OpenAI-compatible HTTP server (completions, chat, streaming) with named states"),
+    "dashboard": ("rwkvjax.cli.dashboard", "live page of a training run: loss, bits/byte, canaries, gate decisions, "
+                                           "replay, merges, speed, named states"),
     "state": ("rwkvjax.cli.state", "named tuned states: list, show, fork, rm, export/import RWKV-PEFT time_state"),
     "consolidate": ("rwkvjax.cli.consolidate", "fold a per-project run's states into its global state (sleep "
                                                "consolidation), promoted only if no project gets worse"),

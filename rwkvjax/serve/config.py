@@ -49,6 +49,8 @@ class ServeConfig:
                                    "conversation's own state <model>/<session> between turns (needs --states)")
     ttt_steps: int = option(4, help="with --ttt: gated state-tuning steps per turn")
     ttt_lr: float = option(0.05, help="with --ttt: learning rate of those steps")
+    dashboard: str | None = option(None, metavar="CKPT_DIR", help="also serve the live dashboard of this `train "
+                                                                  "--ckpt-dir` at /dashboard/ (read-only)")
 
     def __post_init__(self):
         for name in ("port", "max_batch", "max_waiting", "max_prompt_tokens", "max_tokens", "prefill_chunk"):

@@ -88,33 +88,24 @@ class Server:
 def serve(cfg, *, model=None, sock: socket.socket | None = None, ready: threading.Event | None = None,
           stop: threading.Event | None = None) -> None:
     """Run until interrupted (or `stop` is set). Binds cfg.host:cfg.port, or uses `sock` (tests)."""
-    import uvicorn
-
     from rwkvjax.serve.app import build_app
+    from rwkvjax.serve.http import run_app
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
         log.warning("serving on %s without --api-key: anyone who can reach it can use the model", cfg.host)
+    dashboard = None
+    if cfg.dashboard:  # before the model loads, so a wrong folder fails at once
+        from rwkvjax.serve.dashboard.app import build_dashboard
+        dashboard = build_dashboard(cfg.dashboard, api_key=cfg.api_key)
     server = Server(cfg, model)
     if cfg.warmup:
         log.info("compiled the engine's shapes in %.1f s", server.engine.warmup())
     server.engine.start()
     app = build_app(server)
-    ucfg = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", lifespan="off",
-                          timeout_graceful_shutdown=5)
-    us = uvicorn.Server(ucfg)
-    if stop is not None:
-        threading.Thread(target=lambda: (stop.wait(), setattr(us, "should_exit", True)), daemon=True).start()
-    if ready is not None:
-        threading.Thread(target=lambda: _signal_ready(us, ready), daemon=True).start()
+    if dashboard is not None:
+        app.mount("/dashboard", dashboard)
     try:
-        us.run(sockets=[sock] if sock is not None else None)
+        run_app(app, cfg.host, cfg.port, sock=sock, ready=ready, stop=stop)
     finally:
         server.engine.stop()
         if server.tuner is not None:
             server.tuner.stop()
-
-
-def _signal_ready(us, ready: threading.Event):
-    import time
-    while not us.started:
-        time.sleep(0.02)
-    ready.set()

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ingest.events import Event
-from ingest.render import SEP, RenderOptions, render_session
+from ingest.render import ROLES, SEP, RenderOptions, Span, render_session
 from rwkvjax.merges.hypernet import SlotTables, UnitPositions
 from rwkvjax.merges.units import SlotBatch
 from rwkvjax.train.objective import Batch
@@ -32,6 +32,10 @@ class Window:
     avail_from: np.ndarray | None = None  # [S] first unit index at which each slot holds its `slots` pair
     prior_slots: np.ndarray | None = None  # [S,2] slot table when the window's segment began
     project: str | None = None  # Claude Code project folder of its session (per-project states)
+    # role of each unit (index into ingest.render.ROLES, -1 unknown) and UTF-8 bytes per role, for the
+    # per-role bits/byte of live windows; not saved (a window restored from a checkpoint has none)
+    roles: np.ndarray | None = None
+    role_bytes: np.ndarray | None = None
 
     def __post_init__(self):
         parts = (self.slots is None, self.avail_from is None, self.prior_slots is None)
@@ -56,16 +60,20 @@ class Window:
                    arr("slots"), arr("avail_from"), arr("prior_slots"), d.get("project"))
 
 
+ROLE_CHARS = "x" + "".join(str(i) for i in range(len(ROLES)))  # a role index r is saved as ROLE_CHARS[r + 1]
+
+
 def base_per_window(ctx_len: int, dyntok) -> int:
     """Base tokens that always fill a window of ctx_len units (a unit covers at most two)."""
     return ctx_len if dyntok is None else 2 * ctx_len
 
 
-def cut_window(sid: str, buf: list[int], ctx_len: int, tok, dyntok) -> Window:
+def cut_window(sid: str, buf: list[int], ctx_len: int, tok, dyntok, roles: list[int] | None = None) -> Window:
     """Cut one window of at most ctx_len units from the front of `buf` (which loses the tokens it covers).
 
     With merges, the tokenizer encodes until the window holds ctx_len units, so a window is full
     whenever `buf` holds base_per_window() tokens, and the tokenizer never has to undo a segment.
+    `roles`: the role of each token of `buf` (it loses the same ones); the window then carries its roles.
     """
     if dyntok is None:
         units, enc, n = np.asarray(buf[:ctx_len], np.int32), None, min(len(buf), ctx_len)
@@ -73,9 +81,57 @@ def cut_window(sid: str, buf: list[int], ctx_len: int, tok, dyntok) -> Window:
         enc = dyntok.encode(buf[:base_per_window(ctx_len, dyntok)], max_units=ctx_len)
         units, n = enc.units, enc.n_base
     nbytes = len(tok.decode_bytes(buf[:n]))
+    extra = {} if roles is None else unit_roles(units, buf[:n], roles[:n], tok, enc)
     del buf[:n]
+    if roles is not None:
+        del roles[:n]
     tables = (None, None, None) if enc is None else (enc.slots, enc.avail_from, enc.prior)
-    return Window(sid, np.asarray(units, np.int32), nbytes, n, *tables)
+    return Window(sid, np.asarray(units, np.int32), nbytes, n, *tables, **extra)
+
+
+def token_roles(tok, text: str, spans: Sequence[Span], ids: Sequence[int]) -> list[int]:
+    """Role index of each token of `text` (encoded as `ids`): the role of the span holding its first byte."""
+    ends, kinds, pos = [], [], 0
+    for sp in spans:
+        pos += len(text[sp.start:sp.end].encode("utf-8"))
+        ends.append(pos)
+        kinds.append(ROLES.index(sp.role))
+    out, at, j = [], 0, 0
+    for t in ids:
+        while j < len(ends) - 1 and at >= ends[j]:
+            j += 1
+        out.append(kinds[j] if kinds else -1)
+        at += len(tok.decode_bytes([t]))
+    return out
+
+
+def unit_roles(units, ids: Sequence[int], roles: Sequence[int], tok, enc) -> dict:
+    """`roles` and `role_bytes` of a window whose units cover base tokens `ids`: a merged unit takes the role
+    of its first base token; bytes are counted per base token."""
+    if enc is None:
+        per_unit = list(roles)
+    else:
+        per_unit, i = [], 0
+        for u in np.asarray(units).tolist():
+            per_unit.append(roles[i])
+            i += 1 if u < enc.v_base else 2
+    known = [(r, len(tok.decode_bytes([t]))) for t, r in zip(ids, roles) if r >= 0]
+    nbytes = np.bincount([r for r, _ in known], weights=[b for _, b in known], minlength=len(ROLES))
+    return {"roles": np.asarray(per_unit, np.int8), "role_bytes": nbytes.astype(np.int64)}
+
+
+def role_bits_per_byte(windows: Sequence[Window], unit_nll) -> dict[str, float]:
+    """Bits per byte of each role over `windows`, from their per-unit NLL in nats (row j = window j);
+    windows without roles are left out, and roles without bytes."""
+    bits, nbytes = np.zeros(len(ROLES)), np.zeros(len(ROLES))
+    for j, w in enumerate(windows):
+        if w.roles is None or unit_nll is None:
+            continue
+        known = w.roles >= 0
+        bits += np.bincount(w.roles[known], weights=np.asarray(unit_nll[j][:len(w.units)])[known],
+                            minlength=len(ROLES)) / np.log(2)
+        nbytes += w.role_bytes
+    return {ROLES[i]: float(bits[i] / nbytes[i]) for i in range(len(ROLES)) if nbytes[i] > 0}
 
 
 def stream_windows(sid: str, tokens, ctx_len: int, tok, dyntok=None) -> list[Window]:
@@ -94,6 +150,7 @@ class WindowAssembler:
             raise ValueError(f"ctx_len must be >= 2, got {ctx_len}")
         self.tok, self.ctx_len, self.render, self.dyntok = tokenizer, ctx_len, render, dyntok
         self.pending: dict[str, list[int]] = {}   # base tokens not yet in a window, per session
+        self.roles: dict[str, list[int]] = {}     # ... and their roles (ingest.render.ROLES index, -1 unknown)
         self.started: set[str] = set()            # sessions that already produced text
         self.projects: dict[str, str] = {}        # session -> project folder (a subagent: its parent's)
         self.events_seen = 0
@@ -103,14 +160,19 @@ class WindowAssembler:
         self.events_seen += 1
         if ev.session not in self.projects:
             self.projects[ev.session] = self.projects.get(ev.parent or "", ev.project or ev.cwd or "?")
-        text = render_session([ev], self.render).text
+        rendered = render_session([ev], self.render)
+        text, spans = rendered.text, list(rendered.spans)
         if not text:
             return []
         if ev.session in self.started:
             text = SEP + text
+            spans = [Span(0, len(SEP), "boilerplate")] + [Span(s.start + len(SEP), s.end + len(SEP), s.role)
+                                                          for s in spans]
         self.started.add(ev.session)
         buf = self.pending.setdefault(ev.session, [])
-        buf.extend(self.tok.encode(text))
+        ids = self.tok.encode(text)
+        buf.extend(ids)
+        self.roles.setdefault(ev.session, []).extend(token_roles(self.tok, text, spans, ids))
         out = []
         while len(buf) >= self._base_per_window():
             out.append(self._cut(ev.session, buf))
@@ -129,18 +191,24 @@ class WindowAssembler:
         return base_per_window(self.ctx_len, self.dyntok)
 
     def _cut(self, sid: str, buf: list[int]) -> Window:
-        w = dataclasses.replace(cut_window(sid, buf, self.ctx_len, self.tok, self.dyntok),
+        roles = self.roles.setdefault(sid, [-1] * len(buf))
+        w = dataclasses.replace(cut_window(sid, buf, self.ctx_len, self.tok, self.dyntok, roles),
                                 project=self.projects.get(sid))
         if not buf:
             self.pending.pop(sid, None)
+            self.roles.pop(sid, None)
         return w
 
     def state_dict(self) -> dict:
         return {"pending": self.pending, "started": sorted(self.started), "events_seen": self.events_seen,
-                "projects": self.projects}
+                "projects": self.projects,
+                "roles": {k: "".join(ROLE_CHARS[r + 1] for r in v) for k, v in self.roles.items()}}
 
     def load_state_dict(self, d: dict) -> None:
         self.pending = {k: list(v) for k, v in d["pending"].items()}
+        saved = d.get("roles", {})  # a checkpoint from before roles: the pending tokens' roles are unknown
+        self.roles = {k: [ROLE_CHARS.index(c) - 1 for c in saved[k]] if k in saved else [-1] * len(v)
+                      for k, v in self.pending.items()}
         self.started = set(d["started"])
         self.events_seen = int(d["events_seen"])
         self.projects = dict(d.get("projects", {}))

@@ -25,13 +25,15 @@ from rwkvjax.train.trainable import Trainable
 
 @dataclasses.dataclass
 class Update:
-    """What one update did. `window_nll` (mean nats per unit, live windows first) was measured before it."""
+    """What one update did. `window_nll` (mean nats per unit, live windows first) and `unit_nll` (nats of every
+    position [B,T]) were measured before it."""
 
     live: list[Window]
     replayed: list[Window]
     metrics: dict            # host scalars: loss, bits, bytes, tokens, grad_norm, nonfinite_total
     window_nll: np.ndarray
     seconds: float
+    unit_nll: np.ndarray | None = None
 
     @property
     def live_bits(self) -> float:
@@ -106,6 +108,7 @@ class Learner:
         m = to_host(m)
         seconds = time.perf_counter() - t0
         wnll = np.asarray(m.pop("window_nll"))
+        unit_nll = np.asarray(m.pop("unit_nll"))
         if self.replay is not None:
             # refresh the replayed entries first: admitting a live window may evict one of them
             if n_replay:
@@ -114,7 +117,7 @@ class Learner:
                 text = None if self.window_text is None else self.window_text(w)
                 self.replay.add(w, float(wnll[j]), None if nll_frozen is None else float(nll_frozen[j]), text=text)
         self.updates += 1
-        return Update(live, replayed, {k: float(v) for k, v in m.items()}, wnll, seconds)
+        return Update(live, replayed, {k: float(v) for k, v in m.items()}, wnll, seconds, unit_nll)
 
     # ----- undo -----
     def snapshot(self) -> Snapshot:

@@ -69,8 +69,9 @@ def window_nll(trainable: Trainable, params, batch: Batch, *, config: Config, un
     return jnp.where(batch.mask > 0, nll, 0.0)
 
 
-def loss_and_metrics(trainable: Trainable, params, batch: Batch, **kw):
-    """Weighted token-mean NLL (the optimised loss) and summed bits/bytes for reporting."""
+def loss_and_metrics(trainable: Trainable, params, batch: Batch, *, per_unit: bool = False, **kw):
+    """Weighted token-mean NLL (the optimised loss) and summed bits/bytes for reporting; with `per_unit`,
+    also the NLL of every position (`unit_nll` [B,T], for the per-role figures of the training record)."""
     nll_BT = window_nll(trainable, params, batch, **kw)
     tokens_B = jnp.sum(batch.mask, axis=1)
     loss = jnp.sum(batch.weight * jnp.sum(nll_BT, axis=1)) / jnp.maximum(jnp.sum(batch.weight * tokens_B), 1.0)
@@ -82,4 +83,6 @@ def loss_and_metrics(trainable: Trainable, params, batch: Batch, **kw):
         "tokens": jnp.sum(live * tokens_B),
         "window_nll": jnp.sum(nll_BT, axis=1) / jnp.maximum(tokens_B, 1.0),  # per-window mean (surprise)
     }
+    if per_unit:
+        metrics["unit_nll"] = nll_BT
     return loss, metrics

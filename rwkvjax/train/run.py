@@ -32,7 +32,7 @@ from rwkvjax.model.params import params_hash
 from rwkvjax.text.tokenizer import for_vocab
 from rwkvjax.train import hooks
 from rwkvjax.train.config import TrainConfig
-from rwkvjax.train.data import Window, WindowAssembler
+from rwkvjax.train.data import Window, WindowAssembler, role_bits_per_byte
 from rwkvjax.train.ingestion import LiveWindows
 from rwkvjax.train.learner import Learner, Update
 from rwkvjax.train.loop import train_loop
@@ -243,6 +243,7 @@ class Trainer:
                "tokens_per_s": m["tokens"] / upd.seconds, "step_s": upd.seconds, "grad_norm": m["grad_norm"],
                "nonfinite_total": int(m["nonfinite_total"]), "replay_size": len(self.learner.replay),
                "tokens_seen": self.tokens_seen, "bytes_seen": self.bytes_seen}
+        rec.update({f"role_bpb/{r}": v for r, v in role_bits_per_byte(live, upd.unit_nll).items()})
         dyntok = self.source.asm.dyntok
         if dyntok is not None:
             st = dyntok.stats(top=0)
@@ -263,6 +264,7 @@ class Trainer:
             probe = TextProbe(self.config, self.learner.params, self.tok, texts, ctx_len=cfg.ctx_len,
                               wkv_impl=cfg.wkv_impl)
             out.append(hooks.PeriodicEval(probe, cfg.eval_every))
+        out.append(hooks.RunStats(cfg.log_every, lambda: self.source.asm.dyntok, self.gate))
         out.append(hooks.MetricsLog(self.metrics_path, cfg.log_every))
         if cfg.tensorboard:
             out.append(hooks.TensorBoardLog(Path(cfg.ckpt_dir) / "tensorboard", cfg.log_every))

@@ -65,7 +65,7 @@ def make_train_step(config: Config, tx: optax.GradientTransformation, *, units: 
     so large models are not baked into the executable. The trace guard fails on a recompile; chex keys it
     by definition site, so callers that build several steps at one site (one per evaluation arm) pass None.
     """
-    loss_fn = functools.partial(loss_and_metrics, config=config, units=units, wkv_impl=wkv_impl)
+    loss_fn = functools.partial(loss_and_metrics, config=config, units=units, wkv_impl=wkv_impl, per_unit=True)
 
     def step(trainable: Trainable, opt_state, params, batch: Batch):
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, params, batch)
