@@ -93,6 +93,7 @@ class RunFolder:
             log.warning("reading the checkpoint of %s failed: %s", self.ckpt_dir, e)
             return {"error": f"checkpoint not readable yet ({type(e).__name__}: {e})"}
         rep.pop("curve", None)  # the page has every record
+        rep["replay"].pop("top", None)  # window texts the page does not show
         return finite({"step": rep["step"], "summary": rep})
 
     def states_folder(self, summary: dict) -> tuple[str | None, str]:
