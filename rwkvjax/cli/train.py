@@ -14,7 +14,11 @@ def add_arguments(p):
     add_dataclass_args(p, TrainConfig)
 
 
-def run(args) -> None:
+# exit status of a run stopped by a signal (after it saved): the shell's 128 + signal number
+SIGNAL_STATUS = {"SIGINT": 130, "SIGTERM": 143}
+
+
+def run(args) -> int:
     from rwkvjax.train.run import Trainer, demo_setup
     cfg = dataclass_from_args(TrainConfig, args)
     model = None
@@ -26,4 +30,6 @@ def run(args) -> None:
             print("--demo uses its own settings; ignoring " + ", ".join("--" + n.replace("_", "-") for n in ignored),
                   file=sys.stderr)
         cfg = demo_cfg
-    print(json.dumps(Trainer(cfg, model=model).run()))
+    out = Trainer(cfg, model=model).run()
+    print(json.dumps(out))
+    return SIGNAL_STATUS.get(out.get("signal"), 0)

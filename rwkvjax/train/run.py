@@ -277,18 +277,27 @@ class Trainer:
         if cfg.steps is not None and self.step >= cfg.steps:
             self.ckpt.close()
             return {"step": self.step, "stopped": "done"}
+        got: list[int] = []
+
+        def on_signal(signum, frame):  # finish the step in flight, then save and stop
+            got.append(signum)
+            self.stop.set()
+
         main = threading.current_thread() is threading.main_thread()
-        prev = signal.signal(signal.SIGINT, lambda *_: self.stop.set()) if main else None
+        prev = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
         try:
             with self.source:
                 _, stopped = train_loop(self.learner, self.batches(), self.hooks(progress), step=self.step,
                                         steps=cfg.steps, stop=self.stop, describe=self.describe)
         finally:
-            if prev is not None:
-                signal.signal(signal.SIGINT, prev)
+            for s, h in prev.items():
+                signal.signal(s, h)
             self.ckpt.close()
-        return {"step": self.step, "stopped": stopped, "tokens_seen": self.tokens_seen,
-                "ckpt_dir": str(self.ckpt.directory)}
+        out = {"step": self.step, "stopped": stopped, "tokens_seen": self.tokens_seen,
+               "ckpt_dir": str(self.ckpt.directory)}
+        if got:
+            out["signal"] = signal.Signals(got[0]).name
+        return out
 
 
 def run(cfg: TrainConfig, **kw) -> dict:

@@ -53,7 +53,8 @@ def test_completion_and_chat_with_and_without_streaming(server):
 
 
 def test_raw_sse_with_curl(server):
-    body = json.dumps({"model": "base", "prompt": "x = ", "max_tokens": 5, "stream": True})
+    # greedy: a sampled token 0 (end of text) would end the reply early with "stop"
+    body = json.dumps({"model": "base", "prompt": "x = ", "max_tokens": 5, "stream": True, "temperature": 0})
     out = subprocess.run(["curl", "-sN", "-H", "Content-Type: application/json", "-d", body,
                           server + "/v1/completions"], capture_output=True, text=True, timeout=120).stdout
     events = [e for e in out.split("\n\n") if e]
