@@ -10,7 +10,8 @@ there is a false positive, unless it hits one of the exporter's own markers, whi
 `--rev` loads ingest/redact.py as it was at a git revision (e.g. the commit before a change), so the before
 and after figures come from the same script on the same text. `--show N` prints N changed lines (before ->
 after) to judge them by eye. Throughput: every text redacted one at a time (as ingestion does), best of
-`--repeats`; also a secret-dense synthetic text (a .env file with 30% secret-named lines).
+`--repeats`; also a secret-dense synthetic text (a .env file with 30% secret-named lines), on which it also
+counts the secret values that were not entirely removed.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def code_texts() -> list[str]:
 
 
 def dense_env(n_lines: int = 20000, seed: int = 0) -> str:
-    """A synthetic .env-style file: 30% secret-named assignments with punctuation-rich values."""
+    """A synthetic .env-style file: 30% secret-named assignments with punctuation-rich values (any printable
+    character but a space), 70% ordinary assignments."""
     rng = random.Random(seed)
     printable = "".join(chr(c) for c in range(33, 127))
     names = ["SECRET_KEY", "SMTP_PASS", "AUTH_SECRET", "DB_PASSWORD", "GITHUB_TOKEN", "api_key"]
@@ -81,10 +83,27 @@ def dense_env(n_lines: int = 20000, seed: int = 0) -> str:
     lines = []
     for _ in range(n_lines):
         if rng.random() < 0.3:
-            lines.append(f"{rng.choice(names)}={''.join(rng.choice(printable) for _ in range(rng.randint(8, 40)))}")
+            value = "".join(rng.choice(printable) for _ in range(rng.randint(8, 40)))
+            lines.append(f"{rng.choice(names)}={value.lstrip(chr(34) + chr(39))}")  # a leading quote would quote it
         else:
             lines.append(rng.choice(plain))
     return "\n".join(lines)
+
+
+def leaks(Redactor, text: str) -> dict:
+    """Secret lines of a dense_env text whose value is not entirely gone (a 4-character piece of it is left),
+    and ordinary lines that did not survive verbatim."""
+    out = Redactor()(text).split("\n")
+    leaked = changed = sensitive = 0
+    for before, after in zip(text.split("\n"), out):
+        name, value = before.split("=", 1)
+        if name in ("DEBUG", "PORT", "HOST", "LOG_LEVEL", "WORKERS", "REGION", "TZ"):
+            changed += before != after
+            continue
+        sensitive += 1
+        rest = after[len(name) + 1:]
+        leaked += any(value[i:i + 4] in rest for i in range(max(1, len(value) - 3)))
+    return {"sensitive_lines": sensitive, "leaked": leaked, "ordinary_lines_changed": changed}
 
 
 def false_positives(Redactor, texts: list[str], show: int) -> dict:
@@ -128,7 +147,8 @@ def main():
            "false_positives_code": false_positives(Redactor, code, a.show),
            "throughput_transcripts": throughput(Redactor, tx, a.repeats),
            "throughput_code": throughput(Redactor, code, a.repeats),
-           "throughput_dense_env": throughput(Redactor, [dense_env()], a.repeats)}
+           "throughput_dense_env": throughput(Redactor, [dense_env()], a.repeats),
+           "leaks_dense_env": leaks(Redactor, dense_env())}
     print(json.dumps(out, indent=1))
 
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 from ingest.events import AssistantText, Event, Image, Meta, System, Thinking, ToolResult, ToolUse, UserText, freeze
-from ingest.redact import Redactor
 from ingest.records import project_folder
+from ingest.redact import Redactor
 
 log = logging.getLogger(__name__)
 

@@ -42,14 +42,16 @@ Forms. With such a name, the value goes in
   docker-compose list dash, a diff `+`/`-`, a comment `#` or `//`, a Read-tool or `cat -n` line-number gutter,
   or a grep `path:line:` prefix. Covers .env, shell, YAML, TOML, INI, docker-compose lists and maps, Java
   properties. A value that only opens a block (`{`, `[` or `(` alone) is a nested structure whose own
-  lines are checked (a YAML flow mapping or list on the line goes whole). After a code declaration (`const`, `let`, `var`, `final`,
-  `static`, `val`, a `$` or `@` sigil) only a quoted literal is a value: the rest is an expression;
+  lines are checked (a YAML flow mapping or list on the line goes whole). After a code declaration
+  (`const`, `let`, `var`, `final`, `static`, `val`, a `$` or `@` sigil) only a quoted literal is a value:
+  the rest is an expression;
 - quoted names (`credential`): "NAME": value and 'NAME' => value anywhere (JSON, Python and JS dicts, PHP;
   a value opening with `{`, `[` or `(` is a nested object or list or a code tuple, not a scalar);
 - inside a line (`inline-secret`, `credential`): NAME=value after a space, `(`, `,`, `;`, `&`, `?`, `{`, `[`,
   `:` or `$` (shell env prefixes, query strings, keyword arguments, .npmrc), NAME = 'quoted' and
   NAME => 'quoted' (code), NAME: 'quoted' after `{` or `,` (object literals), and "NAME=value" or
-  'Header-Name: value' inside a quoted string (value up to the closing quote);
+  'Header-Name: value' inside a quoted string (value up to the closing quote). Inside a line, NAME==x and
+  NAME=~x are comparisons, and a name right after `;base64,` is part of a data URI;
 - command-line flags (`cli-secret`): --NAME value and --NAME=value (a value after a space must not start
   with `-`: that is the next option).
 Extent. A quoted value goes up to its closing quote, backslash escapes respected (the quotes stay); if
@@ -57,9 +59,9 @@ anything but a space or `,;)]}>:&|/` follows the closing quote (shell concatenat
 value runs on as if unquoted. An unquoted value of a line assignment goes to the end of the line (trailing
 spaces kept), with no stop at `#` or any punctuation; inside a line it is the whole shell word (to the
 next whitespace, quoted parts included); after a quoted JSON name inside a line it ends at `,`, `}` or `]`.
-A quoted value left open at the end of its line continues to its closing quote up to 8 KB further (a
-multi-line .env value), else to the end of the line. A YAML block scalar (`|`, `>`) takes its indented
-lines.
+A quoted value of a line assignment left open at the end of its line continues up to a closing quote that
+ends a line within 8 KB (a multi-line .env value); any other value left open ends with its line. A YAML
+block scalar (`|`, `>`) takes its indented lines.
 JSON-escaped text. Tool output is often a JSON document holding strings that hold whole files (lines
 separated by a literal backslash-n, quotes written as backslash-quote). Every JSON string literal in value
 position that holds an escape and a marker word is decoded, redacted as plain text (recursively: JSON in
@@ -80,7 +82,7 @@ Kept values: a value stays only when it names a secret instead of holding one, o
   name-like string unless it is one, so that form is redacted. Code that calls a function with two or more
   arguments, all names or numbers (`sample(logits, now, rows)`), is kept without a marker word: it holds no
   literal. So is a name mentioning a marker word followed by `,` or `;` (`refresh_token: refreshToken,` in a
-  JS object);
+  JS object), or by `,` or `}` after a quoted name (`{"token": token}` in a Python dict);
 - a type annotation in a line assignment (Python `api_key: str | None`, TypeScript `token?: string;`) made
   of known type names (str, int, bool, Any, Optional, string, number, ...) or module-qualified types
   (jax.Array, np.ndarray); after such an annotation, ` = default` is judged as the value.
@@ -232,6 +234,7 @@ _REFERENCE = re.compile(r"\$\{?[A-Za-z_]\w*\}?|\$\{\{[^{}\r\n]*\}\}|\{\{[^{}\r\n
 _SCHEME = re.compile(r"(?i)(?:bearer|basic|token|digest)[ \t]+(.+)")
 _WORD_ONLY = re.compile(r"[A-Za-z_]{1,24}")
 _ENTRY = re.compile(r"[A-Za-z_$][\w$]*\s*[,;]")
+_IDENT = re.compile(r"[A-Za-z_$][\w$]*")
 _ID = r"[A-Za-z_$][\w$]*"
 _ARG = (rf"(?:{_ID}(?:\.{_ID})*|-?\d+(?:\.\d+)?|\"[\w.\-/:]*\"|'[\w.\-/:]*'"
         rf"|(?:help|description|doc|title|metavar)\s*=\s*(?:\"[^\"\r\n]*\"|'[^'\r\n]*')|{_ID}\s*=\s*(?:{_ID}|-?\d+))")
@@ -449,7 +452,7 @@ class _Scan:
         gap = vs
         while vs < n and text[vs] in " \t":
             vs += 1
-        if vs >= n or text[vs] in "\r\n" or (text[vs] == "\\" and text[vs + 1:vs + 2] in ("n", "r")):
+        if vs >= n or text[vs] in "\r\n" or (esc_line and text[vs] == "\\" and text[vs + 1:vs + 2] in ("n", "r")):
             return e, None  # nothing on this line
         start = s - 1 if q else s
         if esc_line:
@@ -516,9 +519,10 @@ class _Scan:
         if c in "\"'":
             m = (_DQ if c == '"' else _SQ).match(text, vs, min(n, vs + _QUOTE_LIMIT))
             eol = self._eol(vs)
-            if m is None or (m.end() > eol and not line):
-                end = eol if line else _WORD.match(text, vs + 1).end() if vs + 1 < n else n
-                return _checked(rule, text, vs, _rstrip(text, vs, max(end, min(eol, n))), False)
+            if m is not None and m.end() > eol and not (line and not text[m.end():_eol(text, m.end(), n)].strip()):
+                m = None  # it closes on a later line, but not as a multi-line value (closing quote, line end)
+            if m is None:  # left open on its line: the rest of the line
+                return _checked(rule, text, vs, _rstrip(text, vs, eol), False)
             j = m.end()
             if j < n and text[j] not in _AFTER_QUOTE_STOP and not (text[j] == "\\" and text[j + 1:j + 2] in ("n", "r")):
                 if not line and _JSON_GLUE.fullmatch(text, vs + 1, j - 1):
@@ -529,11 +533,14 @@ class _Scan:
         if line:
             return _checked(rule, text, vs, _rstrip(text, vs, self._eol(vs)), False)
         if json_mid:
-            return _checked(rule, text, vs, _JSON_SCALAR.match(text, vs).end(), False)
+            end = _JSON_SCALAR.match(text, vs).end()
+            if text[end:end + 1] in (",", "}") and _IDENT.fullmatch(text, vs, end) and _mentions_marker(text[vs:end]):
+                return None  # {"token": token, ...}: a dict entry that passes a variable along
+            return _checked(rule, text, vs, end, False)
         return _checked(rule, text, vs, _WORD.match(text, vs).end(), False)
 
     def _line_value(self, start: int, vs: int, op: str):
-        text, n = self.text, self.n
+        text = self.text
         c = text[vs]
         end = _rstrip(text, vs, self._eol(vs))
         if _OPENER.fullmatch(text, vs, end):

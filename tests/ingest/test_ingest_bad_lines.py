@@ -10,11 +10,11 @@ import random
 from pathlib import Path
 
 import pytest
-from tests.conftest import CLAUDE_PROJECTS
 
 from ingest.normalize import Normalizer
 from ingest.records import line_records, read_records
 from ingest.stream import collect
+from tests.conftest import CLAUDE_PROJECTS
 
 SESSION = CLAUDE_PROJECTS / "-Users-yoav-projects-alignment-hive" / "5e41ef2f-689e-4d7d-b917-06ebc40107bc.jsonl"
 
@@ -93,7 +93,8 @@ def test_alone_a_bad_file_has_no_sessions(tmp_path):
 def test_first_bad_line_number_and_kinds(tmp_path, caplog):
     """Bad lines of every kind at known line numbers in a real session; blank lines are not counted."""
     good = SESSION.read_bytes().splitlines(keepends=True)[:12]
-    body = good[:4] + [b"{not json\n"] + good[4:7] + [b"[1,2]\n", b'{"type":"user","message":{"content":"caf\xc3\xa9 \xff ok"}}\n']
+    utf8 = b'{"type":"user","message":{"content":"caf\xc3\xa9 \xff ok"}}\n'
+    body = good[:4] + [b"{not json\n"] + good[4:7] + [b"[1,2]\n", utf8]
     body += good[7:] + [b"also not json\n"]
     f = tmp_path / "-p" / "s.jsonl"
     f.parent.mkdir()

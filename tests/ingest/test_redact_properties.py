@@ -31,7 +31,8 @@ MARKER = re.compile(r"\[REDACTED:[A-Za-z0-9_.\-]+\]")
 NULL_WORDS = {"None", "null", "nil", "undefined"}
 BLOCK = re.compile(r"[|>][-+]?\d?")
 # REDACT_PROPERTY_EXAMPLES=2000 searches harder (the default keeps this file under 30 s).
-SETTINGS = settings(max_examples=int(os.environ.get("REDACT_PROPERTY_EXAMPLES", "40")), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+SETTINGS = settings(max_examples=int(os.environ.get("REDACT_PROPERTY_EXAMPLES", "40")), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 # Name parts: realistic prefixes and suffixes plus random words; the marker word in any case and separator.
 MARKERS = ["pass", "passwd", "password", "secret", "token", "key", "credential", "credentials", "auth", "private_key",
@@ -43,8 +44,8 @@ SUFFIXES = ["prod", "2", "v2", "ro", "value", "b64", "live", "old"]
 
 @st.composite
 def secret_names(draw) -> str:
-    words = draw(st.lists(st.one_of(st.sampled_from(PREFIXES), st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1,
-                                                                        max_size=6)), max_size=2))
+    random_word = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=6)
+    words = draw(st.lists(st.one_of(st.sampled_from(PREFIXES), random_word), max_size=2))
     words.append(draw(st.sampled_from(MARKERS)))
     words += draw(st.lists(st.sampled_from(SUFFIXES), max_size=1))
     words = [p for w in words for p in w.split("_")]
@@ -131,11 +132,13 @@ def ctx_toml_literal(n, v):
 def ctx_ini(n, v):
     if not _unquoted(v):
         return None
-    return ["[mail]", "server = smtp.example.com", f"{n} = {S}", "port = 587"], v, ["server = smtp.example.com", "port = 587"]
+    keep = ["server = smtp.example.com", "port = 587"]
+    return ["[mail]", keep[0], f"{n} = {S}", keep[1]], v, keep
 
 
 def ctx_json(n, v):
-    return ['{"debug": true, ' + json.dumps(n) + f": {S}, " + '"port": 8080}'], json.dumps(v), ['"debug": true', '"port": 8080']
+    line = '{"debug": true, ' + json.dumps(n) + f": {S}, " + '"port": 8080}'
+    return [line], json.dumps(v), ['"debug": true', '"port": 8080']
 
 
 def ctx_json_pretty(n, v):
@@ -217,13 +220,15 @@ def _check(ctx, name: str, value: str, embed: bool) -> None:
 @example(name="SMTP_PASS", value="hunter#2!pass word").via("the issue")
 @example(name="AUTH_SECRET", value="a b#c'd\"e\\f").via("quotes and backslashes")
 @example(name="DB_PASSWORD", value="123456").via("a numeric PIN is a secret")
+@example(name="SMTP_PASS", value="\\r{NT+'`p/[%$)0{GO").via("a literal backslash-r first (benchmarks/redaction.py)")
 @example(name="api_key", value="true").via("a boolean-looking value is a secret")
 def test_secret_value_entirely_gone(ctx, embed, name, value):
     _check(ctx, name, value, embed)
 
 
 @pytest.mark.parametrize("name", [
-    "SECRET_KEY", "SMTP_PASS", "AUTH_SECRET", "DB_PASSWORD", "POSTGRES_PASSWORD", "smtpPass", "smtp-pass", "db.password",
+    "SECRET_KEY", "SMTP_PASS", "AUTH_SECRET", "DB_PASSWORD", "POSTGRES_PASSWORD", "smtpPass", "smtp-pass",
+    "db.password",
     "spring.datasource.password", "GITHUB_TOKEN", "apiKey", "api_key", "x-api-key", "Authorization", "client_secret",
     "private_key_id", "AWS_SECRET_ACCESS_KEY", "_authToken", "SENTRY_DSN", "DB_PWD", "passphrase", "API_KEY_PROD",
     "GITHUB_TOKEN_2", "SECRET_KEY_BASE", "GOOGLE_APPLICATION_CREDENTIALS", "token", "password", "PASS", "creds",
@@ -236,7 +241,8 @@ def test_secret_names(name):
 @pytest.mark.parametrize("name", [
     "max_tokens", "output_tokens", "cache_read_input_tokens", "N_TOKENS", "token_count", "per_token", "tokenizer",
     "steps_per_base_token", "last_by_key", "key", "_KEY", "private", "is_private", "PWD", "OLDPWD", "author",
-    "Co-Authored-By", "authenticated", "authDomain", "key_insights", "PASSWORD_FILE", "secretName", "PASSWORD_MIN_LENGTH",
+    "Co-Authored-By", "authenticated", "authDomain", "key_insights", "PASSWORD_FILE", "secretName",
+    "PASSWORD_MIN_LENGTH",
     "AUTH_ENABLED", "pad_token_id", "eos_token", "PUBLIC_KEY", "NEXT_PUBLIC_API_KEY", "bypass", "compass", "passenger",
     "keyboard", "monkey", "AWS_ACCESS_KEY_ID", "token_url", "ffn_key", "att.key.weight", "next_page_token", "DEBUG",
 ])
