@@ -19,6 +19,7 @@ import json
 import math
 import os
 import threading
+import time
 from pathlib import Path
 
 MAX_POINTS = 4000   # a first load sends at most about this many rows (every k-th, the newest always)
@@ -75,7 +76,9 @@ class MetricsTail:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.lock = threading.Lock()
-        self.version = 0  # changes when rows already handed out are replaced
+        # changes when rows already handed out are replaced; starts from the clock so that a page still open
+        # from an earlier server (which may have read another file) reloads
+        self.version = int(time.time() * 1000)
         self._restart(None)
 
     def _restart(self, ident) -> None:

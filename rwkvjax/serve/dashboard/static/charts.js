@@ -119,9 +119,9 @@ class StepChart {
         legend: {show: false},
         series: [{label: "step"}].concat(this.series.map((s, i) => ({
           label: s.label, scale: s.scale || "y", stroke: PALETTE[i % PALETTE.length], width: 1.5,
-          spanGaps: true, points: {show: false}}))),
-        axes: [{label: "step", incrs: STEP_INCRS}, {scale: "y", size: 60}].concat(right ? [{scale: "r", side: 1, size: 60,
-          grid: {show: false}}] : []),
+          spanGaps: true}))),  // points drawn by uPlot only while they are few (a lone point shows)
+        axes: [{label: "step", incrs: STEP_INCRS}, {scale: "y", size: 60}]
+          .concat(right ? [{scale: "r", side: 1, size: 60, grid: {show: false}}] : []),
       }, this.data, this.holder);
     } else {
       this.plot.setData(this.data);

@@ -21,7 +21,8 @@ const SPECS = {
     {key: "canary_start_bpb", label: "canaries at the start"}],
     prefix: "eval/", empty: "no canary figures: the gate is off and --eval-every is 0"},
   gate: {series: [
-    {key: "gate_counts/accepted", needs: "gate", label: "accepted", derive: countOr("gate_counts/accepted", "gate", "accepted")},
+    {key: "gate_counts/accepted", needs: "gate", label: "accepted",
+     derive: countOr("gate_counts/accepted", "gate", "accepted")},
     {key: "gate_counts/rolled_back", needs: "gate", label: "rolled back",
      derive: countOr("gate_counts/rolled_back", "gate", "rolled_back")},
     {key: "gate_counts/quarantined", needs: "gate", label: "quarantined (incl. screened windows)",
