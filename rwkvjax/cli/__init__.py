@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import signal
 import sys
 import threading
@@ -70,9 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if threading.current_thread() is threading.main_thread():  # (tests call main from other threads)
         signal.signal(signal.SIGTERM, _raise_terminated)
+    # orbax reports through absl at WARNING what the commands already say in one line (a damaged step)
+    logging.getLogger("absl").setLevel(logging.ERROR)
     try:
         args = build_parser(argv).parse_args(argv)
         status = importlib.import_module(COMMANDS[args.command][0]).run(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+    except BrokenPipeError:  # `cli.py inspect ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's final flush stays quiet
+        return 141
     except Terminated:
         print("terminated", file=sys.stderr)
         return 143

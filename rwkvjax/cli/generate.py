@@ -31,7 +31,7 @@ def run(args) -> None:
     state = None
     if cfg.checkpoint:
         from rwkvjax.io.tuned_state import load_tuned_state
-        state = load_tuned_state(cfg.checkpoint, config)
+        state = load_tuned_state(cfg.checkpoint, config, params, dtype=cfg.dtype)
     from rwkvjax.model.params import unstack_layers
     ids = generate_ids(unstack_layers(params), config, tok.encode(unescape(cfg.prompt)), max_tokens=cfg.max_tokens,
                        temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, state=state)

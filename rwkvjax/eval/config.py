@@ -20,7 +20,8 @@ ARMS = ("frozen", "frozen_reset", "carry", "tuned", "tuned_reset", "tuned_tbptt"
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
     traces: str = option(help="folder of Claude Code transcripts")
-    out: str = option(help="report folder (REPORT.md, prequential.png, summary.json)")
+    out: str = option(help="report folder (REPORT.md, prequential.png, summary.json; progress/ keeps the finished "
+                           "sessions: the same command continues an interrupted or --max-sessions run)")
     model: str = option(DEFAULT_MODEL, help="HF repo id, folder, .safetensors, .pth or rwkv.cpp .bin")
     heldout_fraction: float = option(1 / 3, help="the latest sessions (by start time, a subagent with its parent) "
                                                  "held out: this share of them")
@@ -40,10 +41,12 @@ class EvalConfig:
                                                 "licence)")
     seed: int = option(0, help="random seed")
     bootstrap: int = option(10_000, help="bootstrap resamples for the intervals")
+    max_sessions: int | None = option(None, help="score at most this many sessions of the stream (time order, "
+                                                 "the split still over all of them); rerun with more to continue")
 
     def __post_init__(self):
         check_positive(self, "ctx_len", "live_per_step", "max_windows_per_session", "lr", "bootstrap",
-                       "tbptt_windows", "reset_every")
+                       "tbptt_windows", "reset_every", "max_sessions")
         check_positive(self, "replay_per_step", "lr_final", "hyper_lr", allow_zero=True)
         if not 0 < self.heldout_fraction < 1:
             raise ConfigError(f"--heldout-fraction {self.heldout_fraction}: must be in (0, 1)")
@@ -62,6 +65,7 @@ class ScoreConfig:
     files: tuple[str, ...] = option(positional=True, help="UTF-8 text files")
     model: str = option(DEFAULT_MODEL, help="HF repo id, folder, .safetensors, .pth or rwkv.cpp .bin")
     checkpoint: str | None = option(None, help="a --ckpt-dir of `train`: use its tuned S0")
+    dtype: str = option("fp32", choices=("fp32", "bf16"), help="weight dtype (the recurrence and state stay fp32)")
 
 
 @dataclasses.dataclass(frozen=True)

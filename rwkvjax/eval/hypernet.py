@@ -35,6 +35,7 @@ from rwkvjax.model.state import zero_state
 from rwkvjax.train.corpus import corpus_files, read_text_files
 from rwkvjax.train.data import make_batch, stream_windows
 from rwkvjax.train.optim import Group, make_optimizer
+from rwkvjax.train.signals import StopSignals
 from rwkvjax.train.step import make_train_step
 from rwkvjax.train.trainable import group_labels, init_trainable
 
@@ -133,17 +134,27 @@ def run_hyper_train(cfg: HyperTrainConfig, model, *, log=print) -> dict:
     step = make_train_step(config, tx, units=MERGED, max_traces=None)
     rng = np.random.default_rng(cfg.seed)
     mk = lambda ws: make_batch(ws, [1.0] * len(ws), batch_size=cfg.batch, ctx_len=cfg.ctx_len, n_slots=cfg.n_slots)
-    order, curve, t_train = [], [], time.perf_counter()
-    for i in range(cfg.steps):
-        if len(order) < cfg.batch:
-            order += list(rng.permutation(len(windows)))
-        idx, order = order[:cfg.batch], order[cfg.batch:]
-        tr, opt, m = step(tr, opt, params, mk([windows[j] for j in idx]))
-        if i % 25 == 0 or i == cfg.steps - 1:
-            bpb = float(m["bits"]) / float(m["bytes"])
-            curve.append({"step": i, "train_bpb": bpb})
-            log(f"hypernet step {i}: train strict bpb {bpb:.4f}")
-    t_train = time.perf_counter() - t_train
+    order, curve, t_train, done = [], [], time.perf_counter(), 0
+    model_hash = params_hash(params)
+    split = {"train_sessions": [] if cfg.corpus else [s.sid for s in train], "corpus": corpus_stats,
+             "heldout_sessions": [s.sid for s in heldout]}
+    with StopSignals() as signals:  # Ctrl-C/SIGTERM: the step in flight finishes, what is trained is saved
+        while done < cfg.steps and not signals.event.is_set():
+            if len(order) < cfg.batch:
+                order += list(rng.permutation(len(windows)))
+            idx, order = order[:cfg.batch], order[cfg.batch:]
+            tr, opt, m = step(tr, opt, params, mk([windows[j] for j in idx]))
+            if done % 25 == 0 or done == cfg.steps - 1:
+                bpb = float(m["bits"]) / float(m["bytes"])
+                curve.append({"step": done, "train_bpb": bpb})
+                log(f"hypernet step {done}: train strict bpb {bpb:.4f}")
+            done += 1
+        t_train = time.perf_counter() - t_train
+        # saved before the (long) measurement, so that nothing trained is lost to an interrupt there
+        save_hypernet(cfg.out, tr.hyper, config, model_hash, split | {"steps": done, "heldout_bpb": None})
+        if signals.event.is_set():
+            log(f"hypernet: stopped after {done} of {cfg.steps} steps; saved to {cfg.out} (not measured)")
+    signals.raise_if_stopped()
 
     # wall-clock training speed per base token: merged windows vs plain windows of the same stream
     plain_wins = []
@@ -169,14 +180,11 @@ def run_hyper_train(cfg: HyperTrainConfig, model, *, log=print) -> dict:
         held[name]["bpb_vs_plain"] = held[name]["bpb"] / held["plain"]["bpb"] - 1.0
         held[name]["score_speed_gain"] = (held[name]["score_base_tokens_per_s"]
                                           / held["plain"]["score_base_tokens_per_s"])
-    res = {"config": dataclasses.asdict(cfg), "model_hash": params_hash(params),
-           "train_sessions": [] if cfg.corpus else [s.sid for s in train], "corpus": corpus_stats,
-           "heldout_sessions": [s.sid for s in heldout],
+    res = {"config": dataclasses.asdict(cfg), "model_hash": model_hash, **split,
            "train_windows": len(windows), "train_seconds": t_train, "curve": curve,
            "train_steps_per_base_token": tstats["steps_per_base_token"],
            "heldout_steps_per_base_token": held["merges_trained"]["steps_per_base_token"],
            "heldout": held, "train_speed": speed, "top_merges": tstats["top_merges"]}
-    save_hypernet(cfg.out, tr.hyper, config, res["model_hash"],
-                  {k: res[k] for k in ("train_sessions", "corpus", "heldout_sessions")}
-                  | {"steps": cfg.steps, "heldout_bpb": {k: held[k]["bpb"] for k in ("plain", "merges_trained")}})
+    save_hypernet(cfg.out, tr.hyper, config, model_hash,
+                  split | {"steps": done, "heldout_bpb": {k: held[k]["bpb"] for k in ("plain", "merges_trained")}})
     return res

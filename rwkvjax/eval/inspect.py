@@ -3,27 +3,36 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 
-from rwkvjax.errors import DataError, MissingFile
+from rwkvjax.errors import DataError
 from rwkvjax.io.checkpoint import TrainCheckpointer
+
+log = logging.getLogger(__name__)
 
 
 def read_metrics(ckpt_dir: str | Path) -> list[dict]:
-    """metrics.jsonl rows; a torn last line (process killed mid-write) is skipped, others must parse."""
+    """metrics.jsonl rows. A line that is not a JSON object (a write cut short by a kill, then appended to
+    by older versions) is skipped with one warning: the rest of the run's record stays readable."""
     path = Path(ckpt_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    rows = []
-    for i, line in enumerate(lines):
+    rows, bad = [], []
+    for i, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines()):
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
-            if i != len(lines) - 1:
-                raise DataError(f"{path}: line {i + 1} is not JSON") from None
+            row = None
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+        elif line.strip():
+            bad.append(i + 1)
+    if bad:
+        log.warning("%s: skipped %d torn or unreadable line%s (line %s)", path, len(bad), "s" * (len(bad) > 1),
+                    ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else ""))
     # a resumed run re-logs steps after the last checkpoint: keep the latest record per step
     by_step = {r["step"]: r for r in rows}
     return [by_step[s] for s in sorted(by_step)]
@@ -36,11 +45,7 @@ def _mean(rows, key):
 
 def inspect(ckpt_dir: str | Path, last: int = 20) -> dict:
     with TrainCheckpointer(ckpt_dir, read_only=True) as ck:
-        step = ck.latest_step()
-        if step is None:
-            raise MissingFile(f"{ckpt_dir}: no checkpoint found (is this a --ckpt-dir of `train`?)")
-        host = ck.restore_host(step)
-        tr = ck.restore_trainable_arrays(step)
+        _, host, tr = ck.restore_newest_host_and_arrays()
         kept = ck.all_steps()
     S0 = np.asarray(tr["wkv"])
     rows = read_metrics(ckpt_dir)

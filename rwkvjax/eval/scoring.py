@@ -138,10 +138,12 @@ def score_files(cfg) -> Iterator[tuple[str, int, float]]:
     from rwkvjax.io.formats import load
     from rwkvjax.io.tuned_state import load_tuned_state
     from rwkvjax.model.state import zero_state
+    from rwkvjax.io.convert import DTYPES
     from rwkvjax.text.tokenizer import for_vocab
-    config, params = load(cfg.model)
+    config, params = load(cfg.model, dtype=DTYPES[cfg.dtype])
     tok = for_vocab(config.vocab_size)
-    state = load_tuned_state(cfg.checkpoint, config) if cfg.checkpoint else zero_state(config, 1)
+    state = load_tuned_state(cfg.checkpoint, config, params, dtype=cfg.dtype) if cfg.checkpoint else \
+        zero_state(config, 1)
     total_bits = total_bytes = 0.0
     for f in cfg.files:
         p = Path(f)

@@ -1,19 +1,57 @@
 """Training checkpoints through orbax: trainables, optimizer state and all host-side state, per step.
 
-Step directories are written atomically (orbax commits a step only when complete), the last N kept,
-saves run asynchronously. Host state (tokenizer, replay buffer, ingestion cursor, RNG, counters,
-metrics history, base-model hash) travels as JSON in the same step so it always matches the arrays.
+Step directories are written atomically (orbax commits a step only when complete), the last N kept.
+Host state (tokenizer, replay buffer, ingestion cursor, RNG, counters, metrics history, base-model hash)
+travels as JSON in the same step so it always matches the arrays.
+
+Damage is expected (a disk that filled up, a copy cut short, a step folder emptied by hand): readers take
+the newest step that reads back whole, with one warning line naming the damaged ones, and a resuming
+writer moves those aside (`<step>.damaged`, never deleted). A save that fails (a full disk) raises
+`SaveFailed` with one line at once, instead of training on with nothing saved.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import jax
 import orbax.checkpoint as ocp
 
-from rwkvjax.errors import MissingFile
+from rwkvjax.errors import CheckpointError, MissingFile, UserError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class SaveFailed(CheckpointError):
+    """A checkpoint step could not be written (the earlier steps are intact)."""
+
+
+class _OrbaxSaveThreadErrors(logging.Filter):
+    """Orbax logs a failed save from each of its background threads (a traceback each) before the save
+    raises; `TrainCheckpointer.save` reports the failure once, so those copies are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not (record.levelno >= logging.ERROR and ("operation_id=" in msg or "background save thread" in msg
+                                                         or "Save Finalize" in msg))
+
+
+logging.getLogger("absl").addFilter(_OrbaxSaveThreadErrors())
+
+
+def _root_cause(e: BaseException) -> str:
+    """The innermost error's first line (an OSError's strerror when there is one), for a one-line report."""
+    while e.__cause__ is not None or e.__context__ is not None:
+        e = e.__cause__ or e.__context__
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return first if len(first) < 240 else first[:240] + "..."
 
 
 def checkpoint_manager(directory: str | os.PathLike, *, keep: int = 3, async_save: bool = True,
@@ -50,12 +88,62 @@ class TrainCheckpointer:
     def all_steps(self) -> list[int]:
         return list(self._mngr.all_steps())
 
+    def newest_intact(self, read: Callable[[int], T], *, set_aside: bool = False) -> tuple[int, T] | None:
+        """(step, read(step)) for the newest step that `read` takes without error; None without steps.
+
+        A step that fails to read is damaged: one warning names them all; with `set_aside` (a writer that
+        resumes) their folders are renamed `<step>.damaged`, so the steps are written afresh. An error the
+        user must act on (`UserError`: another base model, other settings) is raised, not skipped.
+        """
+        damaged: list[tuple[int, str]] = []
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                out = read(step)
+            except UserError:
+                raise
+            except Exception as e:  # truncated arrays, a missing item, an empty folder: what a damaged step gives
+                damaged.append((step, _root_cause(e)))
+                continue
+            if damaged:
+                self._report_damage(damaged, step, set_aside)
+            return step, out
+        if damaged:
+            raise CheckpointError(f"{self.directory}: every checkpoint step is damaged ("
+                                  + "; ".join(f"step {s}: {why}" for s, why in damaged)
+                                  + "); move the folder away to start afresh")
+        return None
+
+    def _report_damage(self, damaged: list[tuple[int, str]], used: int, set_aside: bool) -> None:
+        moved = ""
+        if set_aside:
+            for s, _ in damaged:
+                src = self.directory / str(s)
+                dst = src.with_name(f"{s}.damaged")
+                n = 1
+                while dst.exists():
+                    dst, n = src.with_name(f"{s}.damaged{n}"), n + 1
+                src.rename(dst)
+            self._mngr.reload()
+            moved = " (moved aside as <step>.damaged)"
+        log.warning("%s: damaged checkpoint step%s %s%s; using step %d", self.directory,
+                    "s" if len(damaged) > 1 else "", ", ".join(f"{s} ({why})" for s, why in damaged), moved, used)
+
     def save(self, step: int, trainable, opt_state, host: dict, extra: dict | None = None) -> None:
-        """`extra`: more array trees saved in the same step (per-project states), read back by `restore_extra`."""
+        """`extra`: more array trees saved in the same step (per-project states), read back by `restore_extra`.
+        Waits for the step to be committed, so a failure (a full disk) stops the run at this step."""
         more = {k: ocp.args.StandardSave(v) for k, v in (extra or {}).items()}
-        self._mngr.save(step, args=ocp.args.Composite(
-            trainable=ocp.args.StandardSave(trainable), opt_state=ocp.args.StandardSave(opt_state),
-            host=ocp.args.JsonSave(host), **more))
+        try:
+            self._mngr.save(step, args=ocp.args.Composite(
+                trainable=ocp.args.StandardSave(trainable), opt_state=ocp.args.StandardSave(opt_state),
+                host=ocp.args.JsonSave(host), **more))
+            self._mngr.wait_until_finished()
+        except Exception as e:
+            last = [s for s in self.all_steps() if s != step]
+            for partial in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+                shutil.rmtree(partial, ignore_errors=True)  # give the space back; the step is not there
+            raise SaveFailed(f"{self.directory}: saving step {step} failed ({_root_cause(e)}); "
+                             + (f"the newest saved step is {max(last)}" if last else "no step is saved")
+                             + "; fix the cause and run the same command again to resume") from None
 
     def restore_extra(self, step: int, likes: dict) -> dict:
         out = self._mngr.restore(step, args=ocp.args.Composite(
@@ -68,20 +156,32 @@ class TrainCheckpointer:
             opt_state=ocp.args.StandardRestore(abstract(opt_like)), host=ocp.args.JsonRestore()))
         return out.trainable, out.opt_state, out.host
 
-    def _step(self, step: int | None) -> int:
-        step = self.latest_step() if step is None else step
-        if step is None:
+    def _newest(self, read: Callable[[int], T]) -> tuple[int, T]:
+        found = self.newest_intact(read)
+        if found is None:
             raise MissingFile(f"{self.directory}: no checkpoint found (is this a --ckpt-dir of `train`?)")
-        return step
+        return found
+
+    def _host(self, step: int) -> dict:
+        return self._mngr.restore(step, args=ocp.args.Composite(host=ocp.args.JsonRestore())).host
+
+    def _trainable_arrays(self, step: int):
+        return self._mngr.restore(step, args=ocp.args.Composite(trainable=ocp.args.StandardRestore())).trainable
 
     def restore_host(self, step: int | None = None) -> dict:
-        """Only the JSON part (for `inspect` and `merge-stats`, no model needed)."""
-        return self._mngr.restore(self._step(step), args=ocp.args.Composite(host=ocp.args.JsonRestore())).host
+        """Only the JSON part (for `inspect` and `merge-stats`, no model needed); the newest intact step's
+        by default."""
+        return self._host(step) if step is not None else self._newest(self._host)[1]
 
     def restore_trainable_arrays(self, step: int | None = None):
-        """The trainable arrays as saved (a nested dict), without knowing their structure in advance."""
-        return self._mngr.restore(self._step(step),
-                                  args=ocp.args.Composite(trainable=ocp.args.StandardRestore())).trainable
+        """The trainable arrays as saved (a nested dict), without knowing their structure in advance; the
+        newest intact step's by default."""
+        return self._trainable_arrays(step) if step is not None else self._newest(self._trainable_arrays)[1]
+
+    def restore_newest_host_and_arrays(self) -> tuple[int, dict, dict]:
+        """(step, host, trainable arrays) of the newest step where both read back whole (`inspect`)."""
+        step, (host, tr) = self._newest(lambda s: (self._host(s), self._trainable_arrays(s)))
+        return step, host, tr
 
     def wait(self) -> None:
         self._mngr.wait_until_finished()
@@ -89,8 +189,11 @@ class TrainCheckpointer:
             f.chmod(0o600)  # host state holds trace text (already redacted): owner-only
 
     def close(self) -> None:
+        if self._mngr is None:
+            return
         self.wait()
         self._mngr.close()
+        self._mngr = None
 
     def __enter__(self):
         return self

@@ -30,7 +30,18 @@ def load(source: str | os.PathLike, dtype=jnp.float32, *, revision: str | None =
          cache_dir: str | None = None) -> tuple[Config, Params]:
     """Load a model from a file, a folder or a Hugging Face repo id -> (config, params)."""
     sd, where = read_official(source, revision=revision, cache_dir=cache_dir)
+    check_finite(sd, where)
     return from_official(sd, dtype=dtype, source=where)
+
+
+def check_finite(sd: dict[str, np.ndarray], where: str) -> None:
+    """Refuse weights holding NaN or Inf, naming the tensor: they would only show up later as `nan` scores,
+    empty generations or a failing trainer."""
+    for name, a in sd.items():
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+            bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+            raise CheckpointError(f"{where}: tensor {name} holds {bad} NaN/Inf value{'s' * (bad > 1)} (of {a.size}); "
+                                  "the file is damaged or its training diverged: use another checkpoint")
 
 
 def read_official(source, *, revision=None, cache_dir=None) -> tuple[dict[str, np.ndarray], str]:
@@ -170,8 +181,12 @@ def read_pth(path: Path) -> dict[str, np.ndarray]:
         raise CheckpointError(f"{path}: reading a .pth file needs torch; install it with "
                               "`pip install -e '.[reference]'`, or convert the file elsewhere with "
                               "`python cli.py convert`") from None
+    import pickle
     try:
         sd = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError:  # weights_only refused a global: the file asks to run code or build objects
+        raise CheckpointError(f"{path}: the file holds code or Python objects besides tensors and is refused "
+                              "(nothing in it was run); a checkpoint needs tensors only") from None
     except Exception as e:  # torch raises many types for bad zips/pickles
         raise CheckpointError(f"{path}: not a loadable .pth checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(sd, Mapping):

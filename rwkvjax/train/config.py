@@ -91,7 +91,7 @@ class TrainConfig:
     consolidate_every: int = option(0, help="with per-project states: steps between sleep consolidations of the "
                                             "project states into the global one (0: never)")
     # Settings that must not change when resuming (the rest may, e.g. steps or logging).
-    FIXED = ("ctx_len", "live_per_step", "replay_per_step", "merges", "train_shift", "merge_window",
+    FIXED = ("dtype", "ctx_len", "live_per_step", "replay_per_step", "merges", "train_shift", "merge_window",
              "merge_threshold", "merge_slots", "replay_capacity", "replay_priority", "replay_admission",
              "state_scope")
 

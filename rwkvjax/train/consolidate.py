@@ -131,8 +131,7 @@ def consolidate_checkpoint(cfg) -> dict:
 
     ck = TrainCheckpointer(cfg.ckpt_dir, read_only=True)
     try:
-        step = ck._step(None)
-        host = ck.restore_host(step)
+        step, host = ck._newest(ck._host)
         tc = host["train_config"]
         if tc.get("state_scope") != "per-project" or not host.get("projects"):
             raise ConfigError(f"{cfg.ckpt_dir}: not a `train --state-scope per-project` run (nothing to consolidate)")

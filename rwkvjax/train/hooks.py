@@ -14,16 +14,37 @@ from rwkvjax.train.loop import Hook, StepInfo
 
 class MetricsLog(Hook):
     """One JSON line every `every` steps, and for every step a periodic evaluation scored; appended and flushed
-    (`inspect` reads it)."""
+    (`inspect` reads it). A torn last line (the process was killed mid-write) is cut off before appending."""
 
     def __init__(self, path: str | Path, every: int = 1):
         self.path, self.log_every = Path(path), every
+        repair_torn_tail(self.path)
 
     def after_step(self, info: StepInfo):
         if info.step % self.log_every and not any(k.startswith("eval/") for k in info.record):
             return
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(info.record) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(info.record) + "\n")
+        except OSError as e:  # a full disk: stop with one line rather than train on unlogged
+            raise SaveFailed(f"{self.path}: cannot append step {info.step}'s record ({e.strerror or e}); fix the "
+                             "cause and run the same command again to resume") from None
+
+
+def repair_torn_tail(path: Path) -> None:
+    """Cut an unterminated last line off a JSON-lines file: it is a record whose write was cut short."""
+    if not path.is_file() or not path.stat().st_size:
+        return
+    with open(path, "rb+") as f:
+        f.seek(-1, 2)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        data = f.read()
+        keep = data.rfind(b"\n") + 1
+        f.truncate(keep)
+    log.warning("%s: cut off a torn last line (%d bytes, a record whose write was interrupted)", path,
+                len(data) - keep)
 
 
 class RunStats(Hook):

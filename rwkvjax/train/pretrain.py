@@ -16,6 +16,7 @@ import functools
 import json
 import math
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -28,7 +29,9 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from rwkvjax.errors import CheckpointMismatch, ConfigError
+from rwkvjax.atomic import atomic_write
 from rwkvjax.io.checkpoint import abstract, checkpoint_manager
+from rwkvjax.io.lock import LOCK_NAME, RunLock
 from rwkvjax.io.convert import save_official
 from rwkvjax.model.init import init_params
 from rwkvjax.model.rwkv7 import embed, forward_hidden, head_logits
@@ -37,6 +40,8 @@ from rwkvjax.train.config import PretrainConfig
 from rwkvjax.train.corpus import build_corpus, default_roots
 from rwkvjax.train.objective import HEAD_CHUNK, _chunked_nll
 from rwkvjax.train.optim import Group, make_optimizer
+from rwkvjax.train.hooks import repair_torn_tail
+from rwkvjax.train.signals import StopSignals
 from rwkvjax.train.step import data_mesh
 
 _DECAYED = {"emb", "head", "W_r", "W_k", "W_v", "W_o", "ffn_key", "ffn_value"}
@@ -177,23 +182,29 @@ def _installed_packages() -> list[str]:
 
 
 def pretrain(cfg: PretrainConfig, *, log=print) -> dict:
-    from rwkvjax.text.tokenizer import for_vocab
+    """Train (or resume training) the model of `cfg.out`, which is held locked for the run (`io.lock`)."""
     if not cfg.corpus:
         cfg = dataclasses.replace(cfg, corpus=tuple(default_roots()))
-    config = cfg.model_config()
-    tok = for_vocab(config.vocab_size)
     out = Path(cfg.out).absolute()
     _check_resume(out, cfg)
+    made = not out.exists()
+    try:
+        with RunLock(out, "pretrain"):
+            return _pretrain(cfg, out, log)
+    finally:
+        if made and not any(p.name != LOCK_NAME for p in out.iterdir()):
+            shutil.rmtree(out)  # refused before anything was written (e.g. a bad --init-from): leave no folder
+
+
+def _pretrain(cfg: PretrainConfig, out: Path, log) -> dict:
+    from rwkvjax.text.tokenizer import for_vocab
+    config = cfg.model_config()
+    tok = for_vocab(config.vocab_size)
     t_build = time.perf_counter()
     stream, held_docs, cstats = build_corpus(cfg, tok)
     log(f"corpus: {cstats['train_files']} training files ({cstats['train_tokens']} tokens), "
         f"{cstats['heldout_files']} held-out files in {len(cstats['heldout_packages'])} packages, "
         f"{time.perf_counter() - t_build:.0f} s")
-    out.mkdir(parents=True, exist_ok=True)
-    recipe = {"pretrain_config": dataclasses.asdict(cfg), "model_config": dataclasses.asdict(config),
-              "corpus": cstats, "python": platform.python_version(), "installed_packages": _installed_packages()}
-    (out / "recipe.json").write_text(json.dumps(recipe, indent=1))
-
     tx = pretrain_optimizer(cfg)
     params = init_params(config, cfg.seed)
     if cfg.init_from:
@@ -203,16 +214,27 @@ def pretrain(cfg: PretrainConfig, *, log=print) -> dict:
             raise CheckpointMismatch(f"--init-from {cfg.init_from}: its shape {init_config} differs from "
                                      f"--vocab/--n-layer/--n-embd ({config})")
     opt_state = tx.init(params)
+    # every check has passed: only now is anything in the folder written
+    recipe = {"pretrain_config": dataclasses.asdict(cfg), "model_config": dataclasses.asdict(config),
+              "corpus": cstats, "python": platform.python_version(), "installed_packages": _installed_packages()}
+    atomic_write(out / "recipe.json", json.dumps(recipe, indent=1).encode(), private=False)
     rng = np.random.default_rng(cfg.seed)
     mngr = checkpoint_manager(out / "ckpt", keep=2)
-    step = 0
+    step, resumed_segment = 0, None
     if mngr.latest_step() is not None:
+        seg_like = {"seg": np.zeros((cfg.batch, cfg.ctx_len * cfg.windows_per_segment + 1), np.int32),
+                    "state": zero_state(config, cfg.batch)}
         r = mngr.restore(mngr.latest_step(), args=ocp.args.Composite(
             params=ocp.args.StandardRestore(abstract(params)), opt=ocp.args.StandardRestore(abstract(opt_state)),
-            host=ocp.args.JsonRestore()))
+            host=ocp.args.JsonRestore(),
+            **({"segment": ocp.args.StandardRestore(abstract(seg_like))}
+               if "segment" in mngr.item_metadata(mngr.latest_step()) else {})))
         params, opt_state, step = r.params, r.opt, r.host["step"]
         rng.bit_generator.state = r.host["rng"]
-        log(f"resumed at step {step}")
+        if r.host.get("mid_segment"):
+            resumed_segment = r.segment
+        log(f"resumed at step {step}" + (" (inside a segment: its carried state restored)" if resumed_segment
+                                         else ""))
 
     T, K = cfg.ctx_len, cfg.windows_per_segment
     train_step, eval_window = make_steps(config, tx, cfg)
@@ -242,42 +264,57 @@ def pretrain(cfg: PretrainConfig, *, log=print) -> dict:
             rec["copy_second_bits_per_token"] = float(cb[:, n:].mean())
         return rec
 
-    def save():
+    def save(mid_segment: bool = False):
+        """A step; stopped inside a segment (Ctrl-C), the segment and its carried state go with it, so the
+        resumed run continues exactly where this one stopped."""
+        extra = {"segment": ocp.args.StandardSave({"seg": seg, "state": jax.device_get(state)})} if mid_segment \
+            else {}
         mngr.save(step, args=ocp.args.Composite(
             params=ocp.args.StandardSave(params), opt=ocp.args.StandardSave(opt_state),
-            host=ocp.args.JsonSave({"step": step, "rng": rng.bit_generator.state})))
+            host=ocp.args.JsonSave({"step": step, "rng": rng.bit_generator.state, "mid_segment": mid_segment}),
+            **extra))
         mngr.wait_until_finished()
         save_official(params, config, out / "model.safetensors", "bf16",
                       {"pretrain_step": str(step), "recipe": "recipe.json"})
 
     metrics_path = out / "metrics.jsonl"
+    repair_torn_tail(metrics_path)
     t0, tokens, rec, loss = time.perf_counter(), 0, {}, None
     state, seg = None, None
+    if resumed_segment is not None:
+        seg, state = np.asarray(resumed_segment["seg"]), state_rows(resumed_segment["state"])
     losses = []
-    while step < cfg.steps:
-        w = step % K
-        if w == 0 or seg is None:
-            seg = segment_batch(stream, rng, cfg.batch, T * K, cfg.copy_prob)
-            state = state_rows(zero_state(config, cfg.batch))
-        x, y = rows(seg[:, w * T:(w + 1) * T]), rows(seg[:, w * T + 1:(w + 1) * T + 1])
-        params, opt_state, state, loss = train_step(params, opt_state, state, x, y)
-        losses.append(loss)
-        step += 1
-        tokens += cfg.batch * T
-        at_boundary = step % K == 0
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            el = time.perf_counter() - t0
-            rec = {"step": step, "train_loss": float(np.mean([float(v) for v in losses])),
-                   "tokens_per_s": tokens / el, "tokens_seen": step * cfg.batch * T, **evaluate(),
-                   "time": time.time()}
-            losses = []
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
-            log(json.dumps(rec))
-        # checkpoints only at segment boundaries: a resumed run draws a fresh segment, exactly as this one would
-        if (at_boundary and (step // K) % max(cfg.save_every // K, 1) == 0) or step == cfg.steps:
-            save()
+    saved = step
+    with StopSignals() as signals:  # Ctrl-C/SIGTERM: the step in flight finishes, then everything is saved
+        while step < cfg.steps and not signals.event.is_set():
+            w = step % K
+            if w == 0 or seg is None:
+                seg = segment_batch(stream, rng, cfg.batch, T * K, cfg.copy_prob)
+                state = state_rows(zero_state(config, cfg.batch))
+            x, y = rows(seg[:, w * T:(w + 1) * T]), rows(seg[:, w * T + 1:(w + 1) * T + 1])
+            params, opt_state, state, loss = train_step(params, opt_state, state, x, y)
+            losses.append(loss)
+            step += 1
+            tokens += cfg.batch * T
+            at_boundary = step % K == 0
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                el = time.perf_counter() - t0
+                rec = {"step": step, "train_loss": float(np.mean([float(v) for v in losses])),
+                       "tokens_per_s": tokens / el, "tokens_seen": step * cfg.batch * T, **evaluate(),
+                       "time": time.time()}
+                losses = []
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                log(json.dumps(rec))
+            # periodic checkpoints at segment boundaries: a resumed run draws a fresh segment, as this one would
+            if (at_boundary and (step // K) % max(cfg.save_every // K, 1) == 0) or step == cfg.steps:
+                save()
+                saved = step
+        if step != saved:  # stopped by a signal between checkpoints
+            save(mid_segment=step % K != 0)
+            log(f"stopped at step {step}: saved")
     mngr.wait_until_finished()
     mngr.close()
+    signals.raise_if_stopped()
     return {"model": str(out / "model.safetensors"), "step": step, **rec,
             "corpus": {k: v for k, v in cstats.items() if k != "heldout_packages"}}

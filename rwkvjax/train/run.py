@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import signal
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -22,8 +22,9 @@ from pathlib import Path
 import jax.numpy as jnp
 
 from ingest.render import RenderOptions
-from rwkvjax.errors import CheckpointMismatch, MissingFile
-from rwkvjax.io.checkpoint import TrainCheckpointer
+from rwkvjax.errors import CheckpointMismatch, DataError, MissingFile
+from rwkvjax.io.checkpoint import SaveFailed, TrainCheckpointer
+from rwkvjax.io.lock import LOCK_NAME, RunLock
 from rwkvjax.merges.dyntok import DynamicTokenizer, expand, for_tokenizer
 from rwkvjax.merges.hypernet_io import start_hypernet
 from rwkvjax.merges.units import MERGED, PLAIN
@@ -39,18 +40,31 @@ from rwkvjax.train.loop import train_loop
 from rwkvjax.train.optim import OptimConfig, state_tuning_optimizer
 from rwkvjax.train.projects import ProjectStates, store_trainable
 from rwkvjax.train.replay import ReplayBuffer, ReplaySettings
+from rwkvjax.train.signals import StopSignals
 from rwkvjax.train.step import data_mesh
 from rwkvjax.train.trainable import init_trainable
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
 
 
 class Trainer:
+    """One run on one checkpoint folder, which it holds locked (`io.lock`) until `run` ends or `close`."""
+
     def __init__(self, cfg: TrainConfig, *, model=None):
         self.cfg = cfg
+        self._made_dir = not Path(cfg.ckpt_dir).exists()
+        self.lock = RunLock(cfg.ckpt_dir, "train").acquire()
+        try:
+            self._build(model)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, model) -> None:
+        cfg = self.cfg
         if model is None:
+            from rwkvjax.io.convert import DTYPES
             from rwkvjax.io.formats import load
             model = load(cfg.model, dtype=DTYPES[cfg.dtype])
         self.config: Config
@@ -83,6 +97,7 @@ class Trainer:
                                   cfg.live_per_step, self.stop, divert=self.gate.divert if self.gate else None,
                                   by_project=per_project)
         self.step, self.tokens_seen, self.bytes_seen = 0, 0, 0
+        self._save_failed = False
         self._restore()
 
     def _make_gate(self):
@@ -106,31 +121,43 @@ class Trainer:
         return self.tok.decode(ids)
 
     # ----- checkpoint -----
-    def _restore(self):
-        cfg, step = self.cfg, self.ckpt.latest_step()
-        if step is None:
-            return
-        host = self.ckpt.restore_host(step)
-        if host["base_hash"] != self.base_hash:
-            raise CheckpointMismatch(
-                f"{cfg.ckpt_dir}: checkpoint was trained on a different base model (hash {host['base_hash']}, "
-                f"this model {self.base_hash}); use a new --ckpt-dir or the original --model")
-        for k in TrainConfig.FIXED:
+    def _check_resumable(self, host: dict) -> None:
+        cfg = self.cfg
+        for k in TrainConfig.FIXED:  # first: another --dtype also changes the base-model hash
             if host["train_config"].get(k) != getattr(cfg, k):
                 raise CheckpointMismatch(
                     f"{cfg.ckpt_dir}: setting {k}={getattr(cfg, k)!r} differs from the checkpoint's "
                     f"{host['train_config'].get(k)!r}; keep it, or start a new --ckpt-dir")
+        if host["base_hash"] != self.base_hash:
+            raise CheckpointMismatch(
+                f"{cfg.ckpt_dir}: checkpoint was trained on a different base model (hash {host['base_hash']}, "
+                f"this model {self.base_hash}); use a new --ckpt-dir or the original --model")
+
+    def _read_step(self, step: int):
+        """Everything a resume needs from one step (raises on a damaged step, or on a checkpoint of another
+        model or other settings)."""
+        self._check_resumable(self.ckpt.restore_host(step))
         lr = self.learner
         trainable, opt_state, host = self.ckpt.restore(step, lr.trainable0, lr.opt_state)
+        trees = None
+        if self.projects is not None and host.get("projects"):
+            names = list(host["projects"]["replay"])
+            trees = self.ckpt.restore_extra(step, dict(zip(("projects", "project_opt"), self.projects.like(names))))
+        return trainable, opt_state, host, trees
+
+    def _restore(self):
+        found = self.ckpt.newest_intact(self._read_step, set_aside=True)
+        if found is None:
+            return
+        cfg, lr = self.cfg, self.learner
+        step, (trainable, opt_state, host, trees) = found
         replay = host["replay"]
         if "replay_windows" in host:  # layout before the buffer held its windows
             replay = dict(replay, windows=[r["window"] for r in host["replay_windows"]],
                           nll_frozen=[r["nll_frozen"] for r in host["replay_windows"]])
         lr.load(trainable, opt_state, ReplayBuffer.from_dict(replay, source=f"{cfg.ckpt_dir} step {step} replay"),
                 updates=host["step"])
-        if self.projects is not None and host.get("projects"):
-            names = list(host["projects"]["replay"])
-            trees = self.ckpt.restore_extra(step, dict(zip(("projects", "project_opt"), self.projects.like(names))))
+        if trees is not None:
             self.projects.load(host["projects"], trees["projects"], trees["project_opt"], trainable)
             self._adopt_consolidated(step)
         self.step, self.tokens_seen, self.bytes_seen = host["step"], host["tokens_seen"], host["bytes_seen"]
@@ -171,8 +198,15 @@ class Trainer:
         }
 
     def save(self, step: int | None = None) -> None:
-        if self.step in self.ckpt.all_steps():
-            return  # this step is already committed (e.g. saved at an interval just before stopping)
+        if self.step == 0 or self._save_failed or self.step in self.ckpt.all_steps():
+            return  # nothing learned yet, a failed save already stopped the run, or this step is committed
+        try:
+            self._save()
+        except SaveFailed:
+            self._save_failed = True
+            raise
+
+    def _save(self) -> None:
         if self.projects is None:
             self.ckpt.save(self.step, self.learner.trainable, self.learner.opt_state, self._host_state())
         else:  # the global state in the usual place (what `inspect` and `--checkpoint` readers see)
@@ -275,29 +309,35 @@ class Trainer:
     def run(self, *, progress: bool | None = None) -> dict:
         cfg = self.cfg
         if cfg.steps is not None and self.step >= cfg.steps:
-            self.ckpt.close()
+            self.close()
             return {"step": self.step, "stopped": "done"}
-        got: list[int] = []
-
-        def on_signal(signum, frame):  # finish the step in flight, then save and stop
-            got.append(signum)
-            self.stop.set()
-
-        main = threading.current_thread() is threading.main_thread()
-        prev = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
         try:
-            with self.source:
+            with StopSignals(self.stop) as signals, self.source:  # Ctrl-C/SIGTERM: the step in flight finishes
                 _, stopped = train_loop(self.learner, self.batches(), self.hooks(progress), step=self.step,
                                         steps=cfg.steps, stop=self.stop, describe=self.describe)
         finally:
-            for s, h in prev.items():
-                signal.signal(s, h)
-            self.ckpt.close()
+            self.close()
+        if stopped == "source exhausted" and self.step == 0:
+            self._nothing_to_learn()
         out = {"step": self.step, "stopped": stopped, "tokens_seen": self.tokens_seen,
                "ckpt_dir": str(self.ckpt.directory)}
-        if got:
-            out["signal"] = signal.Signals(got[0]).name
+        if signals.name:
+            out["signal"] = signals.name
         return out
+
+
+    def _nothing_to_learn(self):
+        """The source ended before a single window: say so, and leave no trace of this run behind."""
+        if self._made_dir and not any(p.name != LOCK_NAME for p in self.ckpt.directory.iterdir()):
+            shutil.rmtree(self.ckpt.directory)
+        raise DataError(f"no sessions found in {', '.join(self.cfg.source)}: no file there holds a Claude Code "
+                        "transcript with text to train on (see the warnings above); nothing was written")
+
+    def close(self) -> None:
+        """Wait for pending saves and release the folder."""
+        if getattr(self, "ckpt", None) is not None:
+            self.ckpt.close()
+        self.lock.release()
 
 
 def run(cfg: TrainConfig, **kw) -> dict:

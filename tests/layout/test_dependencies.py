@@ -11,7 +11,8 @@ from tests.conftest import REPO
 # Lower layers first; a module may import its own layer and the layers below it. io, text and merges share
 # a layer but do not import each other.
 LAYERS = [
-    {"rwkvjax.errors", "rwkvjax.options"},
+    {"rwkvjax.errors"},
+    {"rwkvjax.options", "rwkvjax.atomic", "rwkvjax.extras"},
     {"rwkvjax.model"},
     {"rwkvjax.io", "rwkvjax.text", "rwkvjax.merges"},
     {"rwkvjax.train"},

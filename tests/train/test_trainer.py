@@ -150,7 +150,7 @@ def test_inspect_and_merge_stats_cli(small_model_file, traces, tmp_path):
     bpb = lambda r: float(r.stdout.strip().splitlines()[-1].split("\t")[-1].split()[0])
     assert bpb(base) != bpb(tuned)
     from rwkvjax.io.tuned_state import load_tuned_state
-    st = load_tuned_state(ck, SMALL)
+    st = load_tuned_state(ck, SMALL, rwkvjax.load(small_model_file)[1])
     arrays, _ = _final(ck)
     np.testing.assert_array_equal(np.asarray(st.wkv[:, 0]), np.asarray(arrays["wkv"]))
     g = subprocess.run([*cli, "generate", "--model", str(small_model_file), "--checkpoint", str(ck), "--prompt",
