@@ -6,6 +6,7 @@ top level imports only its (stdlib-only) config dataclass. jax and orbax load wh
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import importlib
 import logging
@@ -60,18 +61,55 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
-def _raise_terminated(signum, frame):
-    raise Terminated()
+_signalled: list[int] = []
+
+
+def _redeliver(signum: int, delay: float = 0.05) -> None:
+    """Raise the signal's exception again a little later, from another thread (`interrupt_main`)."""
+    t = threading.Timer(delay, _thread.interrupt_main, args=(signum,))
+    t.daemon = True
+    t.start()
+
+
+def _on_signal(signum, frame):
+    _signalled.append(signum)
+    f = frame
+    while f is not None:
+        if f.f_code.co_filename.startswith("<frozen importlib"):
+            # an interrupt raised inside an import makes extension modules (numpy, jaxlib) print their own
+            # traceback and fail with ImportError: wait until the import is over
+            _redeliver(signum)
+            return
+        f = f.f_back
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _unraisable(u, default=sys.unraisablehook):
+    """A Ctrl-C that landed in a garbage-collector callback (jax registers one) is printed and dropped by
+    Python; deliver it again so the command still stops."""
+    if isinstance(u.exc_value, KeyboardInterrupt):
+        _redeliver(signal.SIGTERM if isinstance(u.exc_value, Terminated) else signal.SIGINT)
+        return
+    default(u)
+
+
+def _stopped(signum: int) -> int:
+    print("terminated" if signum == signal.SIGTERM else "interrupted", file=sys.stderr)
+    return 143 if signum == signal.SIGTERM else 130
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command. User errors (`rwkvjax.errors.UserError`, `ingest.errors.InputError`) print one line
     and return 2; Ctrl-C returns 130 and SIGTERM 143, after the command saved what it had (SIGTERM is raised
-    as `Terminated`, a `KeyboardInterrupt`, so both take the same path); anything else is a bug and keeps its
-    traceback. A command's `run` may return its own exit status."""
+    as `Terminated`, a `KeyboardInterrupt`, so both take the same path; whatever error a signal causes while
+    a module loads counts as the interrupt); anything else is a bug and keeps its traceback. A command's
+    `run` may return its own exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if threading.current_thread() is threading.main_thread():  # (tests call main from other threads)
-        signal.signal(signal.SIGTERM, _raise_terminated)
+        _signalled.clear()
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, _on_signal)
+        sys.unraisablehook = _unraisable
     # orbax reports through absl at WARNING what the commands already say in one line (a damaged step)
     logging.getLogger("absl").setLevel(logging.ERROR)
     try:
@@ -82,13 +120,14 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's final flush stays quiet
         return 141
     except Terminated:
-        print("terminated", file=sys.stderr)
-        return 143
+        return _stopped(signal.SIGTERM)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return _stopped(signal.SIGINT)
     except (UserError, InputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception:
+        if _signalled:  # e.g. an extension module whose import the interrupt cut short (an ImportError)
+            return _stopped(_signalled[0])
+        raise
     return int(status or 0)
-

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -44,12 +46,36 @@ class _OrbaxSaveThreadErrors(logging.Filter):
 logging.getLogger("absl").addFilter(_OrbaxSaveThreadErrors())
 
 
+def _quiet_late_writer_reports() -> None:
+    """When a save fails, orbax's tensorstore writers go on finishing in their own threads and each reports,
+    through `sys.excepthook`, that the event loop it would call back is gone: a traceback each around the
+    one-line error. Those reports (and only those) are dropped; installed once, by the first save."""
+    global _quieted
+    if _quieted:
+        return
+    prev = sys.excepthook
+
+    def hook(kind, value, tb):
+        if kind is RuntimeError and str(value) == "Event loop is closed":
+            return
+        prev(kind, value, tb)
+
+    sys.excepthook = hook
+    _quieted = True
+
+
+_quieted = False
+
+
 def _root_cause(e: BaseException) -> str:
     """The innermost error's first line (an OSError's strerror when there is one), for a one-line report."""
     while e.__cause__ is not None or e.__context__ is not None:
         e = e.__cause__ or e.__context__
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
+    code = re.search(r"os_error_code='(\d+)'", str(e))  # tensorstore's wording of an OS error
+    if code:
+        return os.strerror(int(code.group(1)))
     first = str(e).splitlines()[0] if str(e) else type(e).__name__
     return first if len(first) < 240 else first[:240] + "..."
 
@@ -81,6 +107,7 @@ class TrainCheckpointer:
         self.directory = Path(directory).absolute()
         self._mngr = checkpoint_manager(self.directory, keep=keep, async_save=async_save and not read_only,
                                         create=not read_only)
+        self._failed = False
 
     def latest_step(self) -> int | None:
         return self._mngr.latest_step()
@@ -132,18 +159,36 @@ class TrainCheckpointer:
         """`extra`: more array trees saved in the same step (per-project states), read back by `restore_extra`.
         Waits for the step to be committed, so a failure (a full disk) stops the run at this step."""
         more = {k: ocp.args.StandardSave(v) for k, v in (extra or {}).items()}
+        _quiet_late_writer_reports()
+        self._check_space(step)
         try:
             self._mngr.save(step, args=ocp.args.Composite(
                 trainable=ocp.args.StandardSave(trainable), opt_state=ocp.args.StandardSave(opt_state),
                 host=ocp.args.JsonSave(host), **more))
             self._mngr.wait_until_finished()
         except Exception as e:
+            self._failed = True
             last = [s for s in self.all_steps() if s != step]
             for partial in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
                 shutil.rmtree(partial, ignore_errors=True)  # give the space back; the step is not there
             raise SaveFailed(f"{self.directory}: saving step {step} failed ({_root_cause(e)}); "
                              + (f"the newest saved step is {max(last)}" if last else "no step is saved")
                              + "; fix the cause and run the same command again to resume") from None
+
+    def _check_space(self, step: int) -> None:
+        """Refuse a save the disk cannot hold (1.5x the newest step's size) before orbax's writers start:
+        their failures arrive from many threads at once."""
+        steps = self.all_steps()
+        if not steps:
+            return
+        newest = self.directory / str(max(steps))
+        need = int(1.5 * sum(f.stat().st_size for f in newest.rglob("*") if f.is_file())) + (64 << 10)
+        free = shutil.disk_usage(self.directory).free
+        if free < need:
+            self._failed = True
+            raise SaveFailed(f"{self.directory}: saving step {step} failed (No space left on device: {free:,} bytes "
+                             f"free, a step needs about {need:,}); the newest saved step is {max(steps)}; fix the "
+                             "cause and run the same command again to resume")
 
     def restore_extra(self, step: int, likes: dict) -> dict:
         out = self._mngr.restore(step, args=ocp.args.Composite(
@@ -190,6 +235,9 @@ class TrainCheckpointer:
 
     def close(self) -> None:
         if self._mngr is None:
+            return
+        if self._failed:  # its background writers failed: closing it would only report that again, from threads
+            self._mngr = None
             return
         self.wait()
         self._mngr.close()

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from rwkvjax.io.checkpoint import SaveFailed
 from rwkvjax.train.loop import Hook, StepInfo
+
+log = logging.getLogger(__name__)
 
 
 class MetricsLog(Hook):

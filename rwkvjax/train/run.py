@@ -81,7 +81,7 @@ class Trainer:
             replay_per_step=cfg.replay_per_step, replay=self._new_replay(), units=MERGED if cfg.merges else PLAIN,
             n_slots=cfg.merge_slots if cfg.merges else None, mesh=data_mesh(), wkv_impl=cfg.wkv_impl,
             window_text=self._window_text)
-        self.ckpt = TrainCheckpointer(cfg.ckpt_dir, keep=cfg.keep)
+        self.ckpt = TrainCheckpointer(cfg.ckpt_dir, keep=cfg.keep, async_save=False)
         self.metrics_path = Path(cfg.ckpt_dir) / "metrics.jsonl"
         self.stop = threading.Event()
         dyntok = for_tokenizer(self.tok, window=cfg.merge_window, threshold=cfg.merge_threshold,
