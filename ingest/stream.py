@@ -181,6 +181,7 @@ class TraceStream:
                     pass
         finally:  # even when aclose() itself is cancelled: the child must not outlive the stream
             await self._stop_child()
+            self.normalizer.flush_warnings()  # bad lines at the very end of a live file are reported too
 
     # producer side -------------------------------------------------------------------------------
     async def _emit(self, rec: dict) -> None:
