@@ -13,8 +13,11 @@ def add_arguments(p):
 
 
 def run(args) -> None:
-    from rwkvjax.eval.inspect import format_inspect, inspect, plot
     cfg = dataclass_from_args(InspectConfig, args)
+    if cfg.plot:
+        from rwkvjax.extras import require
+        require("matplotlib", "plot", "--plot")
+    from rwkvjax.eval.inspect import format_inspect, inspect, plot
     rep = inspect(cfg.checkpoint, last=cfg.last)
     if cfg.plot:
         rep["plot"] = plot(cfg.checkpoint, cfg.plot)

@@ -11,7 +11,6 @@ sessions, on the same bytes. Protocol: Dawid's prequential principle (https://do
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import math
 import threading
@@ -24,9 +23,10 @@ import numpy as np
 from rwkvjax.errors import DataError
 from rwkvjax.eval import compressors
 from rwkvjax.eval.config import ARMS, EvalConfig
+from rwkvjax.eval.progress import Progress, as_stored, fingerprint
 from rwkvjax.eval.scoring import score_reset, score_stream, score_windows
 from rwkvjax.eval.sessions import ROLES, Session, load_sessions, split_by_time
-from rwkvjax.merges.dyntok import for_tokenizer
+from rwkvjax.merges.dyntok import DynamicTokenizer, for_tokenizer
 from rwkvjax.merges.hypernet_io import start_hypernet
 from rwkvjax.merges.units import MERGED, PLAIN
 from rwkvjax.model.params import params_hash
@@ -73,10 +73,9 @@ class Arm:
         self.gate = None
         if name == "tuned_gated":  # the same transaction `train` runs: probe, commit or roll back
             from rwkvjax.train.gate import GateSettings, UpdateGate
-            from rwkvjax.train.probe import default_canaries, read_texts
-            self.gate = UpdateGate(config, params, tok, read_texts(default_canaries()), ctx_len=self.ctx_len,
-                                   settings=GateSettings(slice_every=0))
-        self.decisions: collections.Counter = collections.Counter()
+            # the canaries `train --canaries` would give it: this run's
+            self.gate = UpdateGate(config, params, tok, read_texts(cfg.canaries or default_canaries()),
+                                   ctx_len=self.ctx_len, settings=GateSettings(slice_every=0))
         self.carried: State | None = None
         self.trained_sessions: set[str] = set()
         self.train_tokens = 0
@@ -132,7 +131,6 @@ class Arm:
                 return recs[-1]
             train_loop(self.learner, (live_all[i:i + n] for i in range(0, len(live_all), n)), [self.gate],
                        step=0, steps=None, stop=threading.Event(), describe=describe)
-            self.decisions.update(r.get("gate") for r in recs)
             self.trained_sessions.update(w.session for w in self.learner.replay.windows)
         else:
             for i in range(0, len(live_all), n):
@@ -142,9 +140,33 @@ class Arm:
         jax.block_until_ready(self.learner.trainable.wkv)
         self.train_seconds += time.perf_counter() - t0
 
-    def score_canary(self, params, tokens: np.ndarray) -> float:
-        nll, _ = score_stream(params, self.config, tokens, initial_state(self.trainable, 1), max_len=self.cfg.ctx_len)
-        return float(nll.sum() / LN2)
+    # ----- saved between sessions (`progress.Progress`) -----
+    def state_dict(self) -> tuple[dict, dict]:
+        """(JSON-able host state, array trees) of everything a session changes in this arm."""
+        host = {"carried": self.carried is not None, "updates": self.updates,
+                "replay": None if self.learner is None or self.learner.replay is None else self.learner.replay.to_dict(),
+                "gate": None if self.gate is None else self.gate.state_dict(),
+                "dyntok": None if self.dyntok is None else self.dyntok.state_dict()}
+        trees = {}
+        if self.learner is not None:
+            trees.update(trainable=self.learner.trainable, opt=self.learner.opt_state)
+        if self.name == "carry":  # (the start state stands in as the layout before the first session)
+            trees["carried"] = self.carried if self.carried is not None else initial_state(self.trainable, 1)
+        return host, trees
+
+    def load_state_dict(self, host: dict, leaves: dict[str, list[np.ndarray]]) -> None:
+        like = self.state_dict()[1]
+        trees = {k: jax.tree.unflatten(jax.tree.structure(like[k]), [jnp.asarray(x) for x in v])
+                 for k, v in leaves.items()}
+        if self.learner is not None:
+            replay = None if host["replay"] is None else ReplayBuffer.from_dict(host["replay"], source=f"arm {self.name}")
+            self.learner.load(trees["trainable"], trees["opt"], replay, host["updates"])
+        if self.name == "carry" and host["carried"]:
+            self.carried = trees["carried"]
+        if self.gate is not None:
+            self.gate.load_state_dict(host["gate"])
+        if self.dyntok is not None:
+            self.dyntok = DynamicTokenizer.from_state_dict(host["dyntok"], self.tok.decode_bytes)
 
 
 def score_plain(arms: list[Arm], params, s: Session) -> list[np.ndarray]:
@@ -159,8 +181,27 @@ def score_plain(arms: list[Arm], params, s: Session) -> list[np.ndarray]:
     return [row.astype(np.float64) / LN2 for row in nll]
 
 
+def score_canaries(arms: list[Arm], params, canaries: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Bits of each canary text read from each arm's start state: one batched pass per text, a row per arm."""
+    if not arms:
+        return {}
+    state = jax.tree.map(lambda *x: jnp.concatenate(x, axis=1), *[initial_state(a.trainable, 1) for a in arms])
+    out = {a.name: {} for a in arms}
+    for name, toks in canaries.items():
+        nll, _ = score_stream(params, arms[0].config, toks, state, max_len=arms[0].cfg.ctx_len)
+        for a, row in zip(arms, np.asarray(nll).reshape(len(arms), -1)):
+            out[a.name][name] = float(row.sum() / LN2)
+    return out
+
+
 def run_eval(cfg: EvalConfig, model, *, log=print) -> dict:
-    """Run every arm over the same stream; returns the raw results (see `report.write_eval_report`)."""
+    """Run every arm over the same stream; returns the raw results (see `report.write_eval_report`).
+
+    Each finished session is saved in `<cfg.out>/progress/` with the arms' learners after it (`progress`), so
+    an interrupt (KeyboardInterrupt, or SIGTERM through the CLI) loses at most the session in flight, and a
+    rerun with the same settings continues from the last finished one with the same results as an unbroken
+    run. `cfg.max_sessions` stops after that many sessions of the stream (the split is over all of them).
+    """
     from rwkvjax.text.tokenizer import for_vocab
     config, params = model
     tok = for_vocab(config.vocab_size)
@@ -170,65 +211,129 @@ def run_eval(cfg: EvalConfig, model, *, log=print) -> dict:
     split_by_time(sessions, cfg.heldout_fraction)
     texts = read_texts(cfg.canaries or default_canaries())
     canaries = {name: np.asarray(tok.encode(t), np.int32) for name, t in texts.items()}
-    canary_bytes = {name: len(t.encode()) for name, t in texts.items()}
-    mhash = params_hash(params) if cfg.hypernet else None
-    arms = {n: Arm(n, cfg, config, params, tok, mhash) for n in cfg.arms if n not in RESET_OF}
+    store = Progress(cfg.out)
+    mhash = params_hash(params)
+    fp = fingerprint(cfg, mhash, dataclasses.asdict(config), sessions, texts)
+    saved = store.open(fp, cfg)
+    limit = len(sessions) if cfg.max_sessions is None else min(cfg.max_sessions, len(sessions))
+    done = store.done() if saved is not None else 0
+    records = store.read_sessions(min(done, limit))
+    if done >= limit:
+        log(f"{store.dir}: {done} of {len(sessions)} sessions already done; nothing to compute")
+        return results(cfg, store.run, records)
     names = list(cfg.arms)
-    res = {"config": dataclasses.asdict(cfg), "sessions": [], "canary": {a: [] for a in arms},
-           "canary_bytes": canary_bytes, "arms": names, "compressors": list(compressors.COMPRESSORS)}
-    score_seconds = {a: 0.0 for a in names}
-    for a in arms.values():
-        res["canary"][a.name].append({name: a.score_canary(params, t) for name, t in canaries.items()})
-    prime = b""  # the bytes of the earlier training sessions: what the learners could have learned from
-    for si, s in enumerate(sessions):
-        data = s.text.encode()
-        rec = {"sid": s.sid, "group": s.group, "start": s.start, "heldout": s.heldout, "bytes": int(s.nbytes.sum()),
-               "tokens": int(len(s.tokens)), "roles": s.roles, "nbytes": s.nbytes, "bits": {},
-               "compressors": compressors.table(data, prime)}
-        plain = [a for a in arms.values() if not a.merges]
-        t0 = time.perf_counter()
-        for a, bits in zip(plain, score_plain(plain, params, s)):
-            rec["bits"][a.name] = bits
-        for a in plain:  # one batched pass served them all; charge each its share
-            score_seconds[a.name] += (time.perf_counter() - t0) / len(plain)
-        for r, base in RESET_OF.items():
-            if r in names:
-                t0 = time.perf_counter()
-                st = initial_state(arms[base].trainable, 1)
-                rec["bits"][r] = score_reset(params, config, s.tokens, st, cfg.reset_every).astype(np.float64) / LN2
-                score_seconds[r] += time.perf_counter() - t0
-        if "merges" in arms:
-            a = arms["merges"]
-            t0 = time.perf_counter()
-            rec["bits"]["merges"], mwins = a.score_merged(params, s)
-            score_seconds["merges"] += time.perf_counter() - t0
-        if not s.heldout:
-            wins = stream_windows(s.sid, s.tokens, cfg.ctx_len, tok)
-            for a in plain:
-                a.train(s, wins)
-            if "merges" in arms:
-                arms["merges"].train(s, mwins)
-            prime += data
+    arms = {n: Arm(n, cfg, config, params, tok, mhash if cfg.hypernet else None)
+            for n in names if n not in RESET_OF}
+    if saved is None:
+        start = score_canaries(list(arms.values()), params, canaries)
+        store.start(fp, canary_start=start, canary_bytes={n: len(t.encode()) for n, t in texts.items()},
+                    sessions_total=len(sessions))
+    score_seconds = {n: 0.0 for n in names}
+    if done:
+        store.load_arms(arms)
+        last = records[-1]
+        score_seconds.update(last["score_seconds"])
         for a in arms.values():
-            res["canary"][a.name].append({name: a.score_canary(params, t) for name, t in canaries.items()})
-        res["sessions"].append(rec)
+            c = last["counters"][a.name]
+            a.train_tokens, a.train_seconds = c["train_tokens"], c["train_seconds"]
+            a.trained_sessions = {sid for r in records for sid in r["counters"][a.name]["trained_new"]}
+        log(f"{store.dir}: continuing after {done} finished session(s)")
+    # the bytes of the earlier training sessions: what the learners could have learned from
+    prime = b"".join(s.text.encode() for s in sessions[:done] if not s.heldout)
+    for si in range(done, limit):
+        s = sessions[si]
+        t_session = time.perf_counter()
+        rec = score_session(s, arms, names, model, tok, cfg, prime, score_seconds)
+        if not s.heldout:
+            prime += s.text.encode()
+        rec["bits"] = {n: as_stored(b) for n, b in rec["bits"].items()}
+        # only a learner that has just trained has a new start state; the others' canary scores stay as they were
+        moved = [a for a in arms.values() if a.learner is not None and not s.heldout]
+        before = records[-1]["canary"] if records else store.run["canary_start"]
+        rec["canary"] = {**before, **score_canaries(moved, params, canaries)}
+        rec["score_seconds"] = dict(score_seconds)
+        rec["merge_stats"] = arms["merges"].dyntok.stats(top=10) if "merges" in arms else None
+        rec["seconds"] = time.perf_counter() - t_session
+        store.write_session(si, rec)
+        store.save_arms(si + 1, arms)  # after the session file: `done` never counts a session not on disk
+        records.append(rec)
         summary = {n: round(float(rec["bits"][n].sum() / rec["bytes"]), 4) for n in names}
         gz = rec["compressors"]["gzip -9"]["alone"] / rec["bytes"]
         log(f"[{si + 1}/{len(sessions)}] {'held-out' if s.heldout else 'train   '} {s.sid[:12]} "
-            f"{rec['bytes']} B  bpb {summary}  gzip -9 {gz:.4f}")
-    res["timing"] = {}
-    for n in names:
-        a = arms.get(n) or arms[RESET_OF[n]]
-        own = n in arms
-        res["timing"][n] = {
-            "updates": a.updates if own else 0, "train_seconds": a.train_seconds if own else 0.0,
-            "gate": dict(a.gate.counts) if own and a.gate is not None else None,
-            "updates_per_s": a.updates / a.train_seconds if own and a.train_seconds else None,
-            "train_tokens_per_s": a.train_tokens / a.train_seconds if own and a.train_seconds else None,
-            "score_tokens_per_s": sum(r["tokens"] for r in res["sessions"]) / max(score_seconds[n], 1e-9)}
+            f"{rec['bytes']} B  {rec['seconds']:.1f} s  bpb {summary}  gzip -9 {gz:.4f}")
+    return results(cfg, store.run, records)
+
+
+def score_session(s: Session, arms: dict[str, Arm], names: list[str], model, tok, cfg: EvalConfig,
+                  prime: bytes, score_seconds: dict[str, float]) -> dict:
+    """Score session `s` with every arm, then (a training session) train the learners on it."""
+    config, params = model
+    rec = {"sid": s.sid, "group": s.group, "start": s.start, "heldout": s.heldout, "bytes": int(s.nbytes.sum()),
+           "tokens": int(len(s.tokens)), "roles": s.roles, "nbytes": s.nbytes, "bits": {},
+           "compressors": compressors.table(s.text.encode(), prime)}
+    plain = [a for a in arms.values() if not a.merges]
+    t0 = time.perf_counter()
+    for a, bits in zip(plain, score_plain(plain, params, s)):
+        rec["bits"][a.name] = bits
+    for a in plain:  # one batched pass served them all; charge each its share
+        score_seconds[a.name] += (time.perf_counter() - t0) / len(plain)
     for r, base in RESET_OF.items():
         if r in names:
-            res["canary"][r] = res["canary"][base]
-    res["trained_sessions"] = {n: sorted((arms.get(n) or arms[RESET_OF[n]]).trained_sessions) for n in names}
-    res["merge_stats"] = arms["merges"].dyntok.stats(top=10) if "merges" in arms else None
+            t0 = time.perf_counter()
+            st = initial_state(arms[base].trainable, 1)
+            rec["bits"][r] = score_reset(params, config, s.tokens, st, cfg.reset_every).astype(np.float64) / LN2
+            score_seconds[r] += time.perf_counter() - t0
+    if "merges" in arms:
+        a = arms["merges"]
+        t0 = time.perf_counter()
+        rec["bits"]["merges"], mwins = a.score_merged(params, s)
+        score_seconds["merges"] += time.perf_counter() - t0
+    before = {a.name: set(a.trained_sessions) for a in arms.values()}
+    if not s.heldout:
+        wins = stream_windows(s.sid, s.tokens, cfg.ctx_len, tok)
+        for a in plain:
+            a.train(s, wins)
+        if "merges" in arms:
+            arms["merges"].train(s, mwins)
+    rec["counters"] = {a.name: {"updates": a.updates, "train_seconds": a.train_seconds,
+                                "train_tokens": a.train_tokens,
+                                "gate": dict(a.gate.counts) if a.gate is not None else None,
+                                "trained_new": sorted(a.trained_sessions - before[a.name])}
+                       for a in arms.values()}
+    return rec
+
+
+def results(cfg: EvalConfig, run: dict, records: list[dict], *, interrupted: bool = False) -> dict:
+    """The raw results the report reads, from the run's description and its finished sessions' records."""
+    names = list(cfg.arms)
+    own = lambda n: n if n in run["canary_start"] else RESET_OF[n]
+    res = {"config": dataclasses.asdict(cfg), "sessions": records, "canary_bytes": run["canary_bytes"],
+           "arms": names, "compressors": list(compressors.COMPRESSORS),
+           "canary": {n: [run["canary_start"][own(n)]] + [r["canary"][own(n)] for r in records] for n in names},
+           "progress": {"scored": len(records), "total": run["sessions_total"], "max_sessions": cfg.max_sessions,
+                        "interrupted": interrupted, "seconds": [r["seconds"] for r in records]}}
+    last = records[-1] if records else {"counters": {}, "score_seconds": {}, "merge_stats": None}
+    tokens = sum(r["tokens"] for r in records)
+    res["timing"] = {}
+    for n in names:
+        c = last["counters"].get(n) if n == own(n) else None
+        upd, secs = (c["updates"], c["train_seconds"]) if c else (0, 0.0)
+        res["timing"][n] = {
+            "updates": upd, "train_seconds": secs, "gate": c["gate"] if c else None,
+            "updates_per_s": upd / secs if secs else None,
+            "train_tokens_per_s": c["train_tokens"] / secs if c and secs else None,
+            "score_tokens_per_s": tokens / max(last["score_seconds"].get(n, 0.0), 1e-9)}
+    res["trained_sessions"] = {n: sorted({sid for r in records for sid in r["counters"][own(n)]["trained_new"]})
+                               for n in names}
+    res["merge_stats"] = last["merge_stats"]
     return res
+
+
+def saved_results(cfg: EvalConfig, *, interrupted: bool = False) -> dict | None:
+    """The results of the sessions finished so far in `cfg.out` (no model needed); None before the first."""
+    store = Progress(cfg.out)
+    run = store.load(cfg)
+    if run is None:
+        return None
+    limit = store.done() if cfg.max_sessions is None else min(cfg.max_sessions, store.done())
+    return results(cfg, run, store.read_sessions(limit), interrupted=interrupted) if limit else None

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
+from rwkvjax.atomic import atomic_write
 from rwkvjax.eval.prequential import POSITION_BUCKETS, ROLES
 
 HEADLINE = ((0, 1024), (0, 4096), (0, None))  # first 1K tokens, first 4K, whole session
+# a bootstrap over one session has one value: a zero-width "interval" that says nothing about the next session
+MIN_VERDICT_SESSIONS = 2
 
 
 def _key(lo, hi) -> str:
@@ -48,6 +53,11 @@ def bootstrap_gain(sessions, arm, ref="frozen", n=10_000, seed=0, mask_fn=None) 
     return float(gain), float(lo), float(hi)
 
 
+def _interval(lo, hi) -> list[float] | None:
+    """None where there is no interval (fewer than two sessions, no frozen arm)."""
+    return [lo, hi] if lo is not None and np.isfinite(lo) and np.isfinite(hi) else None
+
+
 def summarize(res: dict) -> dict:
     arms = res["arms"]
     train = [s for s in res["sessions"] if not s["heldout"]]
@@ -55,14 +65,14 @@ def summarize(res: dict) -> dict:
     out = {"arms": {}, "n_train_sessions": len(train), "n_heldout_sessions": len(held),
            "train_bytes": int(sum(s["nbytes"].sum() for s in train)),
            "heldout_bytes": int(sum(s["nbytes"].sum() for s in held)),
-           "heldout_sessions": [s["sid"] for s in held], "compressors": {}}
+           "heldout_sessions": [s["sid"] for s in held], "compressors": {}, "progress": res.get("progress")}
     n_boot = res["config"]["bootstrap"]
     for a in arms:
         row = {}
         for name, group in (("train", train), ("heldout", held)):
             bpb, _ = _bpb(group, a)
             g, lo, hi = bootstrap_gain(group, a, n=n_boot) if "frozen" in arms else (None,) * 3
-            row[name] = {"bpb": bpb, "gain": g, "gain_ci95": [lo, hi]}
+            row[name] = {"bpb": bpb, "gain": g, "gain_ci95": _interval(lo, hi)}
         row["heldout_headline"] = {}
         for lo_, hi_ in HEADLINE:
             mask = _window(lo_, hi_)
@@ -70,7 +80,7 @@ def summarize(res: dict) -> dict:
             g, glo, ghi = bootstrap_gain(held, a, n=n_boot, mask_fn=mask) if "frozen" in arms else (None,) * 3
             ref = _bpb(held, "frozen", mask)[0] if "frozen" in arms else None
             row["heldout_headline"][_key(lo_, hi_)] = {
-                "bpb": bpb, "gain": g, "gain_ci95": [glo, ghi],
+                "bpb": bpb, "gain": g, "gain_ci95": _interval(glo, ghi),
                 "rel_gain": (g / ref) if g is not None and ref else None}
         for split, group in (("by_position", train), ("heldout_by_position", held)):
             row[split] = {_key(lo_, hi_): _bpb(group, a, _window(lo_, hi_))[0] for lo_, hi_ in POSITION_BUCKETS}
@@ -92,7 +102,41 @@ def summarize(res: dict) -> dict:
         row["heldout_per_session"] = {s["sid"]: {m: s["compressors"][c][m] / s["bytes"] for m in ("alone", "primed")}
                                       for s in held}
         out["compressors"][c] = row
+    out["verdict"] = {name: verdict(out, name) for name in ("train", "heldout")}
     return out
+
+
+def verdict(summ: dict, split: str) -> dict:
+    """Each arm against frozen on one stream, from the 95% interval of its gain: better / worse / not
+    distinguishable; no verdict (`by_arm` None, `note` says why) from fewer than two sessions or without frozen."""
+    n = summ["n_train_sessions" if split == "train" else "n_heldout_sessions"]
+    stream = "training" if split == "train" else "held-out"
+    if "frozen" not in summ["arms"]:
+        return {"n_sessions": n, "by_arm": None, "note": "no frozen arm to compare with"}
+    if n < MIN_VERDICT_SESSIONS:
+        return {"n_sessions": n, "by_arm": None,
+                "note": f"a verdict needs at least {MIN_VERDICT_SESSIONS} {stream} sessions; this run has {n}"}
+    by_arm = {}
+    for a, row in summ["arms"].items():
+        if a == "frozen":
+            continue
+        lo, hi = row[split]["gain_ci95"]
+        by_arm[a] = ("better than frozen" if lo > 0 else "worse than frozen" if hi < 0
+                     else "not distinguishable from frozen")
+    return {"n_sessions": n, "by_arm": by_arm, "note": None}
+
+
+def _strict(x):
+    """JSON without NaN (not JSON): an undefined number is null."""
+    if isinstance(x, dict):
+        return {k: _strict(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_strict(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
 
 
 def _fmt(x, d=4):
@@ -100,8 +144,19 @@ def _fmt(x, d=4):
 
 
 def _ci(d) -> str:
-    lo, hi = d["gain_ci95"]
+    lo, hi = d["gain_ci95"] or (None, None)
     return f"{_fmt(d['gain'])} [{_fmt(lo)}, {_fmt(hi)}]"
+
+
+def _progress_lines(res: dict) -> list[str]:
+    p = res.get("progress")
+    if not p or p["scored"] >= p["total"]:
+        return []
+    how = (f"interrupted after {p['scored']} of {p['total']} sessions" if p["interrupted"]
+           else f"limited by --max-sessions {p['max_sessions']}: {p['scored']} of {p['total']} sessions scored")
+    return [f"**Partial run: {how}.** The held-out sessions are the latest, so they come last; rerun the same "
+            "command (with a larger --max-sessions, or without it) to continue from the finished sessions kept "
+            "in `progress/`.", ""]
 
 
 def write_eval_report(res: dict, out_dir: str | Path, command: str) -> Path:
@@ -112,7 +167,8 @@ def write_eval_report(res: dict, out_dir: str | Path, command: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     summ = summarize(res)
     arms = res["arms"]
-    (out / "summary.json").write_text(json.dumps(summ, indent=1))
+    strict = json.dumps(_strict(summ), indent=1, allow_nan=False).encode()
+    atomic_write(out / "summary.json", lambda f: f.write(strict), private=False)
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     train = [s for s in res["sessions"] if not s["heldout"]]
@@ -132,8 +188,10 @@ def write_eval_report(res: dict, out_dir: str | Path, command: str) -> Path:
     for ax in axes:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "prequential.png", dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
+    atomic_write(out / "prequential.png", lambda f: f.write(png.getvalue()), private=False)
 
     cfg = res["config"]
     n_held = summ["n_heldout_sessions"]
@@ -142,6 +200,7 @@ def write_eval_report(res: dict, out_dir: str | Path, command: str) -> Path:
         "",
         f"Command: `{command}`",
         "",
+        *_progress_lines(res),
         f"Sessions: {summ['n_train_sessions']} training ({summ['train_bytes']} bytes), {n_held} held out "
         f"({summ['heldout_bytes']} bytes, never trained on): the latest {cfg['heldout_fraction']:.0%} of the "
         f"session groups by start time (a subagent transcript goes with its parent session). "
@@ -188,18 +247,13 @@ def write_eval_report(res: dict, out_dir: str | Path, command: str) -> Path:
                       for c in summ["compressors"]]
             lines.append(f"| {s['sid'][:13]} | {s['bytes']} | " + " | ".join(cells) + " |")
     lines += ["", "Verdict (from the 95% intervals of the gain over frozen):", ""]
-    if n_held < 2:
-        lines.append(f"- none on the held-out stream: {n_held} held-out session(s); an interval needs at least 2.")
-    for a in arms:
-        if a == "frozen" or "frozen" not in arms:
+    for split in ("heldout", "train"):
+        v = summ["verdict"][split]
+        stream = "training" if split == "train" else "held-out"
+        if v["by_arm"] is None:
+            lines.append(f"- none on the {stream} stream: {v['note']}.")
             continue
-        for split in ("train", "heldout"):
-            lo, hi = summ["arms"][a][split]["gain_ci95"]
-            if np.isnan(lo):
-                continue
-            word = ("better than frozen" if lo > 0 else "worse than frozen" if hi < 0
-                    else "not distinguishable from frozen")
-            lines.append(f"- {a} on the {'training' if split == 'train' else 'held-out'} stream: {word}")
+        lines += [f"- {a} on the {stream} stream: {word}" for a, word in v["by_arm"].items()]
     for split, title in (("heldout_by_position", "Held-out sessions"), ("by_position", "Training stream")):
         lines += ["", f"## {title}: bits per byte by position in the session (tokens)", "",
                   "| arm | " + " | ".join(summ["arms"][arms[0]][split]) + " |",
@@ -215,11 +269,17 @@ def write_eval_report(res: dict, out_dir: str | Path, command: str) -> Path:
         t = summ["arms"][a]["timing"]
         lines.append(f"| {a} | {t['updates']} | {_fmt(t['updates_per_s'], 2)} | {_fmt(t['train_tokens_per_s'], 0)} | "
                      f"{_fmt(t['score_tokens_per_s'], 0)} |")
+    secs = (res.get("progress") or {}).get("seconds") or []
+    if secs:
+        lines += ["", f"Wall time per session, every arm above (scoring, training, canaries, compressors): mean "
+                      f"{np.mean(secs):.1f} s, longest {max(secs):.1f} s over {len(secs)} sessions of mean "
+                      f"{np.mean([s['bytes'] for s in res['sessions']]) / 1000:.1f} kB (this run's machine; a "
+                      f"continued run counts each session once)."]
     if res.get("merge_stats"):
         m = res["merge_stats"]
         lines += ["", f"Dynamic merges: {m['steps_per_base_token']:.3f} recurrent steps per base token, "
                       f"{m['promotions']} promotions, {m['evictions']} evictions."]
     lines += ["", "![prequential](prequential.png)", ""]
     path = out / "REPORT.md"
-    path.write_text("\n".join(lines))
+    atomic_write(path, lambda f: f.write("\n".join(lines).encode()), private=False)
     return path
