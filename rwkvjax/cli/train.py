@@ -21,6 +21,9 @@ SIGNAL_STATUS = {"SIGINT": 130, "SIGTERM": 143}
 def run(args) -> int:
     from rwkvjax.train.run import Trainer, demo_setup
     cfg = dataclass_from_args(TrainConfig, args)
+    if cfg.tensorboard:  # before the model loads, not after
+        from rwkvjax.extras import require
+        require("tensorboardX", "tensorboard", "--tensorboard")
     model = None
     if cfg.demo:
         demo_cfg, model = demo_setup(cfg.ckpt_dir or "runs/demo")

@@ -26,6 +26,7 @@ from rwkvjax.eval.config import ARMS, EvalConfig
 from rwkvjax.eval.progress import Progress, as_stored, fingerprint
 from rwkvjax.eval.scoring import score_reset, score_stream, score_windows
 from rwkvjax.eval.sessions import ROLES, Session, load_sessions, split_by_time
+from rwkvjax.io.lock import RunLock
 from rwkvjax.merges.dyntok import DynamicTokenizer, for_tokenizer
 from rwkvjax.merges.hypernet_io import start_hypernet
 from rwkvjax.merges.units import MERGED, PLAIN
@@ -202,6 +203,11 @@ def run_eval(cfg: EvalConfig, model, *, log=print) -> dict:
     rerun with the same settings continues from the last finished one with the same results as an unbroken
     run. `cfg.max_sessions` stops after that many sessions of the stream (the split is over all of them).
     """
+    with RunLock(cfg.out, "eval"):  # one writer per report folder
+        return _run_eval(cfg, model, log)
+
+
+def _run_eval(cfg: EvalConfig, model, log) -> dict:
     from rwkvjax.text.tokenizer import for_vocab
     config, params = model
     tok = for_vocab(config.vocab_size)

@@ -114,3 +114,14 @@ def test_sigterm_keeps_the_finished_sessions_and_writes_their_report(tmp_path):
     report = (out / "REPORT.md").read_text()
     assert f"interrupted after {done} of 3 sessions" in report and (out / "summary.json").is_file()
     assert f"{done} of 3 sessions finished and kept in {out}/progress" in err
+
+
+def test_a_second_eval_on_the_report_folder_is_refused(tmp_path):
+    from rwkvjax.eval.prequential import EvalConfig, run_eval
+    from rwkvjax.io.lock import RunLock, RunLocked
+    held = RunLock(tmp_path / "out", "eval").acquire()
+    try:
+        with pytest.raises(RunLocked, match=r"in use by `eval` \(pid \d+"):
+            run_eval(EvalConfig(traces=str(tmp_path / "none"), out=str(tmp_path / "out")), model=None)
+    finally:
+        held.release()

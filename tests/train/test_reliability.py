@@ -295,3 +295,14 @@ def test_hypernet_interrupted_after_training_keeps_the_network_and_exits_130(tmp
     assert err.strip().splitlines()[-1] == "interrupted" and "Segmentation" not in err and "Traceback" not in err
     from rwkvjax.merges.hypernet_io import load_hypernet
     load_hypernet(out, rwkvjax.load(REPO / "rwkvjax/data/demo_model.safetensors")[0])
+
+
+def test_a_second_pretrain_on_the_folder_is_refused(tmp_path):
+    from rwkvjax.train.config import PretrainConfig
+    from rwkvjax.train.pretrain import pretrain
+    held = RunLock(tmp_path / "out", "pretrain").acquire()
+    try:
+        with pytest.raises(RunLocked, match=r"in use by `pretrain` \(pid \d+"):
+            pretrain(PretrainConfig(out=str(tmp_path / "out"), corpus=(str(tmp_path),)), log=lambda m: None)
+    finally:
+        held.release()
