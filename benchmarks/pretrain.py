@@ -10,7 +10,6 @@ One JSON line per case; steps after two warm-up (compile) steps, median of 5 tim
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time

@@ -30,15 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 FIXTURE = REPO.parent / "shared" / "data" / "claude-projects"
 
-
-class _NoRedact:
-    counts: dict = {}
-
-    def __call__(self, text):
-        return text
-
-    def deep(self, v):
-        return v
+from benchmarks.ingestion import _NoRedact  # noqa: E402  (the same pass-through redactor)
 
 
 def load_redactor(rev: str | None):

@@ -14,9 +14,7 @@ import argparse
 import asyncio
 import json
 import socket
-import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 

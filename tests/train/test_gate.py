@@ -6,7 +6,6 @@ import dataclasses
 import random
 import threading
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

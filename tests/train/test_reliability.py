@@ -18,20 +18,16 @@ import pytest
 
 import rwkvjax
 from rwkvjax.errors import CheckpointMismatch, DataError
-from rwkvjax.io.convert import save_official
 from rwkvjax.io.lock import RunLock, RunLocked
 from rwkvjax.model.init import init_params
 from rwkvjax.train.run import DEMO_TRACES, TrainConfig, Trainer
 from tests.conftest import REPO
-
-SMALL = rwkvjax.Config(256, 64, 1, 128, 32, 32, 32, 32)
+from tests.train.conftest import SMALL
 
 
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "small.safetensors"
-    save_official(init_params(SMALL, 0, live_output=True), SMALL, path)
-    return path
+def model_file(small_model_file) -> Path:
+    return small_model_file
 
 
 @pytest.fixture(scope="module")

@@ -18,19 +18,10 @@ import pytest
 import rwkvjax
 from rwkvjax.errors import CheckpointMismatch
 from rwkvjax.io.checkpoint import TrainCheckpointer
-from rwkvjax.io.convert import save_official
 from rwkvjax.model.init import init_params
 from rwkvjax.train.run import DEMO_TRACES, TrainConfig, Trainer
 from tests.conftest import REPO
-
-SMALL = rwkvjax.Config(256, 64, 1, 128, 32, 32, 32, 32)
-
-
-@pytest.fixture(scope="module")
-def small_model_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "small.safetensors"
-    save_official(init_params(SMALL, 0, live_output=True), SMALL, path)
-    return path
+from tests.train.conftest import SMALL
 
 
 @pytest.fixture(scope="module")
