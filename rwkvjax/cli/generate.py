@@ -21,11 +21,12 @@ def add_arguments(p):
 
 
 def run(args) -> None:
-    from rwkvjax.io.convert import DTYPES
+    from rwkvjax.io.convert import DTYPES, refuse_slow_dtype
     from rwkvjax.io.formats import load
     from rwkvjax.serve.generate import generate_ids, stream_text
     from rwkvjax.text.tokenizer import for_vocab
     cfg = dataclass_from_args(GenerateConfig, args)
+    refuse_slow_dtype(cfg.dtype)
     config, params = load(cfg.model, dtype=DTYPES[cfg.dtype])
     tok = for_vocab(config.vocab_size)
     state = None

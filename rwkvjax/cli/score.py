@@ -12,6 +12,8 @@ def add_arguments(p):
 
 def run(args) -> None:
     from rwkvjax.eval.scoring import score_files
+    from rwkvjax.io.convert import refuse_slow_dtype
     cfg = dataclass_from_args(ScoreConfig, args)
+    refuse_slow_dtype(cfg.dtype)
     for name, nbytes, bpb in score_files(cfg):
         print(f"{name}\tempty" if nbytes == 0 else f"{name}\t{nbytes} bytes\t{bpb:.4f} bits/byte", flush=True)

@@ -11,7 +11,9 @@ from rwkvjax.options import option
 class ConvertConfig:
     src: str = option(positional=True, help="HF repo id, folder, .safetensors, .pth or rwkv.cpp .bin")
     out: str = option(positional=True, help="output .safetensors path")
-    dtype: str = option("fp32", choices=("fp32", "bf16", "fp16"), help="tensor dtype of the output")
+    dtype: str = option("fp32", choices=("fp32", "bf16", "fp16", "int8"),
+                        help="tensor dtype of the output; int8: weight-only, one scale per output row for the "
+                             "large matrices (the other tensors fp32)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,23 +13,36 @@ import numpy as np
 
 from rwkvjax.errors import ConfigError
 from rwkvjax.model.config import Config
-from rwkvjax.model.params import Params, from_official, to_official
+from rwkvjax.model.params import Params, dequantize_official, from_official, quantize_official, to_official
+from rwkvjax.model.quant import MARKER, MARKER_KEY, SCALE_SUFFIX
 
-DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16, "fp16": jnp.float16}
+# int8: weight-only, one scale per output row (rwkvjax.model.quant); every other tensor float32
+DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16, "fp16": jnp.float16, "int8": jnp.int8}
 
 
 def save_official(params: Params, config: Config, path: str | os.PathLike, dtype: str = "bf16",
                   meta: dict | None = None) -> str:
-    """Official-name safetensors, loadable by `rwkvjax.load` and convertible to `.pth`; written atomically."""
+    """Official-name safetensors, loadable by `rwkvjax.load` and convertible to `.pth`; written atomically.
+
+    `int8` writes each quantized matrix as `<name>` (int8 [out, in]) plus `<name>_scale` (float32 [out]), the
+    other tensors float32, and the metadata marker `quantization: int8-rows`.
+    """
     from safetensors.flax import save_file
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype!r}: choose one of {sorted(DTYPES)}")
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ConfigError(f"{path}: the output file name must end in .safetensors")
-    tensors = {k: jnp.asarray(np.ascontiguousarray(v), DTYPES[dtype])
-               for k, v in to_official(jax.device_get(params), config).items()}
+    sd = to_official(jax.device_get(params), config)
     md = {"format": "rwkv7-official-names", "config": json.dumps(dataclasses.asdict(config)), **(meta or {})}
+    if dtype == "int8":
+        sd = quantize_official(sd)
+        md[MARKER_KEY] = MARKER
+        cast = lambda a: jnp.asarray(a) if a.dtype == np.int8 else jnp.asarray(a, jnp.float32)
+    else:
+        sd = dequantize_official(sd)
+        cast = lambda a: jnp.asarray(a, DTYPES[dtype])
+    tensors = {k: cast(np.ascontiguousarray(v)) for k, v in sd.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=md)
@@ -47,6 +60,18 @@ def convert(source: str, out: str | Path, dtype: str = "fp32") -> dict:
     sd, where = read_official(source)
     cfg, params = from_official(sd, source=where)  # validates every tensor before anything is written
     save_official(params, cfg, out, dtype, {"source": str(source)})
-    n = sum(int(np.size(v)) for v in to_official(params, cfg).values())
-    return {"out": str(out), "tensors": len(to_official(params, cfg)), "dtype": dtype, "params": n,
+    weights = {k: v for k, v in to_official(params, cfg).items() if not k.endswith(SCALE_SUFFIX)}
+    return {"out": str(out), "tensors": len(weights), "dtype": dtype,
+            "params": sum(int(np.size(v)) for v in weights.values()), "bytes": os.path.getsize(out),
             "config": dataclasses.asdict(cfg)}
+
+
+def refuse_slow_dtype(dtype: str) -> None:
+    """bf16 weights on a CPU backend: refused by the commands that decode or score (generate, serve, score).
+
+    XLA:CPU has no fast bf16 matmul (AVX2): measured 4-5x slower than fp32 (benchmarks/RESULTS.md, "Forward vs
+    official"), where int8 is faster than fp32 and close to it in accuracy. GPU backends keep bf16.
+    """
+    if dtype == "bf16" and jax.default_backend() == "cpu":
+        raise ConfigError("--dtype bf16: bf16 weights run several times slower than fp32 on a CPU backend "
+                          "(XLA:CPU has no fast bf16 matmul); use --dtype int8 (fastest) or --dtype fp32")

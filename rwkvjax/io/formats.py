@@ -20,6 +20,7 @@ import numpy as np
 from rwkvjax.errors import CheckpointError
 from rwkvjax.model.config import Config
 from rwkvjax.model.params import Params, from_official
+from rwkvjax.model.quant import MARKER, MARKER_KEY
 
 RWKVCPP_MAGIC = 0x67676D66
 RWKVCPP_VERSION = 101
@@ -28,7 +29,11 @@ _SAFETENSORS_INDEX = "model.safetensors.index.json"
 
 def load(source: str | os.PathLike, dtype=jnp.float32, *, revision: str | None = None,
          cache_dir: str | None = None) -> tuple[Config, Params]:
-    """Load a model from a file, a folder or a Hugging Face repo id -> (config, params)."""
+    """Load a model from a file, a folder or a Hugging Face repo id -> (config, params).
+
+    `dtype`: weight dtype (float32, bfloat16, float16), or `jnp.int8` to quantize the large matrices on load
+    (`rwkvjax.model.quant`). An int8 file (`cli.py convert --dtype int8`) loads quantized whatever `dtype` is.
+    """
     sd, where = read_official(source, revision=revision, cache_dir=cache_dir)
     check_finite(sd, where)
     return from_official(sd, dtype=dtype, source=where)
@@ -95,12 +100,19 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     from safetensors import SafetensorError, safe_open
     try:
         # framework="numpy" cannot represent bf16 (the usual dtype of released weights); "flax" can,
-        # and one tensor at a time goes through jax before becoming a float32 numpy array.
+        # and one tensor at a time goes through jax before becoming a float32 (or int8) numpy array.
         with safe_open(str(path), framework="flax") as f:
-            return {k: _to_np32(f.get_tensor(k)) for k in f.keys()}
+            sd = {k: _to_np32(f.get_tensor(k)) for k in f.keys()}
+            metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: {_safetensors_problem(path) or 'not a readable safetensors file'} ({e})"
                               ) from None
+    int8 = [k for k, v in sd.items() if v.dtype == np.int8]
+    if int8 and metadata.get(MARKER_KEY) != MARKER:
+        raise CheckpointError(f"{path}: tensor '{int8[0]}' is int8 but the file lacks the metadata "
+                              f"'{MARKER_KEY}: {MARKER}' of rwkvjax's int8 files (per-row scales); "
+                              "write quantized files with `cli.py convert --dtype int8`")
+    return sd
 
 
 def _safetensors_problem(path: Path) -> str | None:
@@ -120,8 +132,9 @@ def _safetensors_problem(path: Path) -> str | None:
 
 
 def _to_np32(a) -> np.ndarray:
+    """float32, except int8 (quantized weights, `rwkvjax.model.quant`), which stays int8."""
     a = np.asarray(a)
-    return a if a.dtype == np.float32 else a.astype(np.float32)
+    return a if a.dtype in (np.float32, np.int8) else a.astype(np.float32)
 
 
 # --- rwkv.cpp ggml (format version 101) -----------------------------------------------------------

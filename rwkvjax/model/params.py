@@ -1,7 +1,8 @@
 """Parameter pytrees and the canonical map to BlinkDL (official `.pth`) tensor names.
 
 Every loader produces a dict in official naming and PyTorch layout; `from_official` is the one place
-that turns it into a `Params` pytree (linear weights stored [in, out], per-layer leaves stacked on L).
+that turns it into a `Params` pytree (linear weights stored [in, out], per-layer leaves stacked on L; int8
+matrices stay [out, in], see `rwkvjax.model.quant`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from rwkvjax.errors import CheckpointError
 from rwkvjax.model.config import Config
+from rwkvjax.model.quant import SCALE_SUFFIX, QInt8, dequantize_rows, quantize_rows
 
 
 def _pytree(cls):
@@ -25,7 +27,7 @@ def _pytree(cls):
 
 @_pytree
 class Block:
-    """Per-layer weights, each leaf stacked on a leading L axis. Matrices are [in, out]."""
+    """Per-layer weights, each leaf stacked on a leading L axis. Matrices are [in, out] (or `QInt8`, [out, in])."""
 
     ln1_w: jax.Array
     ln1_b: jax.Array
@@ -64,13 +66,13 @@ class Block:
 
 @_pytree
 class Params:
-    emb: jax.Array  # [V, C]
+    emb: jax.Array  # [V, C] (or QInt8 [V, C], one scale per token)
     ln0_w: jax.Array
     ln0_b: jax.Array
     blocks: Block  # leaves stacked on L; or a tuple of per-layer Blocks (`unstack_layers`, for decoding)
     ln_out_w: jax.Array
     ln_out_b: jax.Array
-    head: jax.Array  # [C, V]
+    head: jax.Array  # [C, V] (or QInt8 [V, C])
 
 
 # field -> (official suffix under blocks.i., transposed in the official layout)
@@ -94,6 +96,8 @@ _VECTORS = {"x_r", "x_w", "x_k", "x_v", "x_a", "x_g", "w0", "a0", "v0", "k_k", "
 _LAYER0_OPTIONAL = {"v0", "v1", "v2"}
 _TOP_NAMES = {"emb": "emb.weight", "ln0_w": "blocks.0.ln0.weight", "ln0_b": "blocks.0.ln0.bias",
               "ln_out_w": "ln_out.weight", "ln_out_b": "ln_out.bias", "head": "head.weight"}
+# The matrices int8 quantization applies to (rwkvjax.model.quant): ~97% of the weights.
+QUANTIZED = ("W_r", "W_k", "W_v", "W_o", "ffn_key", "ffn_value", "head", "emb")
 _DEEPEMBED = re.compile(r"ffn\.s_emb|ffn\.s[012]$|s_emb_x")
 
 
@@ -138,6 +142,7 @@ def _reject_unknown_tensors(sd, cfg: Config, source):
     """Every tensor must map to a parameter: an unknown one means an unsupported variant, never dropped data."""
     known = set(_TOP_NAMES.values()) | {f"blocks.{i}.{suffix}" for i in range(cfg.n_layer)
                                         for suffix, _ in _BLOCK_NAMES.values()}
+    known |= {name + SCALE_SUFFIX for name in known if _quantizable(name)}
     unknown = sorted(set(sd) - known)
     if not unknown:
         return
@@ -166,10 +171,19 @@ def expected_shapes(cfg: Config, layer: int) -> dict[str, tuple[int, ...]]:
 
 def from_official(sd: Mapping[str, np.ndarray], dtype=jnp.float32, source: str = "checkpoint"
                   ) -> tuple[Config, Params]:
-    """Official-name tensors (PyTorch layout) -> (Config, Params). Validates every shape first."""
+    """Official-name tensors (PyTorch layout) -> (Config, Params). Validates every shape first.
+
+    `dtype` is the weight dtype; `jnp.int8` quantizes the `QUANTIZED` matrices (`rwkvjax.model.quant`) and keeps
+    every other tensor float32. Int8 tensors that come with their `<name>_scale` (a quantized file) stay int8
+    whatever `dtype` is, which then applies to the float tensors only.
+    """
     cfg = infer_config(sd, source)
     _reject_unknown_tensors(sd, cfg, source)
-    layers: dict[str, list[np.ndarray]] = {f: [] for f in _BLOCK_NAMES}
+    quantize = jnp.dtype(dtype) == jnp.int8
+    float_dtype = jnp.float32 if quantize else dtype
+    stored = {k[:-len(SCALE_SUFFIX)] for k in sd if k.endswith(SCALE_SUFFIX)}
+    quant_fields = {f for f in QUANTIZED if quantize or any(_field_of(n) == f for n in stored)}
+    layers: dict[str, list] = {f: [] for f in _BLOCK_NAMES}
     for i in range(cfg.n_layer):
         want = expected_shapes(cfg, i)
         for field, (suffix, transposed) in _BLOCK_NAMES.items():
@@ -188,7 +202,11 @@ def from_official(sd: Mapping[str, np.ndarray], dtype=jnp.float32, source: str =
                         f"{source}: tensor '{name}' has shape {tuple(arr.shape)}, expected {want[field]}")
                 if i == 0 and field in _LAYER0_OPTIONAL:
                     arr = np.zeros(want[field], np.float32)  # unused in layer 0: same params from every format
-            layers[field].append(arr.T if transposed else arr)
+            if field in quant_fields:
+                layers[field].append(_int8_rows(sd, name, arr, source))
+            else:
+                _refuse_int8(name, arr, source)
+                layers[field].append(arr.T if transposed else arr)
     top = {}
     for field, name in _TOP_NAMES.items():
         if name not in sd:
@@ -200,33 +218,116 @@ def from_official(sd: Mapping[str, np.ndarray], dtype=jnp.float32, source: str =
         if tuple(top[field].shape) != want:
             raise CheckpointError(
                 f"{source}: tensor '{_TOP_NAMES[field]}' has shape {tuple(top[field].shape)}, expected {want}")
-    cast = lambda a: jnp.asarray(np.asarray(a, np.float32), dtype)
-    blocks = Block(**{f: cast(np.stack(v)) for f, v in layers.items()})
+    cast = lambda a: jnp.asarray(np.asarray(a, np.float32), float_dtype)
+
+    def top_matrix(field, transposed):
+        name = _TOP_NAMES[field]
+        if field in quant_fields:
+            q, scale = _int8_rows(sd, name, top[field], source)
+            return QInt8(jnp.asarray(q), jnp.asarray(scale))
+        _refuse_int8(name, top[field], source)
+        return cast(top[field].T if transposed else top[field])
+
+    blocks = Block(**{f: _stack_int8(v) if f in quant_fields else cast(np.stack(v)) for f, v in layers.items()})
+    for f in ("ln0_w", "ln0_b", "ln_out_w", "ln_out_b"):
+        _refuse_int8(_TOP_NAMES[f], top[f], source)
     params = Params(
-        emb=cast(top["emb"]), ln0_w=cast(top["ln0_w"]), ln0_b=cast(top["ln0_b"]), blocks=blocks,
-        ln_out_w=cast(top["ln_out_w"]), ln_out_b=cast(top["ln_out_b"]), head=cast(top["head"].T),
+        emb=top_matrix("emb", False), ln0_w=cast(top["ln0_w"]), ln0_b=cast(top["ln0_b"]), blocks=blocks,
+        ln_out_w=cast(top["ln_out_w"]), ln_out_b=cast(top["ln_out_b"]), head=top_matrix("head", True),
     )
     return cfg, params
 
 
+def _field_of(name: str) -> str | None:
+    """The `Params`/`Block` field an official tensor name belongs to."""
+    for field, top in _TOP_NAMES.items():
+        if name == top:
+            return field
+    suffix = name.split(".", 2)[-1] if name.startswith("blocks.") else None
+    return next((f for f, (sfx, _) in _BLOCK_NAMES.items() if sfx == suffix), None)
+
+
+def _quantizable(name: str) -> bool:
+    return _field_of(name) in QUANTIZED
+
+
+def _int8_rows(sd, name: str, arr: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 [out, in], float32 scale [out]) of one matrix: as stored with its scale, or quantized now."""
+    scale_name = name + SCALE_SUFFIX
+    if scale_name not in sd:
+        _refuse_int8(name, arr, source)
+        return quantize_rows(arr)
+    scale = np.asarray(sd[scale_name], np.float32)
+    if arr.dtype != np.int8:
+        raise CheckpointError(f"{source}: tensor '{scale_name}' scales '{name}', which is {arr.dtype}, not int8")
+    if scale.shape != arr.shape[:1]:
+        raise CheckpointError(f"{source}: tensor '{scale_name}' has shape {scale.shape}, expected {arr.shape[:1]}")
+    if not np.all(scale > 0):
+        raise CheckpointError(f"{source}: tensor '{scale_name}' holds scales <= 0; the file is damaged")
+    return arr, scale
+
+
+def _refuse_int8(name: str, arr: np.ndarray, source: str) -> None:
+    if arr.dtype == np.int8:
+        raise CheckpointError(f"{source}: tensor '{name}' is int8 without a '{name}{SCALE_SUFFIX}' tensor; "
+                              "only files written by `cli.py convert --dtype int8` hold int8 weights")
+
+
+def _stack_int8(pairs: list[tuple[np.ndarray, np.ndarray]]) -> QInt8:
+    """Per-layer (q, scale) pairs -> one QInt8 stacked on L."""
+    return QInt8(jnp.asarray(np.stack([q for q, _ in pairs])), jnp.asarray(np.stack([s for _, s in pairs])))
+
+
 def to_official(params: Params, cfg: Config) -> dict[str, np.ndarray]:
-    """Params -> official names and PyTorch layout (vectors as [1,1,C], as BlinkDL stores them)."""
+    """Params -> official names and PyTorch layout (vectors as [1,1,C], as BlinkDL stores them).
+
+    An int8 matrix gives its int8 tensor and `<name>_scale` (float32 [out])."""
     out: dict[str, np.ndarray] = {}
+
+    def put(name, arr, transposed):
+        if isinstance(arr, QInt8):
+            out[name], out[name + SCALE_SUFFIX] = np.asarray(arr.q), np.asarray(arr.scale)
+        else:
+            arr = np.asarray(arr)
+            out[name] = arr.T if transposed else arr
+
     for field, name in _TOP_NAMES.items():
-        arr = np.asarray(getattr(params, field))
-        out[name] = arr.T if field == "head" else arr
+        put(name, getattr(params, field), field == "head")
     for field, (suffix, transposed) in _BLOCK_NAMES.items():
-        stacked = np.asarray(getattr(params.blocks, field))
+        stacked = getattr(params.blocks, field)
         for i in range(cfg.n_layer):
             if i == 0 and field in _LAYER0_OPTIONAL:
                 continue
-            arr = stacked[i].T if transposed else stacked[i]
-            out[f"blocks.{i}.{suffix}"] = arr.reshape(1, 1, -1) if field in _VECTORS else arr
+            name = f"blocks.{i}.{suffix}"
+            if isinstance(stacked, QInt8):
+                put(name, QInt8(stacked.q[i], stacked.scale[i]), transposed)
+            else:
+                arr = np.asarray(stacked[i])
+                put(name, arr.reshape(1, 1, -1) if field in _VECTORS else arr, transposed)
     return out
 
 
+def quantize_official(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Official-name tensors with every `QUANTIZED` float matrix replaced by int8 rows and `<name>_scale`."""
+    out: dict[str, np.ndarray] = {}
+    for name, arr in sd.items():
+        if _quantizable(name) and np.asarray(arr).dtype != np.int8:
+            out[name], out[name + SCALE_SUFFIX] = quantize_rows(arr)
+        else:
+            out[name] = arr  # a vector, or an int8 matrix and its scale already
+    return out
+
+
+def dequantize_official(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Official-name tensors with every int8 matrix and its `<name>_scale` turned back into float32."""
+    return {name: (dequantize_rows(arr, sd[name + SCALE_SUFFIX]) if np.asarray(arr).dtype == np.int8 else arr)
+            for name, arr in sd.items() if not (name.endswith(SCALE_SUFFIX) and name[:-len(SCALE_SUFFIX)] in sd)}
+
+
 def cast_params(params: Params, dtype) -> Params:
-    return jax.tree.map(lambda a: a.astype(dtype), params)
+    """Float leaves cast to `dtype`; int8 matrices are left as they are."""
+    return jax.tree.map(lambda a: a if isinstance(a, QInt8) else a.astype(dtype), params,
+                        is_leaf=lambda a: isinstance(a, QInt8))
 
 
 def params_hash(params) -> str:
@@ -244,7 +345,7 @@ def params_hash(params) -> str:
 
 @_pytree
 class OutIn:
-    """A weight matrix stored [out, in] (PyTorch's layout) instead of [in, out]."""
+    """A weight matrix stored [out, in] (PyTorch's layout) instead of [in, out]: a float array or a `QInt8`."""
 
     w: jax.Array
 
@@ -258,14 +359,20 @@ def unstack_layers(params: Params) -> Params:
     A stacked layer loop copies each layer's weights out of the stack at every token (a dynamic slice
     XLA:CPU materialises), which costs more than the layer's matmuls at batch 1; separate arrays are read
     in place. XLA:CPU also multiplies a few rows by an [out, in] matrix faster than by an [in, out] one.
-    Training keeps the stacked form (one scanned, rematerialisable layer body). Measured in
-    benchmarks/RESULTS.md (serving).
+    Int8 matrices are [out, in] already. Training keeps the stacked form (one scanned, rematerialisable layer
+    body). Measured in benchmarks/RESULTS.md (serving).
     """
     if isinstance(params.blocks, tuple):
         return params
     L = jax.tree.leaves(params.blocks)[0].shape[0]
-    t = lambda a: OutIn(jnp.asarray(np.ascontiguousarray(np.asarray(a).T)))
-    blocks = tuple(Block(**{f.name: (t(getattr(params.blocks, f.name)[i]) if f.name in _MATRICES
+
+    def out_in(a, i=None):
+        if isinstance(a, QInt8):
+            q, scale = (a.q, a.scale) if i is None else (a.q[i], a.scale[i])
+            return OutIn(QInt8(jnp.asarray(np.ascontiguousarray(np.asarray(q))), jnp.array(scale)))
+        return OutIn(jnp.asarray(np.ascontiguousarray(np.asarray(a if i is None else a[i]).T)))
+
+    blocks = tuple(Block(**{f.name: (out_in(getattr(params.blocks, f.name), i) if f.name in _MATRICES
                                      else jnp.array(getattr(params.blocks, f.name)[i]))
                             for f in dataclasses.fields(Block)}) for i in range(L))
-    return dataclasses.replace(params, blocks=blocks, head=t(params.head))
+    return dataclasses.replace(params, blocks=blocks, head=out_in(params.head))

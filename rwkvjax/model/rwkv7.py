@@ -2,7 +2,7 @@
 
 Shape legend: B batch, T time, C channels, H heads, N head size, V vocab, L layers, F FFN width.
 Activations, LayerNorm statistics, the decay and the WKV state are float32; matmuls take the weight
-dtype (fp32 or bf16) with float32 accumulation.
+dtype (fp32 or bf16) with float32 accumulation; int8 matrices (rwkvjax.model.quant) are widened to float32.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from rwkvjax.model.config import Config
 from rwkvjax.model.params import Block, OutIn, Params
+from rwkvjax.model.quant import QInt8, embed_rows
 from rwkvjax.model.state import State
 from rwkvjax.model.wkv import WkvImpl, wkv7
 
@@ -25,15 +26,57 @@ _DECAY_SCALE = 0.6065306597126334  # exp(-0.5): log-decay = -exp(-0.5) * sigmoid
 def _mm(x, W):
     """x @ W with the weight's dtype and float32 accumulation (IEEE fp32 when weights are fp32).
 
-    `W` is [in, out], or an `OutIn` holding the [out, in] matrix (the decoding layout of `unstack_layers`).
+    `W` is [in, out]; a `QInt8` (int8 rows [out, in] and their scales); or an `OutIn` holding the [out, in]
+    matrix, float or `QInt8` (the decoding layout of `unstack_layers`).
     """
     if isinstance(W, OutIn):
+        if isinstance(W.w, QInt8):
+            return _mm_int8(x, W.w)
         w = W.w
         prec = jax.lax.Precision.HIGHEST if w.dtype == jnp.float32 else None
         return jax.lax.dot_general(x.astype(w.dtype), w, (((x.ndim - 1,), (1,)), ((), ())), precision=prec,
                                    preferred_element_type=jnp.float32)
+    if isinstance(W, QInt8):
+        return _mm_int8(x, W)
     prec = jax.lax.Precision.HIGHEST if W.dtype == jnp.float32 else None
     return jnp.matmul(x.astype(W.dtype), W, precision=prec, preferred_element_type=jnp.float32)
+
+
+_INT8_BLOCK_BYTES = 1 << 18  # float32 bytes of one widened row block: it stays in the core's L2 cache
+
+
+def _mm_int8(x, W: QInt8):
+    """x @ (q * scale[:, None]).T, the int8 rows widened to float32 on the fly, the scale applied per output.
+
+    XLA:CPU has no int8-weight matmul and does not fuse the widening into its matrix-vector kernel: widening a
+    whole matrix writes (and page-faults) a float32 copy 4x its size at every call (0.1B head: ~130 ms, 10x the
+    float32 matmul). On CPU the rows are instead widened a block of `_INT8_BLOCK_BYTES` at a time inside a loop,
+    each block multiplied while it is in cache, so memory traffic is the int8 bytes (the head: ~9 ms).
+    Elsewhere (GPU) XLA fuses the widening into the matmul.
+    """
+    out_dim, in_dim = W.q.shape
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, in_dim).astype(jnp.float32)
+    block = _int8_block_rows(out_dim, in_dim)
+    widen = lambda q: q.astype(jnp.float32)
+    if block < out_dim and jax.default_backend() == "cpu":
+        # block [blk, in] . x [rows, in] -> [blk, rows]: x is read in place, not re-laid out at every block
+        dot = lambda q: jax.lax.dot_general(widen(q), x2, (((1,), (1,)), ((), ())),
+                                            precision=jax.lax.Precision.HIGHEST, preferred_element_type=jnp.float32)
+        _, y = jax.lax.scan(lambda _, q: (None, dot(q)), None, W.q.reshape(out_dim // block, block, in_dim))
+        y = y.reshape(out_dim, x2.shape[0]).T
+    else:
+        y = jax.lax.dot_general(x2, widen(W.q), (((1,), (1,)), ((), ())), precision=jax.lax.Precision.HIGHEST,
+                                preferred_element_type=jnp.float32)
+    return (y * W.scale).reshape(*lead, out_dim)
+
+
+def _int8_block_rows(out_dim: int, in_dim: int) -> int:
+    """The largest power-of-two row count dividing `out_dim` whose float32 block fits `_INT8_BLOCK_BYTES`."""
+    block = 1
+    while out_dim % (2 * block) == 0 and 2 * block * in_dim * 4 <= _INT8_BLOCK_BYTES:
+        block *= 2
+    return block
 
 
 def _f32(x):
@@ -96,6 +139,8 @@ def channel_mix(p: Block, x_BTC, shift_BC):
 
 def embed(params: Params, tokens_BT) -> jax.Array:
     """Raw (pre-ln0) embeddings, float32 [B,T,C]."""
+    if isinstance(params.emb, QInt8):
+        return embed_rows(params.emb, tokens_BT)
     return _f32(jnp.take(params.emb, tokens_BT, axis=0))
 
 

@@ -1,8 +1,9 @@
 """Prefill and the decode step, compiled: the one step the server's batched decode and `generate` share.
 
-`decode_step` feeds each row's last token, samples the next on device and updates the row's penalties;
-`decode_n` runs it n times inside one `lax.scan` (no host round trip per token). A prompt is prefilled up to
-its last token, which the first decode step feeds.
+`_step` feeds each row's last token, samples the next on device and updates the row's penalties.
+`decode_step` is that step alone (the server's engine: rows join and leave between steps); `decode_n` runs it
+in a `lax.while_loop` of up to `n` steps, stopping early once every row has sampled a stop token (`generate`:
+no host round trip per token). A prompt is prefilled up to its last token, which the first decode step feeds.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import numpy as np
 from rwkvjax.model.config import Config
 from rwkvjax.model.rwkv7 import embed, forward_hidden, head_logits
 from rwkvjax.model.state import State
+from rwkvjax.model.wkv import WkvImpl
 from rwkvjax.serve.sampling import Penalties, SamplingRows, observe, sample, split_keys
 
-# Forward-only: the per-token scan is the fastest exact WKV form on CPU (benchmarks/RESULTS.md, WKV kernels).
-_FWD_WKV = "scan"
+# The dispatcher's default: with nothing differentiated it runs the fastest forward
+# (benchmarks/RESULTS.md, WKV kernels).
+_FWD_WKV = WkvImpl.AUTO
 
 
 @jax.tree_util.register_dataclass
@@ -47,12 +50,24 @@ decode_step = jax.jit(_step, static_argnames=("config",), donate_argnums=(1,))
 
 
 @functools.partial(jax.jit, static_argnames=("config", "n"), donate_argnums=(1,))
-def decode_n(params, carry: Carry, rows: SamplingRows, weight_V, *, config: Config, n: int):
-    """n steps in one call -> (carry, tokens [n, B])."""
-    def body(c, _):
+def decode_n(params, carry: Carry, rows: SamplingRows, weight_V, stop_S, limit, *, config: Config, n: int):
+    """Up to `limit` (<= n, traced: any value without recompiling) steps in one call, ending early once every row
+    has sampled a token of `stop_S` [S] int32 -> (carry, tokens [n, B] int32 with -1 after the last step, steps)."""
+    B = carry.token.shape[0]
+
+    def cond(s):
+        i, _, _, done_B = s
+        return (i < jnp.minimum(limit, n)) & ~jnp.all(done_B)
+
+    def body(s):
+        i, c, toks_NB, done_B = s
         c = _step(params, c, rows, weight_V, config)
-        return c, c.token
-    return jax.lax.scan(body, carry, None, length=n)
+        done_B = done_B | jnp.any(c.token[:, None] == stop_S[None, :], axis=-1)
+        return i + 1, c, jax.lax.dynamic_update_index_in_dim(toks_NB, c.token, i, 0), done_B
+
+    start = (jnp.int32(0), carry, jnp.full((n, B), -1, jnp.int32), jnp.zeros((B,), bool))
+    steps, carry, toks_NB, _ = jax.lax.while_loop(cond, body, start)
+    return carry, toks_NB, steps
 
 
 @functools.partial(jax.jit, static_argnames=("config",))

@@ -1,4 +1,4 @@
-"""Sampling from the recurrent state: prefill, then the compiled decode loop, a block of tokens per call."""
+"""Sampling from the recurrent state: prefill, then the compiled decode loop, up to a block of tokens per call."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from rwkvjax.model.state import State, zero_state
 from rwkvjax.serve.decode import Carry, decode_n, prefill
 from rwkvjax.serve.sampling import Penalties, SamplingRows
 
-BLOCK = 16  # tokens per compiled decode call: streaming stays responsive, the host is visited once per block
+BLOCK = 16  # tokens per compiled decode call at most: streaming stays responsive, the host is visited once per block
 
 
 def generate_ids(params: Params, config: Config, prompt_ids: Sequence[int], *, max_tokens: int = 100,
@@ -25,7 +25,8 @@ def generate_ids(params: Params, config: Config, prompt_ids: Sequence[int], *, m
                  stop_ids: Sequence[int] = (0,), weights=None) -> Iterator[int]:
     """Yield sampled token ids (sampling as `serve.sampling`). `state` (e.g. a tuned S0) is not modified.
 
-    `weights`: [V] occurrence weight per token (`sampling.token_weights`); all 1 when None.
+    `weights`: [V] occurrence weight per token (`sampling.token_weights`); all 1 when None. `params` in the
+    decoding layout (`params.unstack_layers`) decode fastest; the stacked layout works too.
     """
     prompt_ids = list(prompt_ids)
     if not prompt_ids:
@@ -36,13 +37,15 @@ def generate_ids(params: Params, config: Config, prompt_ids: Sequence[int], *, m
     rows = SamplingRows.of([{"temperature": temperature, "top_p": top_p, "top_k": top_k,
                              "presence": presence_penalty, "frequency": frequency_penalty}])
     w = jnp.ones((V,), jnp.float32) if weights is None else jnp.asarray(weights, jnp.float32)
+    stop_S = jnp.asarray(list(stop_ids) or [-1], jnp.int32)
     carry = Carry(jnp.asarray([prompt_ids[-1]], jnp.int32), state, Penalties.zeros(1, V),
                   jax.random.key(seed)[None])
     done = 0
     while done < max_tokens:
-        carry, toks = decode_n(params, carry, rows, w, config=config, n=BLOCK)
-        for t in np.asarray(toks[:, 0]).tolist():
-            if t in stop_ids or done >= max_tokens:
+        carry, toks, steps = decode_n(params, carry, rows, w, stop_S, jnp.int32(min(BLOCK, max_tokens - done)),
+                                      config=config, n=BLOCK)
+        for t in np.asarray(toks[:int(steps), 0]).tolist():
+            if t in stop_ids:
                 return
             done += 1
             yield t
