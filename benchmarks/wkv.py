@@ -1,23 +1,29 @@
-"""WKV-7 speed and memory: per-token scan vs chunked (CPU), and the Pallas kernel (GPU).
+"""WKV-7 speed and memory: per-token scan, per-token loop and chunked (CPU), and the Pallas kernel (GPU).
 
-    PYTHONPATH=. .venv/bin/python benchmarks/wkv.py cpu      # timings, fwd and fwd+bwd, scan vs chunked
+    PYTHONPATH=. .venv/bin/python benchmarks/wkv.py cpu      # timings, fwd and fwd+bwd, scan vs loop vs chunked
     PYTHONPATH=. .venv/bin/python benchmarks/wkv.py memory   # peak memory of fwd+bwd, T=512 vs T=8192 (subprocesses)
+    PYTHONPATH=. .venv/bin/python benchmarks/wkv.py profile  # where a forward's time goes, per XLA:CPU op
     PYTHONPATH=. .venv/bin/python benchmarks/wkv.py gpu      # Pallas (compiled) vs chunked, B=8 T=4096 C=4096 bf16
 
 fwd+bwd = gradients of <y, cy> + <s_T, cs> w.r.t. all seven inputs (r, log_w, k, v, a, b, s0).
-Timings: median of `--repeats` runs after one warm-up (compile excluded).
+Timings (cpu): after one warm-up call each (compile excluded), the implementations are called in turn, `--repeats`
+rounds, so all see the same machine load; medians, and the median over rounds of (scan time / this time).
+Against rwkv-ops and the official package: benchmarks/peers.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
+import glob
 import json
 import os
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from rwkvjax.model.wkv import wkv7_scan  # noqa: E402
 from rwkvjax.model.wkv_chunked import wkv7_chunked  # noqa: E402
+from rwkvjax.model.wkv_loop import wkv7_loop  # noqa: E402
 
 
 def make_inputs(B, T, H, N, dtype=jnp.float32, seed=0):
@@ -69,7 +76,7 @@ def time_ms(fn, xs, repeats):
     return statistics.median(times)
 
 
-IMPLS = {"scan": wkv7_scan, "chunked": wkv7_chunked}
+IMPLS = {"scan": wkv7_scan, "loop": wkv7_loop, "chunked": wkv7_chunked}
 
 
 def _no_wkv(r, log_w, k, v, a, b, s0):
@@ -80,16 +87,30 @@ def _no_wkv(r, log_w, k, v, a, b, s0):
 MEMORY_IMPLS = dict(IMPLS, none=_no_wkv)
 
 
+def rounds_ms(fns: dict, xs, repeats) -> dict[str, list[float]]:
+    """Milliseconds per call, the functions called in turn within each round (one warm-up call each first)."""
+    for f in fns.values():
+        jax.block_until_ready(f(*xs))
+    out = {n: [] for n in fns}
+    for _ in range(repeats):
+        for n, f in fns.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(f(*xs))
+            out[n].append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
 def bench_cpu(repeats):
-    print("| shape (B, T, H, N) | impl | fwd ms | fwd tok/s | fwd+bwd ms | fwd+bwd tok/s |")
+    print("| shape (B, T, H, N) | impl | fwd ms | fwd: scan time / this | fwd+bwd ms | fwd+bwd: scan time / this |")
     print("|---|---|---:|---:|---:|---:|")
-    for B, T, H, N in [(1, 4096, 12, 64), (8, 512, 12, 64)]:
-        xs = make_inputs(B, T, H, N)
-        for name, impl in IMPLS.items():
-            f = time_ms(fwd_fn(impl), xs, repeats)
-            fb = time_ms(fwd_bwd_fn(impl), xs, repeats)
-            print(f"| ({B}, {T}, {H}, {N}) | {name} | {f:.0f} | {B * T / f * 1e3:,.0f} | {fb:.0f} | "
-                  f"{B * T / fb * 1e3:,.0f} |", flush=True)
+    for shape in [(1, 4096, 12, 64), (8, 512, 12, 64)]:
+        xs = make_inputs(*shape)
+        f = rounds_ms({n: fwd_fn(i) for n, i in IMPLS.items()}, xs, repeats)
+        fb = rounds_ms({n: fwd_bwd_fn(i) for n, i in IMPLS.items()}, xs, repeats)
+        vs_scan = lambda t, n: statistics.median(s / o for s, o in zip(t["scan"], t[n]))
+        for n in IMPLS:
+            print(f"| {shape} | {n} | {statistics.median(f[n]):.0f} | {vs_scan(f, n):.2f}× | "
+                  f"{statistics.median(fb[n]):.0f} | {vs_scan(fb, n):.2f}× |", flush=True)
 
 
 def memory_child(impl_name, T, wrt):
@@ -146,6 +167,52 @@ def bench_memory(impls, wrt):
               f"XLA temp ratio = {b['xla_temp_mb'] / max(a['xla_temp_mb'], 1e-9):.2f}x")
 
 
+def _op_times(fn, xs) -> tuple[collections.Counter, collections.Counter]:
+    """One traced call: (calls per op name, total ns per op name) from jax.profiler's XLA:CPU events."""
+    from jax.profiler import ProfileData
+
+    jax.block_until_ready(fn(*xs))
+    with tempfile.TemporaryDirectory() as d:
+        jax.profiler.start_trace(d)
+        jax.block_until_ready(fn(*xs))
+        jax.profiler.stop_trace()
+        data = ProfileData.from_file(glob.glob(f"{d}/**/*.xplane.pb", recursive=True)[0])
+    calls, total = collections.Counter(), collections.Counter()
+    for plane in data.planes:
+        for line in plane.lines:
+            for ev in line.events:
+                calls[ev.name] += 1
+                total[ev.name] += ev.duration_ns
+    return calls, total
+
+
+def bench_profile(shapes, top):
+    """Per-op times of one forward (profiling adds a few us per op): ops run once per call vs once per token."""
+    impls = {"scan": (wkv7_scan, lambda xs: xs), "loop": (wkv7_loop, lambda xs: xs)}
+    try:
+        os.environ.setdefault("KERAS_BACKEND", "jax")
+        import rwkv_ops  # the `bench` extra
+
+        # its own decay form, log-log (decay = exp(-exp(w))), converted before the profiled call
+        impls["rwkv-ops"] = (lambda r, w, k, v, a, b, s0: rwkv_ops.generalized_delta_rule(r, w, k, v, a, b,
+                                                                                          initial_state=s0),
+                             lambda xs: (xs[0], jnp.log(-xs[1])) + tuple(xs[2:]))
+    except ImportError:
+        print("rwkv-ops not installed (pip install -e '.[bench]'): profiling rwkvjax only")
+    skip = ("$", "Thunk", "Pjit", "Common", "while", "end:", "Handle", "Allocate", "Parse", "Threadpool")
+    for shape in shapes:
+        xs = make_inputs(*shape)
+        T = shape[1]
+        for name, (impl, inputs) in impls.items():
+            calls, total = _op_times(jax.jit(impl), jax.block_until_ready(inputs(xs)))
+            ops = {k: v for k, v in total.items() if not k.startswith(skip)}
+            once = sorted((k for k in ops if calls[k] == 1), key=lambda k: -ops[k])[:top]
+            step = sorted((k for k in ops if calls[k] >= T), key=lambda k: -ops[k])[:top]
+            print(f"{shape} {name}: once per call (ms): " + ", ".join(f"{k} {ops[k] / 1e6:.1f}" for k in once))
+            print(f"{shape} {name}: per token (us per call): "
+                  + ", ".join(f"{k} {ops[k] / calls[k] / 1e3:.2f}" for k in step), flush=True)
+
+
 def bench_gpu(repeats, chunk):
     """Pallas (Triton-compiled) at wind_rwkv's shape: B=8, T=4096, C=4096 (H=64, N=64), bf16 inputs, fwd+bwd."""
     if jax.default_backend() != "gpu":
@@ -165,17 +232,22 @@ def bench_gpu(repeats, chunk):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["cpu", "memory", "gpu", "memory-child"])
+    ap.add_argument("mode", choices=["cpu", "memory", "profile", "gpu", "memory-child"])
     ap.add_argument("args", nargs="*", help="memory-child: IMPL T WRT")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--chunk", type=int, default=16, help="Pallas chunk size (gpu mode)")
     ap.add_argument("--wrt", choices=["all", "s0"], default="all", help="memory mode: which gradients")
     ap.add_argument("--impls", default="none,scan,chunked", help="memory mode: comma-separated implementations")
+    ap.add_argument("--shapes", default="1,4096,12,64;8,512,12,64",
+                    help="profile mode: B,T,H,N shapes separated by ';'")
+    ap.add_argument("--top", type=int, default=6, help="profile mode: ops listed per group")
     a = ap.parse_args()
     if a.mode == "cpu":
         bench_cpu(a.repeats)
     elif a.mode == "memory":
         bench_memory(a.impls.split(","), a.wrt)
+    elif a.mode == "profile":
+        bench_profile([tuple(int(x) for x in sh.split(",")) for sh in a.shapes.split(";")], a.top)
     elif a.mode == "memory-child":
         memory_child(a.args[0], int(a.args[1]), a.args[2])
     else:

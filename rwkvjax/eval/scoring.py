@@ -18,6 +18,7 @@ from rwkvjax.merges.hypernet import SlotTables, UnitPositions, unit_embeddings, 
 from rwkvjax.model.config import Config
 from rwkvjax.model.rwkv7 import embed, forward_hidden, head_logits
 from rwkvjax.model.state import State
+from rwkvjax.model.wkv import WkvImpl
 
 
 def piece_lengths(n: int, max_len: int) -> list[int]:
@@ -32,9 +33,9 @@ def piece_lengths(n: int, max_len: int) -> list[int]:
     return out
 
 
-# Forward-only scoring uses the per-token scan: on CPU it is the fastest forward (the chunked form wins
-# only once a backward pass is needed; see benchmarks/RESULTS.md, WKV kernels).
-_SCORE_WKV = "scan"
+# The dispatcher's default: with nothing differentiated it runs the fastest forward
+# (benchmarks/RESULTS.md, WKV kernels).
+_SCORE_WKV = WkvImpl.AUTO
 
 
 @functools.partial(jax.jit, static_argnames=("config",))

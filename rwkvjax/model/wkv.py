@@ -21,27 +21,35 @@ import jax.numpy as jnp
 
 from rwkvjax.errors import ConfigError
 from rwkvjax.model.wkv_chunked import wkv7_chunked
+from rwkvjax.model.wkv_loop import wkv7_loop
 
 _HI = jax.lax.Precision.HIGHEST
 
 
 class WkvImpl(enum.Enum):
-    AUTO = "auto"  # PALLAS on GPU, CHUNKED elsewhere
+    AUTO = "auto"  # PALLAS on GPU, LOOP_CHUNKED elsewhere
     SCAN = "scan"  # per-token lax.scan (reference; stores every state under autodiff)
+    LOOP = "loop"  # per-token loop laid out for XLA:CPU (rwkvjax.model.wkv_loop); stores every state under autodiff
     CHUNKED = "chunked"  # exact chunked pure-JAX form, checkpointed per chunk (rwkvjax.model.wkv_chunked)
+    LOOP_CHUNKED = "loop_chunked"  # LOOP when not differentiated, CHUNKED's forward and VJP when differentiated
     PALLAS = "pallas"  # Pallas kernels with a custom VJP (pallas_kernels.wkv7); compiled, GPU
     PALLAS_INTERPRET = "pallas_interpret"  # the same Pallas kernels under interpret=True (runs on CPU)
 
 
 def resolve(impl: WkvImpl | str) -> WkvImpl:
-    """Map AUTO (or a name) to a concrete implementation for the default backend."""
+    """Map AUTO (or a name) to a concrete implementation for the default backend.
+
+    On CPU, AUTO is LOOP_CHUNKED: measured (benchmarks/RESULTS.md, "WKV kernels"), the per-token loop is the fastest
+    forward (score, eval, prefill) and the chunked form the fastest forward+backward (training, state tuning), and
+    LOOP_CHUNKED runs whichever applies, so every caller gets the fastest without naming it.
+    """
     try:
         impl = WkvImpl(impl)
     except ValueError:
         names = ", ".join(m.value for m in WkvImpl)
         raise ConfigError(f"unknown WKV implementation {impl!r}; choose one of: {names}") from None
     if impl is WkvImpl.AUTO:
-        return WkvImpl.PALLAS if jax.default_backend() == "gpu" else WkvImpl.CHUNKED
+        return WkvImpl.PALLAS if jax.default_backend() == "gpu" else WkvImpl.LOOP_CHUNKED
     return impl
 
 
@@ -67,6 +75,23 @@ def wkv7_scan(r, log_w, k, v, a, b, s0):
     return jnp.moveaxis(y, 0, 1), sT
 
 
+@jax.custom_vjp
+def wkv7_loop_chunked(r, log_w, k, v, a, b, s0):
+    """The loop's forward; under differentiation the chunked form's forward and VJP instead (same cost as `chunked`)."""
+    return wkv7_loop(r, log_w, k, v, a, b, s0)
+
+
+def _loop_chunked_fwd(*xs):
+    return jax.vjp(wkv7_chunked, *xs)  # outputs, and the VJP closure (span states + inputs) as residuals
+
+
+def _loop_chunked_bwd(vjp_fn, cot):
+    return vjp_fn(cot)
+
+
+wkv7_loop_chunked.defvjp(_loop_chunked_fwd, _loop_chunked_bwd)
+
+
 def wkv7(r, log_w, k, v, a, b, s0, *, impl: WkvImpl | str = WkvImpl.AUTO):
     """Dispatch. T == 1 always takes the single-step path (decode)."""
     impl = resolve(impl)
@@ -78,6 +103,10 @@ def wkv7(r, log_w, k, v, a, b, s0, *, impl: WkvImpl | str = WkvImpl.AUTO):
             return wkv7_scan(r, log_w, k, v, a, b, s0)
         case WkvImpl.CHUNKED:
             return wkv7_chunked(r, log_w, k, v, a, b, s0)
+        case WkvImpl.LOOP:
+            return wkv7_loop(r, log_w, k, v, a, b, s0)
+        case WkvImpl.LOOP_CHUNKED:
+            return wkv7_loop_chunked(r, log_w, k, v, a, b, s0)
         case WkvImpl.PALLAS | WkvImpl.PALLAS_INTERPRET:
             if impl is WkvImpl.PALLAS and jax.default_backend() != "gpu":
                 raise ConfigError(f"WKV impl 'pallas' compiles for a GPU, but the backend is {jax.default_backend()!r}; "

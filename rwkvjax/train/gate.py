@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rwkvjax.merges.units import PLAIN
+from rwkvjax.model.wkv import WkvImpl
 from rwkvjax.train.data import Window, make_batch
 from rwkvjax.train.loop import Hook, StepInfo, Veto
 from rwkvjax.train.objective import loss_and_metrics
@@ -41,9 +42,8 @@ from rwkvjax.train.probe import TextProbe
 from rwkvjax.train.step import make_eval_fn, state_norm, to_host
 
 LN2 = math.log(2.0)
-# forward-only: the per-token scan is the fastest exact form on CPU (benchmarks/RESULTS.md, WKV kernels); the
-# chunked form wins only with a backward pass
-FORWARD_WKV = "scan"
+# the dispatcher's default: with nothing differentiated it runs the fastest forward (benchmarks/RESULTS.md, WKV kernels)
+FORWARD_WKV = WkvImpl.AUTO
 
 
 @dataclasses.dataclass(frozen=True)

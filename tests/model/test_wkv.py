@@ -1,8 +1,10 @@
 """WKV-7 implementations against a float64 per-token reference: outputs, final state, every gradient.
 
-One shared base test, parametrized over implementations (scan, chunked, Pallas under interpret=True). Relative
-error = max|got - ref| / max|ref|. Bars: float32 arrays 1e-5 (outputs) / 1e-4 (gradients); arrays returned in bf16
-(gradients of bf16 inputs) 5e-3. The reference sees exactly the (possibly bf16-rounded) inputs the implementation sees.
+One shared base test, parametrized over implementations (scan, loop, chunked, loop_chunked, Pallas under
+interpret=True); loop_chunked runs the loop when not differentiated (the dispatcher test checks it) and the chunked
+form under `jax.vjp` (the shared test). Relative error = max|got - ref| / max|ref|. Bars: float32 arrays 1e-5
+(outputs) / 1e-4 (gradients); arrays returned in bf16 (gradients of bf16 inputs) 5e-3. The reference sees exactly the
+(possibly bf16-rounded) inputs the implementation sees.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ import numpy as np
 import pytest
 
 from pallas_kernels.wkv7 import wkv7 as wkv7_pallas
-from rwkvjax.model.wkv import WkvImpl, resolve, wkv7, wkv7_scan
+from rwkvjax.model.wkv import WkvImpl, resolve, wkv7, wkv7_loop_chunked, wkv7_scan
 from rwkvjax.model.wkv_chunked import wkv7_chunked
+from rwkvjax.model.wkv_loop import wkv7_loop
 from tests.model.wkv_reference import INPUT_NAMES, reference_f64, rel_err, rwkv_inputs
 
 IMPLS = {
     "scan": wkv7_scan,
+    "loop": wkv7_loop,
     "chunked": wkv7_chunked,
+    "loop_chunked": wkv7_loop_chunked,
     "pallas_interpret": functools.partial(wkv7_pallas, interpret=True),
 }
 F32, BF16 = jnp.float32, jnp.bfloat16
@@ -146,7 +151,7 @@ def test_chunked_other_chunk_sizes(chunk):
 def test_dispatcher_routes_every_impl_and_decode():
     xs = rwkv_inputs(8, 1, 9, 2, 8)
     y_ref, sT_ref, _ = reference_f64(xs, jnp.zeros((1, 9, 2, 8)), jnp.zeros((1, 2, 8, 8)))
-    for impl in ("auto", WkvImpl.SCAN, "chunked", "pallas_interpret"):
+    for impl in ("auto", WkvImpl.SCAN, "loop", "chunked", "loop_chunked", "pallas_interpret"):
         y, sT = wkv7(*xs, impl=impl)
         _check(y, y_ref, f"y ({impl})", grad=False)
         _check(sT, sT_ref, f"s_T ({impl})", grad=False)
@@ -158,14 +163,31 @@ def test_dispatcher_routes_every_impl_and_decode():
 
 
 def test_resolve_auto_and_bad_names():
-    expected = WkvImpl.PALLAS if jax.default_backend() == "gpu" else WkvImpl.CHUNKED
+    expected = WkvImpl.PALLAS if jax.default_backend() == "gpu" else WkvImpl.LOOP_CHUNKED
     assert resolve("auto") is expected
-    with pytest.raises(ValueError, match="choose one of: auto, scan, chunked, pallas, pallas_interpret"):
+    with pytest.raises(ValueError, match="choose one of: auto, scan, loop, chunked, loop_chunked, pallas, "
+                                         "pallas_interpret"):
         resolve("fast")
     if jax.default_backend() != "gpu":
         xs = rwkv_inputs(0, 1, 4, 1, 8)
         with pytest.raises(ValueError, match="pallas_interpret"):
             wkv7(*xs, impl="pallas")
+
+
+def test_loop_chunked_runs_the_loop_unless_differentiated():
+    """Without a VJP the traced computation is the loop's; under `jax.vjp` it is the chunked form's (its cumsum),
+    with the chunked form's outputs and gradients bit for bit."""
+    xs = rwkv_inputs(9, 2, 19, 2, 8)
+    plain = str(jax.make_jaxpr(wkv7_loop_chunked)(*xs))
+    under_vjp = str(jax.make_jaxpr(lambda *xs: jax.vjp(wkv7_loop_chunked, *xs)[0])(*xs))
+    assert "cumsum" not in plain and str(jax.make_jaxpr(wkv7_loop)(*xs)).count("scan") == plain.count("scan")
+    assert "cumsum" in under_vjp
+    cot_y = jnp.ones(xs[0].shape, F32)
+    cot_sT = jnp.ones(xs[6].shape, F32)
+    (y, sT), grads = _outputs_and_grads(wkv7_loop_chunked, xs, cot_y, cot_sT)
+    (y_c, sT_c), grads_c = _outputs_and_grads(wkv7_chunked, xs, cot_y, cot_sT)
+    for got, want in zip((y, sT, *grads), (y_c, sT_c, *grads_c)):  # training keeps the chunked form exactly
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
 def test_pallas_rejects_bad_shapes_and_chunk():
