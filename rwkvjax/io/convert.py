@@ -69,9 +69,10 @@ def convert(source: str, out: str | Path, dtype: str = "fp32") -> dict:
 def refuse_slow_dtype(dtype: str) -> None:
     """bf16 weights on a CPU backend: refused by the commands that decode or score (generate, serve, score).
 
-    XLA:CPU has no fast bf16 matmul (AVX2): measured 4-5x slower than fp32 (benchmarks/RESULTS.md, "Forward vs
-    official"), where int8 is faster than fp32 and close to it in accuracy. GPU backends keep bf16.
+    XLA:CPU has no fast bf16 matmul (AVX2): the decode loop ran at 0.39-0.49x its fp32 speed (benchmarks/RESULTS.md,
+    "Forward vs official"), while int8 runs at about fp32's speed in a quarter of the memory with the trained
+    model's bits per byte unchanged. GPU backends keep bf16.
     """
     if dtype == "bf16" and jax.default_backend() == "cpu":
-        raise ConfigError("--dtype bf16: bf16 weights run several times slower than fp32 on a CPU backend "
-                          "(XLA:CPU has no fast bf16 matmul); use --dtype int8 (fastest) or --dtype fp32")
+        raise ConfigError("--dtype bf16: bf16 weights run 2-2.5x slower than fp32 on a CPU backend (XLA:CPU has no "
+                          "fast bf16 matmul); use --dtype fp32, or --dtype int8 (a quarter of the memory)")

@@ -19,8 +19,8 @@ class GenerateConfig:
     top_p: float = option(0.85, help="nucleus mass kept, in (0, 1]")
     seed: int = option(0, help="sampling seed")
     dtype: str = option("fp32", choices=("fp32", "bf16", "int8"),
-                        help="weight dtype: int8 quantizes the large matrices on load (fastest on CPU; an int8 file "
-                             "loads as int8 anyway); bf16 is refused on a CPU backend")
+                        help="weight dtype: int8 quantizes the large matrices on load (a quarter of the memory; an "
+                             "int8 file loads as int8 anyway); bf16 is refused on a CPU backend")
     checkpoint: str | None = option(None, help="a --ckpt-dir of `train`: start from its tuned state (S0)")
 
     def __post_init__(self):
@@ -40,8 +40,8 @@ class ServeConfig:
     port: int = option(8000, help="port")
     api_key: str | None = option(None, help="require 'Authorization: Bearer KEY' on every route")
     dtype: str = option("fp32", choices=("fp32", "bf16", "int8"),
-                        help="weight dtype: int8 quantizes the large matrices on load (fastest on CPU; an int8 file "
-                             "loads as int8 anyway); bf16 is refused on a CPU backend")
+                        help="weight dtype: int8 quantizes the large matrices on load (a quarter of the memory; an "
+                             "int8 file loads as int8 anyway); bf16 is refused on a CPU backend")
     max_batch: int = option(64, help="requests decoded together at most (continuous batching)")
     max_waiting: int = option(256, help="requests queued at most; beyond it clients get 429 with Retry-After")
     max_prompt_tokens: int = option(32768, help="longer prompts get 413")
