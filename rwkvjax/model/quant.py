@@ -1,7 +1,7 @@
 """Int8 weight-only quantization: one float32 scale per output row, W[o, :] ≈ q[o, :] * scale[o].
 
 Only the large matrices are quantized: the four time-mix linears, the FFN, the head and the embedding hold
-~97% of a model's weights and all of its decode-time memory traffic. LoRAs, mixing vectors, norms, the decay
+~97% of a model's weights and nearly all of its decode-time memory traffic. LoRAs, mixing vectors, norms, the decay
 and the recurrent state stay float32. Rows are symmetric (absmax / 127, no zero point), so a matmul is
 `(x @ q.T) * scale`: the scale is applied once per output, after the dot.
 """
@@ -27,14 +27,6 @@ class QInt8:
     q: jax.Array      # int8 [..., out, in]
     scale: jax.Array  # float32 [..., out]
 
-    @property
-    def shape(self):
-        return self.q.shape
-
-    @property
-    def dtype(self):
-        return self.q.dtype
-
 
 def quantize_rows(w_OI) -> tuple[np.ndarray, np.ndarray]:
     """float [..., out, in] -> (int8 [..., out, in], float32 scale [..., out]); an all-zero row gets scale 1."""
@@ -48,11 +40,6 @@ def quantize_rows(w_OI) -> tuple[np.ndarray, np.ndarray]:
 def dequantize_rows(q_OI, scale_O) -> np.ndarray:
     """The float32 matrix [..., out, in] a quantized one stands for."""
     return np.asarray(q_OI, np.float32) * np.asarray(scale_O, np.float32)[..., None]
-
-
-def is_quantized(params) -> bool:
-    """True when any leaf of a parameter pytree is an int8 matrix."""
-    return any(isinstance(x, QInt8) for x in jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, QInt8)))
 
 
 def embed_rows(emb: QInt8, tokens) -> jax.Array:
