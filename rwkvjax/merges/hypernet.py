@@ -40,7 +40,7 @@ import jax.numpy as jnp
 
 from rwkvjax.model.config import Config
 from rwkvjax.model.params import Params
-from rwkvjax.model.rwkv7 import embed, forward_hidden, head_logits
+from rwkvjax.model.rwkv7 import embed, forward_hidden, head_logits, head_rows, vocab_rows
 from rwkvjax.model.state import State
 from rwkvjax.model.wkv import WkvImpl
 
@@ -136,14 +136,13 @@ def slot_embeddings(params: Params, hyper: HyperParams, pairs_BS2) -> jax.Array:
 def slot_scorers(params: Params, hyper: HyperParams, pairs_BS2) -> tuple[jax.Array, jax.Array]:
     """Output-side (r [B,S,C], c [B,S]): slot s scores z = hidden . r_s + c_s."""
     pairs_BS2 = jnp.maximum(pairs_BS2, 0)
-    head_VC = params.head.T.astype(jnp.float32)
-    out = _mlp(hyper.out, head_VC[pairs_BS2[..., 0]], head_VC[pairs_BS2[..., 1]])
+    out = _mlp(hyper.out, head_rows(params, pairs_BS2[..., 0]), head_rows(params, pairs_BS2[..., 1]))
     return out[..., :-1], out[..., -1]
 
 
 def unit_embeddings(params: Params, hyper: HyperParams, units_BT, tables: SlotTables) -> jax.Array:
     """Units [B,T] -> raw embeddings [B,T,C]: base ids read params.emb, ids >= V the slot's hypernet output."""
-    V = params.emb.shape[0]
+    V = vocab_rows(params)
     units_BT = jnp.asarray(units_BT, jnp.int32)
     B = units_BT.shape[0]
     virt_BSC = slot_embeddings(params, hyper, jnp.broadcast_to(tables.slots_BS2, (B,) + tables.slots_BS2.shape[1:]))

@@ -144,6 +144,18 @@ def embed(params: Params, tokens_BT) -> jax.Array:
     return _f32(jnp.take(params.emb, tokens_BT, axis=0))
 
 
+def head_rows(params: Params, ids) -> jax.Array:
+    """The output head's row of each id (its logit is the hidden state's dot with it), float32 [..., C]."""
+    if isinstance(params.head, QInt8):  # int8 rows [V, C]
+        return embed_rows(params.head, ids)
+    return _f32(jnp.take(params.head.T, ids, axis=0))  # the float head is [C, V]
+
+
+def vocab_rows(params: Params) -> int:
+    """V, the number of base token ids (rows of the embedding)."""
+    return (params.emb.q if isinstance(params.emb, QInt8) else params.emb).shape[0]
+
+
 def forward_hidden(params: Params, x_BTC, state: State, *, config: Config,
                    wkv_impl: WkvImpl | str = WkvImpl.AUTO, remat: bool = False):
     """Raw embeddings -> final hidden states (after ln_out) [B,T,C] and the new state."""

@@ -214,3 +214,20 @@ def test_strict_bits_are_a_code_length_over_the_merged_stream(model):
 def _leaves(tree):
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
     return {".".join(str(getattr(k, "name", k)) for k in path): v for path, v in flat}
+
+
+def test_merges_run_on_int8_weights_as_on_the_dequantized_ones(tiny_model, tmp_path):
+    """An int8 model (`convert --dtype int8`) reads its embedding and head rows through the same helpers."""
+    from rwkvjax.io.convert import save_official
+    config, params = tiny_model
+    save_official(params, config, tmp_path / "q.safetensors", "int8")
+    _, q = rwkvjax.load(tmp_path / "q.safetensors")
+    save_official(q, config, tmp_path / "deq.safetensors", "fp32")
+    _, deq = rwkvjax.load(tmp_path / "deq.safetensors")
+    hyper = init_hypernet(config, jax.random.key(0))
+    units = np.frombuffer(TEXT, np.uint8).astype(np.int32).reshape(1, -1)
+    units[0, 3] = V + 1  # one merged unit (slot 1: "he")
+    state = rwkvjax.zero_state(config, 1)
+    out = [forward_units(p, hyper, units, state, _slots(), UnitPositions.of(units), config=config)[0]
+           for p in (q, deq)]
+    np.testing.assert_allclose(np.asarray(out[0]), np.asarray(out[1]), rtol=2e-5, atol=2e-4)
