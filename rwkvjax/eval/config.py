@@ -65,7 +65,8 @@ class ScoreConfig:
     files: tuple[str, ...] = option(positional=True, help="UTF-8 text files")
     model: str = option(DEFAULT_MODEL, help="HF repo id, folder, .safetensors, .pth or rwkv.cpp .bin")
     checkpoint: str | None = option(None, help="a --ckpt-dir of `train`: use its tuned S0")
-    dtype: str = option("fp32", choices=("fp32", "bf16"), help="weight dtype (the recurrence and state stay fp32)")
+    dtype: str = option("fp32", choices=("fp32", "bf16", "int8"), help="weight dtype: int8 quantizes the large "
+                        "matrices on load (the recurrence and state stay fp32)")
 
 
 @dataclasses.dataclass(frozen=True)
