@@ -8,6 +8,7 @@ import math
 from rwkvjax.errors import ConfigError
 from rwkvjax.model.config import Config
 from rwkvjax.options import option
+from rwkvjax.train.remat import CHOICES as REMAT_CHOICES
 
 DEFAULT_MODEL = "RWKV/RWKV7-Goose-World3-1.5B-HF"
 WKV_IMPLS = ("auto", "scan", "chunked", "pallas", "pallas_interpret")
@@ -68,6 +69,11 @@ class TrainConfig:
                                                   "the Python licence)")
     dtype: str = option("fp32", choices=("fp32", "bf16"), help="weight dtype (the recurrence and state stay fp32)")
     wkv_impl: str = option("auto", choices=WKV_IMPLS, help="WKV implementation")
+    remat: str = option("auto", choices=REMAT_CHOICES,
+                        help="what the backward pass recomputes: none (fastest; every layer's activations "
+                             "kept), full (each layer recomputed; least memory), dots (matmul outputs kept; more "
+                             "memory than none here, for comparison); auto: none while its activations fit in a "
+                             "quarter of the available memory, else full")
     seed: int = option(0, help="random seed (replay sampling, hypernetwork init)")
     tensorboard: bool = option(False, help="also write TensorBoard scalars (needs the `tensorboard` extra)")
     gate: bool = option(True, help="update gate: probe canaries after every update, roll back or quarantine")
@@ -111,6 +117,8 @@ class TrainConfig:
             raise ConfigError(f"--consolidate-every {self.consolidate_every} needs --state-scope per-project and "
                               "the update gate (its canaries and held-out slices are what consolidation is "
                               "checked on)")
+        if self.remat not in REMAT_CHOICES:
+            raise ConfigError(f"--remat {self.remat!r}: choose one of {', '.join(REMAT_CHOICES)}")
         if self.hypernet and not self.merges:
             raise ConfigError(f"--hypernet {self.hypernet} is only used with --merges; add --merges or drop it")
         check_positive(self, "steps", "ctx_len", "live_per_step", "lr", "decay_steps", "replay_capacity",

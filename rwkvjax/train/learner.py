@@ -55,12 +55,14 @@ class Learner:
 
     `mesh`: shard the window axis over its devices (the batch is padded to a multiple of them).
     `window_text`: the (redacted) text stored with a live window in the replay buffer, for `inspect`.
+    `remat`: the train step's rematerialisation policy ('none', 'dots' or 'full'; `rwkvjax.train.remat`).
     """
 
     def __init__(self, config: Config, params, trainable0: Trainable, tx: optax.GradientTransformation, *,
                  ctx_len: int, live_per_step: int, replay_per_step: int = 0, replay: ReplayBuffer | None = None,
                  units: UnitFns = PLAIN, n_slots: int | None = None, mesh=None, wkv_impl="auto",
-                 max_traces: int | None = 1, window_text: Callable[[Window], str] | None = None):
+                 max_traces: int | None = 1, window_text: Callable[[Window], str] | None = None,
+                 remat: str = "full"):
         self.config, self.tx, self.units, self.mesh = config, tx, units, mesh
         self.ctx_len, self.live_per_step, self.n_slots = ctx_len, live_per_step, n_slots
         self.replay = replay
@@ -72,7 +74,8 @@ class Learner:
         self.trainable0 = trainable0  # kept: the reducible-surprise baseline (the step donates its inputs)
         self.trainable = jax.tree.map(jnp.copy, trainable0)
         self.opt_state = tx.init(self.trainable)
-        self.step_fn = make_train_step(config, tx, units=units, wkv_impl=wkv_impl, max_traces=max_traces)
+        self.step_fn = make_train_step(config, tx, units=units, wkv_impl=wkv_impl, max_traces=max_traces,
+                                       remat=remat)
         self.reducible = replay is not None and replay.settings.priority == "reducible"
         self.eval_fn = make_eval_fn(config, units=units, wkv_impl=wkv_impl) if self.reducible else None
         self.updates = 0

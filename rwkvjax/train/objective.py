@@ -7,6 +7,7 @@ target, so all T units are predicted. Reported unit: bits per UTF-8 byte of the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -16,6 +17,7 @@ import optax
 from rwkvjax.merges.units import PLAIN, SlotBatch, UnitFns
 from rwkvjax.model.config import Config
 from rwkvjax.model.rwkv7 import forward_hidden
+from rwkvjax.train.remat import POLICIES
 from rwkvjax.train.trainable import Trainable, initial_state
 
 LN2 = math.log(2.0)
@@ -35,36 +37,101 @@ class Batch:
 HEAD_CHUNK = 128  # positions scored at once: logits never exist for the whole window (65536-row heads)
 
 
+def _to_chunks(a, chunk: int):
+    """[B,T,...] -> [n,B,chunk,...], the time axis padded to a multiple of `chunk`."""
+    B, T = a.shape[:2]
+    n = -(-T // chunk)
+    a = jnp.pad(a, [(0, 0), (0, n * chunk - T)] + [(0, 0)] * (a.ndim - 2))
+    return jnp.moveaxis(a.reshape((B, n, chunk) + a.shape[2:]), 1, 0)
+
+
+def _from_chunks(a, T: int):
+    """[n,B,chunk,...] -> [B,T,...]."""
+    n, B, chunk = a.shape[:3]
+    return jnp.moveaxis(a, 0, 1).reshape((B, n * chunk) + a.shape[3:])[:, :T]
+
+
 def _chunked_nll(logits_fn, hidden_BTC, targets_BT, per_pos, chunk: int):
     """Cross-entropy per position, computed chunk by chunk and recomputed in the backward pass.
 
     `per_pos`: None or a pytree of [B,T,...] arrays the logits need per position (cut into the same chunks).
     """
-    B, T, C = hidden_BTC.shape
-    n = -(-T // chunk)
-    pad = n * chunk - T
-    split = lambda a: jnp.moveaxis(jnp.pad(a, [(0, 0), (0, pad)] + [(0, 0)] * (a.ndim - 2))
-                                   .reshape((B, n, chunk) + a.shape[2:]), 1, 0)
-
     @jax.checkpoint
     def one(xs):
         h, t, pos = xs
         return optax.softmax_cross_entropy_with_integer_labels(logits_fn(h, pos), t)
 
+    split = lambda a: _to_chunks(a, chunk)
     nll = jax.lax.map(one, (split(hidden_BTC), split(targets_BT), jax.tree.map(split, per_pos)))  # [n,B,chunk]
-    return jnp.moveaxis(nll, 0, 1).reshape(B, n * chunk)[:, :T]
+    return _from_chunks(nll, hidden_BTC.shape[1])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _frozen_head_nll(params, hidden_BTC, targets_BT, units: UnitFns, chunk: int):
+    """Cross-entropy per position through a head of frozen weights only (plain units), chunk by chunk.
+
+    Each position's NLL depends on that position's hidden state alone, so its gradient w.r.t. the hidden state
+    is computed with the loss (cotangent 1) and only scaled in the backward pass: the head's matmul runs twice
+    per step instead of three times (forward, recomputation, input gradient). The weights get no gradient.
+    """
+    return _chunked_nll(lambda h, _: units.logits(params, None, None, h, None), hidden_BTC, targets_BT, None,
+                        chunk)
+
+
+def _frozen_head_fwd(params, hidden_BTC, targets_BT, units, chunk):
+    def one(xs):
+        h, t = xs
+        nll, pull = jax.vjp(
+            lambda h: optax.softmax_cross_entropy_with_integer_labels(units.logits(params, None, None, h, None), t),
+            h)
+        return nll, pull(jnp.ones_like(nll))[0]
+
+    T = hidden_BTC.shape[1]
+    nll, dh = jax.lax.map(one, (_to_chunks(hidden_BTC, chunk), _to_chunks(targets_BT, chunk)))
+    return _from_chunks(nll, T), _from_chunks(dh, T)
+
+
+def _frozen_head_bwd(units, chunk, dh_BTC, g_BT):
+    return None, g_BT[..., None] * dh_BTC, None
+
+
+_frozen_head_nll.defvjp(_frozen_head_fwd, _frozen_head_bwd)
+
+
+def hidden_under_policy(params, x_BTC, state, *, config: Config, wkv_impl="auto", remat: str | bool = "full"):
+    """`forward_hidden` with a rematerialisation policy of `rwkvjax.train.remat` (True = 'full', False = 'none').
+
+    'dots' wraps the whole forward in one checkpoint that keeps the unbatched matmul outputs (jax's
+    `dots_with_no_batch_dims_saveable`). Measured, it keeps more than 'none' (benchmarks/RESULTS.md): a matmul of
+    frozen weights needs none of its inputs in the backward pass, so its outputs are extra, and outside the layer
+    scan the policy recomputes for all layers at once (the same policy per layer would need `forward_hidden` to
+    take it). 'full' checkpoints each layer.
+    """
+    policy = {True: "full", False: "none"}.get(remat, remat)
+    if policy not in POLICIES:
+        raise ValueError(f"unknown remat policy {remat!r}; choose one of {', '.join(POLICIES)}")
+    if policy == "dots":
+        fwd = functools.partial(forward_hidden, config=config, wkv_impl=wkv_impl, remat=False)
+        return jax.checkpoint(fwd, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)(
+            params, x_BTC, state)
+    return forward_hidden(params, x_BTC, state, config=config, wkv_impl=wkv_impl, remat=policy == "full")
 
 
 def window_nll(trainable: Trainable, params, batch: Batch, *, config: Config, units: UnitFns = PLAIN,
-               wkv_impl="auto", remat: bool = True):
+               wkv_impl="auto", remat: str | bool = "full"):
     """Per-position NLL in nats [B,T] (masked positions are 0)."""
     B = batch.inputs.shape[0]
     tables = None if batch.slots is None else batch.slots.tables
     per_pos = None if batch.slots is None else batch.slots.pos
     x = units.embed(params, trainable.hyper, batch.inputs, tables)
-    hidden, _ = forward_hidden(params, x, initial_state(trainable, B), config=config, wkv_impl=wkv_impl, remat=remat)
-    nll = _chunked_nll(lambda h, pos: units.logits(params, trainable.hyper, tables, h, pos), hidden, batch.targets,
-                       per_pos, min(HEAD_CHUNK, batch.inputs.shape[1]))
+    hidden, _ = hidden_under_policy(params, x, initial_state(trainable, B), config=config, wkv_impl=wkv_impl,
+                                    remat=remat)
+    chunk = min(HEAD_CHUNK, batch.inputs.shape[1])
+    if units.merged:  # the hypernetwork (trainable) scores merged units: plain autodiff, recomputed per chunk
+        nll = _chunked_nll(lambda h, pos: units.logits(params, trainable.hyper, tables, h, pos), hidden,
+                           batch.targets, per_pos, chunk)
+    else:
+        nll = _frozen_head_nll(params, hidden, batch.targets, units, chunk)
     # where(): a masked position may score an unavailable (-inf) slot; it must not poison the sum
     return jnp.where(batch.mask > 0, nll, 0.0)
 

@@ -41,7 +41,8 @@ from rwkvjax.train.optim import OptimConfig, state_tuning_optimizer
 from rwkvjax.train.projects import ProjectStates, store_trainable
 from rwkvjax.train.replay import ReplayBuffer, ReplaySettings
 from rwkvjax.train.signals import StopSignals
-from rwkvjax.train.step import data_mesh
+from rwkvjax.train.remat import resolve_remat
+from rwkvjax.train.step import available_device_memory, data_mesh
 from rwkvjax.train.trainable import init_trainable
 
 log = logging.getLogger(__name__)
@@ -76,11 +77,17 @@ class Trainer:
         tx = state_tuning_optimizer(trainable0, OptimConfig(
             state_lr=cfg.lr, state_lr_final=cfg.lr_final, hyper_lr=cfg.hyper_lr, decay_steps=cfg.decay_steps,
             clip_norm=cfg.clip_norm))
+        mesh = data_mesh()
+        # the activations of one device's share of the batch must fit that device (the weights are loaded)
+        self.remat = resolve_remat(cfg.remat, ctx_len=cfg.ctx_len, config=self.config,
+                                   batch=-(-cfg.batch_size // len(mesh.local_devices)),
+                                   available_bytes=available_device_memory() if cfg.remat == "auto" else None)
+        log.info("remat policy %s%s", self.remat, " (auto)" if cfg.remat == "auto" else "")
         self.learner = Learner(
             self.config, params, trainable0, tx, ctx_len=cfg.ctx_len, live_per_step=cfg.live_per_step,
             replay_per_step=cfg.replay_per_step, replay=self._new_replay(), units=MERGED if cfg.merges else PLAIN,
-            n_slots=cfg.merge_slots if cfg.merges else None, mesh=data_mesh(), wkv_impl=cfg.wkv_impl,
-            window_text=self._window_text)
+            n_slots=cfg.merge_slots if cfg.merges else None, mesh=mesh, wkv_impl=cfg.wkv_impl,
+            window_text=self._window_text, remat=self.remat)
         self.ckpt = TrainCheckpointer(cfg.ckpt_dir, keep=cfg.keep, async_save=False)
         self.metrics_path = Path(cfg.ckpt_dir) / "metrics.jsonl"
         self.stop = threading.Event()

@@ -14,12 +14,22 @@ from jax.sharding import PartitionSpec as P
 from rwkvjax.merges.units import PLAIN, UnitFns
 from rwkvjax.model.config import Config
 from rwkvjax.train.objective import Batch, loss_and_metrics
+from rwkvjax.train.remat import POLICIES, available_memory
 from rwkvjax.train.trainable import Trainable
 
 
 def data_mesh() -> Mesh:
     """Every device of every process on one 'data' axis (multi-host: call jax.distributed.initialize() first)."""
     return Mesh(np.asarray(jax.devices()), ("data",))
+
+
+def available_device_memory() -> int:
+    """Bytes free for one step's activations: an accelerator's own count, or the host's available memory."""
+    if jax.default_backend() != "cpu":
+        stats = jax.local_devices()[0].memory_stats() or {}
+        if "bytes_limit" in stats:
+            return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    return available_memory()
 
 
 def shard_batch(batch: Batch, mesh: Mesh) -> Batch:
@@ -58,14 +68,19 @@ def to_host(tree):
 
 
 def make_train_step(config: Config, tx: optax.GradientTransformation, *, units: UnitFns = PLAIN,
-                    wkv_impl="auto", max_traces: int | None = 1):
+                    wkv_impl="auto", max_traces: int | None = 1, remat: str = "full"):
     """Returns step(trainable, opt_state, params, batch) -> (trainable, opt_state, metrics).
 
     Gradients are taken w.r.t. `trainable` only; `params` (frozen) is an argument, not a constant,
     so large models are not baked into the executable. The trace guard fails on a recompile; chex keys it
     by definition site, so callers that build several steps at one site (one per evaluation arm) pass None.
+    `remat`: a policy of `rwkvjax.train.remat` ('none', 'dots', 'full'; resolve 'auto' before).
     """
-    loss_fn = functools.partial(loss_and_metrics, config=config, units=units, wkv_impl=wkv_impl, per_unit=True)
+    if remat not in POLICIES:
+        raise ValueError(f"make_train_step: remat policy {remat!r} is not one of {', '.join(POLICIES)} "
+                         "('auto' is resolved by rwkvjax.train.remat.resolve_remat)")
+    loss_fn = functools.partial(loss_and_metrics, config=config, units=units, wkv_impl=wkv_impl, per_unit=True,
+                                remat=remat)
 
     def step(trainable: Trainable, opt_state, params, batch: Batch):
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, params, batch)
