@@ -28,19 +28,19 @@ import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from rwkvjax.errors import CheckpointMismatch, ConfigError
 from rwkvjax.atomic import atomic_write
+from rwkvjax.errors import CheckpointMismatch, ConfigError
 from rwkvjax.io.checkpoint import abstract, checkpoint_manager
-from rwkvjax.io.lock import LOCK_NAME, RunLock
 from rwkvjax.io.convert import save_official
+from rwkvjax.io.lock import LOCK_NAME, RunLock
 from rwkvjax.model.init import init_params
 from rwkvjax.model.rwkv7 import embed, forward_hidden, head_logits
 from rwkvjax.model.state import zero_state
 from rwkvjax.train.config import PretrainConfig
 from rwkvjax.train.corpus import build_corpus, default_roots
+from rwkvjax.train.hooks import repair_torn_tail
 from rwkvjax.train.objective import HEAD_CHUNK, _chunked_nll
 from rwkvjax.train.optim import Group, make_optimizer
-from rwkvjax.train.hooks import repair_torn_tail
 from rwkvjax.train.signals import StopSignals
 from rwkvjax.train.step import data_mesh
 

@@ -346,6 +346,12 @@ class Trainer:
             self.ckpt.close()
         self.lock.release()
 
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def run(cfg: TrainConfig, **kw) -> dict:
     return Trainer(cfg, **kw).run()

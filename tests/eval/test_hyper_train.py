@@ -124,9 +124,10 @@ def test_trainer_and_eval_start_from_the_file_and_reject_it_without_merges(run, 
     config, params = model
     tc = TrainConfig(ckpt_dir=str(tmp_path / "ck"), source=(str(DEMO_TRACES),), steps=1, ctx_len=32, merges=True,
                      hypernet=cfg.out, merge_slots=16, replay_per_step=0)
-    tr = Trainer(tc, model=model)
-    for a, b in zip(jax.tree.leaves(tr.learner.trainable0.hyper), jax.tree.leaves(load_hypernet(cfg.out, config))):
-        np.testing.assert_array_equal(a, b)
+    with Trainer(tc, model=model) as tr:
+        for a, b in zip(jax.tree.leaves(tr.learner.trainable0.hyper),
+                        jax.tree.leaves(load_hypernet(cfg.out, config))):
+            np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="only used with --merges"):
         TrainConfig(ckpt_dir=str(tmp_path / "x"), hypernet=cfg.out)
     with pytest.raises(ValueError, match="trained for model"):

@@ -74,14 +74,13 @@ def test_project_states_are_in_the_store_with_lineage(run):
 def test_resume_restores_every_project(run):
     cfg = run["cfg"]
     chex.clear_trace_counter()
-    again = Trainer(cfg, model=rwkvjax.load(DEMO_MODEL))
-    assert set(again.projects.names) == {ALPHA, BETA}
-    for p in (ALPHA, BETA):
-        np.testing.assert_allclose(np.asarray(to_host(again.projects.snapshot(p).trainable).wkv),
-                                   np.asarray(to_host(run["trainer"].projects.snapshot(p).trainable).wkv))
-        assert len(again.projects.snapshot(p).replay["windows"]) == \
-            len(run["trainer"].projects.snapshot(p).replay["windows"])
-    again.ckpt.close()
+    with Trainer(cfg, model=rwkvjax.load(DEMO_MODEL)) as again:  # closed, so the folder is free for the next test
+        assert set(again.projects.names) == {ALPHA, BETA}
+        for p in (ALPHA, BETA):
+            np.testing.assert_allclose(np.asarray(to_host(again.projects.snapshot(p).trainable).wkv),
+                                       np.asarray(to_host(run["trainer"].projects.snapshot(p).trainable).wkv))
+            assert len(again.projects.snapshot(p).replay["windows"]) == \
+                len(run["trainer"].projects.snapshot(p).replay["windows"])
 
 
 def test_consolidation_promotes_only_when_no_project_gets_worse(run):
@@ -111,9 +110,9 @@ def test_cli_consolidate_writes_the_store_and_a_resumed_run_adopts_it(run):
     if out["promoted"]:
         assert out["state"] == "ck"
         chex.clear_trace_counter()
-        again = Trainer(cfg, model=rwkvjax.load(DEMO_MODEL))
-        np.testing.assert_allclose(np.asarray(to_host(again.projects.global_state).wkv), store.arrays(rec)["wkv"])
-        again.ckpt.close()
+        with Trainer(cfg, model=rwkvjax.load(DEMO_MODEL)) as again:
+            np.testing.assert_allclose(np.asarray(to_host(again.projects.global_state).wkv),
+                                       store.arrays(rec)["wkv"])
     else:
         assert out["state"] == "ck.candidate" and out["reason"]
 
