@@ -55,11 +55,11 @@ def main():
     from rwkvjax.merges.units import PLAIN
     from rwkvjax.text.tokenizer import for_vocab
     from rwkvjax.train.data import make_batch, stream_windows
-    from rwkvjax.train.objective import loss_and_metrics
-    from rwkvjax.train.trainable import init_trainable
     from rwkvjax.train.gate import UpdateGate
+    from rwkvjax.train.objective import loss_and_metrics
     from rwkvjax.train.probe import default_canaries, read_texts
     from rwkvjax.train.step import state_norm
+    from rwkvjax.train.trainable import init_trainable
     config, params = rwkvjax.load(a.model)
     tok = for_vocab(config.vocab_size)
     tr0 = init_trainable(config)

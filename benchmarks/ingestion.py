@@ -1,6 +1,6 @@
 """Ingestion benchmark: replay throughput over >= 100 MB of real transcripts, and RSS of a 100k-event live run.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/ingest.py [--mb 100] [--live-events 100000] [--skip-live]
+    PYTHONPATH=. .venv/bin/python benchmarks/ingestion.py [--mb 100] [--live-events 100000] [--skip-live]
 
 The fixture folder (../shared/data/claude-projects, 9 real sessions) is copied until the total reaches
 --mb, with ids prefixed per copy so every copy is a distinct session (no de-duplication shortcuts).

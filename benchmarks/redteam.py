@@ -36,7 +36,14 @@ def main():
     from rwkvjax.eval.sessions import load_sessions
     from rwkvjax.text.tokenizer import for_vocab
     from rwkvjax.train.probe import TextProbe, default_canaries, read_texts
-    from tests.tools.redteam import clean_pieces, heldout_bits, poison_share_stopped, poison_texts, run_arm, write_stream
+    from tests.tools.redteam import (
+        clean_pieces,
+        heldout_bits,
+        poison_share_stopped,
+        poison_texts,
+        run_arm,
+        write_stream,
+    )
     model = rwkvjax.load(a.model)
     tok = for_vocab(model[0].vocab_size)
     texts = [s.text for s in load_sessions(a.traces, tok)]

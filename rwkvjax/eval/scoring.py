@@ -138,10 +138,10 @@ def score_files(cfg) -> Iterator[tuple[str, int, float]]:
     from pathlib import Path
 
     from rwkvjax.errors import DataError, MissingFile
+    from rwkvjax.io.convert import DTYPES
     from rwkvjax.io.formats import load
     from rwkvjax.io.tuned_state import load_tuned_state
     from rwkvjax.model.state import zero_state
-    from rwkvjax.io.convert import DTYPES
     from rwkvjax.text.tokenizer import for_vocab
     config, params = load(cfg.model, dtype=DTYPES[cfg.dtype])
     tok = for_vocab(config.vocab_size)

@@ -19,8 +19,15 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from rwkvjax.serve.chat import (TURN_END, BadRequest, chat_prompt, parse_common, parse_messages, parse_prompt,
-                                parse_session)
+from rwkvjax.serve.chat import (
+    TURN_END,
+    BadRequest,
+    chat_prompt,
+    parse_common,
+    parse_messages,
+    parse_prompt,
+    parse_session,
+)
 from rwkvjax.serve.engine import QueueFull, Request, Sampling
 
 log = logging.getLogger(__name__)

@@ -39,9 +39,9 @@ from rwkvjax.train.learner import Learner, Update
 from rwkvjax.train.loop import train_loop
 from rwkvjax.train.optim import OptimConfig, state_tuning_optimizer
 from rwkvjax.train.projects import ProjectStates, store_trainable
+from rwkvjax.train.remat import resolve_remat
 from rwkvjax.train.replay import ReplayBuffer, ReplaySettings
 from rwkvjax.train.signals import StopSignals
-from rwkvjax.train.remat import resolve_remat
 from rwkvjax.train.step import available_device_memory, data_mesh
 from rwkvjax.train.trainable import init_trainable
 

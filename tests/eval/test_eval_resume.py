@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import rwkvjax
-from rwkvjax.cli import main
 from rwkvjax.atomic import atomic_write
+from rwkvjax.cli import main
 from rwkvjax.eval.progress import Progress
 from rwkvjax.eval.report import summarize
 from rwkvjax.train.run import DEMO_TRACES

@@ -9,8 +9,8 @@ from safetensors.numpy import load_file, save_file
 
 import rwkvjax
 from rwkvjax.eval.hypernet import HyperTrainConfig, run_hyper_train
-from rwkvjax.eval.sessions import load_sessions, split_by_time
 from rwkvjax.eval.scoring import score_stream
+from rwkvjax.eval.sessions import load_sessions, split_by_time
 from rwkvjax.merges.dyntok import DynamicTokenizer, DynTokSettings, digit_protected
 from rwkvjax.merges.hypernet import init_hypernet
 from rwkvjax.merges.hypernet_io import load_hypernet, start_hypernet

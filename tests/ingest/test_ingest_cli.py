@@ -6,13 +6,13 @@ import io
 import json
 
 import pytest
-from tests.conftest import CLAUDE_PROJECTS, RWKVCPP_DIR
 
 import rwkvjax
 from ingest.render import RenderOptions
 from ingest.traces import traces_command
 from rwkvjax.merges.stats import TokenStats
 from rwkvjax.text.tokenizer import for_vocab
+from tests.conftest import CLAUDE_PROJECTS, RWKVCPP_DIR
 
 AGENT = CLAUDE_PROJECTS / "-Users-yoav-projects-alignment-hive" / "agent-a78d046.jsonl"
 

@@ -7,11 +7,11 @@ import json
 from collections import Counter, defaultdict
 
 import pytest
-from tests.conftest import CLAUDE_PROJECTS
 
 from ingest.redact import Redactor
 from ingest.render import RenderOptions, group_sessions, render_session
 from ingest.stream import collect
+from tests.conftest import CLAUDE_PROJECTS
 
 FULL = RenderOptions(include_thinking=True, include_meta=True, include_system=True, max_tool_output=0)
 

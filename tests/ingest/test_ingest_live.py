@@ -8,10 +8,9 @@ import shutil
 import uuid
 from collections import Counter
 
-from tests.conftest import CLAUDE_PROJECTS
-
 from ingest.cursor import Cursor
 from ingest.stream import TraceStream, collect
+from tests.conftest import CLAUDE_PROJECTS
 
 SID = "11111111-2222-3333-4444-555555555555"
 

@@ -10,13 +10,13 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from tests.conftest import CLAUDE_PROJECTS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.normalize import Normalizer
 from ingest.records import _JS_WS, line_records, read_records
 from ingest.stream import BRIDGE, collect
+from tests.conftest import CLAUDE_PROJECTS
 
 SESSION = CLAUDE_PROJECTS / "-Users-yoav-projects-alignment-hive" / "5e41ef2f-689e-4d7d-b917-06ebc40107bc.jsonl"
 

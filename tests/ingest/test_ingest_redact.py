@@ -12,9 +12,9 @@ import random
 import uuid
 
 import pytest
-from tests.conftest import REPO
 
 from ingest.redact import Redactor
+from tests.conftest import REPO
 
 RNG = random.Random(1234)
 UP, LO, DIG = "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz", "0123456789"
