@@ -90,6 +90,21 @@ class _NoRedact:
         return v
 
 
+def transcript_texts() -> list[str]:
+    """The free text of every event in the real transcripts (texts, tool outputs, tool inputs as JSON), unredacted."""
+    from ingest.normalize import Normalizer
+    from ingest.records import discover, read_records
+    texts = []
+    norm = Normalizer(_NoRedact())
+    for rec in read_records(discover(FIXTURE)):
+        for ev in norm.feed(rec):
+            d = ev.to_dict()
+            texts += [v for k, v in d.items() if k in ("text", "output") and v]
+            if "input" in d:
+                texts.append(json.dumps(d["input"], ensure_ascii=False))
+    return texts
+
+
 def _line(i: int) -> str:
     sid = f"00000000-0000-0000-0000-{i % 10:012d}"
     base = {"uuid": str(uuid.UUID(int=i + 1)), "sessionId": sid, "cwd": "/tmp/bench", "isSidechain": False,
@@ -129,19 +144,11 @@ async def _live(n_events: int, batch: int) -> list[dict]:
 def bench_false_positives() -> dict:
     """Redactions on text with no secrets: this repo's code, ccsniff's sources, the lock file, the real
     (already scrubbed) transcripts. Every redaction there is a false positive."""
-    from ingest.normalize import Normalizer
-    from ingest.records import discover, read_records
     from ingest.redact import Redactor
     repo = Path(__file__).resolve().parents[1]
     texts = [p.read_text(encoding="utf-8") for p in sorted(repo.glob("*/*.py")) + sorted(repo.glob("ingest/bridge/*.mjs"))
              + sorted((repo / "node_modules" / "ccsniff" / "src").glob("*.js")) + [repo / "package-lock.json"]]
-    norm = Normalizer(_NoRedact())
-    for rec in read_records(discover(FIXTURE)):
-        for ev in norm.feed(rec):
-            d = ev.to_dict()
-            texts += [v for k, v in d.items() if k in ("text", "output") and v]
-            if "input" in d:
-                texts.append(json.dumps(d["input"], ensure_ascii=False))
+    texts += transcript_texts()
     cand = re.compile(r"[A-Za-z0-9+/=_\-]{20,}")
     red = Redactor()
     tokens = sum(len(cand.findall(t)) for t in texts)

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 FIXTURE = REPO.parent / "shared" / "data" / "claude-projects"
 
-from benchmarks.ingestion import _NoRedact  # noqa: E402  (the same pass-through redactor)
+from benchmarks.ingestion import transcript_texts  # noqa: E402  (the same texts as the ingestion benchmark)
 
 
 def load_redactor(rev: str | None):
@@ -43,20 +43,6 @@ def load_redactor(rev: str | None):
     sys.modules[mod.__name__] = mod  # dataclasses look the module up while building the class
     exec(compile(src, f"{rev}:ingest/redact.py", "exec"), mod.__dict__)
     return mod.Redactor
-
-
-def transcript_texts() -> list[str]:
-    from ingest.normalize import Normalizer
-    from ingest.records import discover, read_records
-    texts = []
-    norm = Normalizer(_NoRedact())
-    for rec in read_records(discover(FIXTURE)):
-        for ev in norm.feed(rec):
-            d = ev.to_dict()
-            texts += [v for k, v in d.items() if k in ("text", "output") and v]
-            if "input" in d:
-                texts.append(json.dumps(d["input"], ensure_ascii=False))
-    return texts
 
 
 def code_texts() -> list[str]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
-import threading
 
 import numpy as np
 import pytest
@@ -16,26 +14,17 @@ from rwkvjax.model.params import params_hash
 from rwkvjax.serve.config import ServeConfig
 from rwkvjax.serve.server import serve
 from rwkvjax.text.tokenizer import ByteTokenizer, tokenizer_id
+from tests.tools.local_server import free_socket, in_thread
 
 SMALL = rwkvjax.Config(256, 64, 2, 128, 32, 32, 32, 32)
 
 
 @contextlib.contextmanager
 def running_server(model, warmup=False, **kw):
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    cfg = ServeConfig(model="small-test-model", port=port, warmup=warmup, **kw)
-    ready, stop = threading.Event(), threading.Event()
-    t = threading.Thread(target=serve, args=(cfg,), kwargs=dict(model=model, sock=sock, ready=ready, stop=stop),
-                         daemon=True)
-    t.start()
-    assert ready.wait(300), "server did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop.set()
-        t.join(timeout=60)
+    sock = free_socket()
+    cfg = ServeConfig(model="small-test-model", port=sock.getsockname()[1], warmup=warmup, **kw)
+    with in_thread(serve, cfg, sock, start_s=300, stop_s=60, model=model) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -4,30 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
-import threading
 import urllib.error
 import urllib.request
 
 from rwkvjax.serve.dashboard.config import DashboardConfig
 from rwkvjax.serve.dashboard.server import serve_dashboard
+from tests.tools.local_server import free_socket, in_thread
 
 
 @contextlib.contextmanager
 def running_dashboard(ckpt_dir, **kw):
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock = free_socket()
     cfg = DashboardConfig(ckpt_dir=str(ckpt_dir), port=sock.getsockname()[1], **kw)
-    ready, stop = threading.Event(), threading.Event()
-    t = threading.Thread(target=serve_dashboard, args=(cfg,), kwargs=dict(sock=sock, ready=ready, stop=stop),
-                         daemon=True)
-    t.start()
-    assert ready.wait(60), "dashboard did not start"
-    try:
-        yield f"http://127.0.0.1:{cfg.port}"
-    finally:
-        stop.set()
-        t.join(timeout=30)
+    with in_thread(serve_dashboard, cfg, sock, start_s=60, stop_s=30) as url:
+        yield url
 
 
 def get(url: str, headers=None) -> tuple[int, dict, bytes]:
