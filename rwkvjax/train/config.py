@@ -153,6 +153,8 @@ class PretrainConfig:
     windows_per_segment: int = option(8, help="truncated BPTT: windows read in a row with the state carried "
                                               "(the context the model learns to use is ctx_len x this)")
     copy_prob: float = option(0.25, help="share of segments that repeat a chunk of text later (teaches copying)")
+    copy_noise: float = option(0.0, help="share of those chunks drawn as noise (bytes or tokens sampled one by one "
+                                         "from the corpus): only copying predicts their repeat")
     batch: int = option(16, help="windows per step")
     steps: int = option(3000, help="total optimizer steps")
     lr: float = option(2e-3, help="peak learning rate")
@@ -176,9 +178,10 @@ class PretrainConfig:
     def __post_init__(self):
         check_positive(self, "n_layer", "n_embd", "ctx_len", "windows_per_segment", "batch", "steps", "lr",
                        "heldout_every", "eval_every", "eval_bytes", "save_every", "max_bytes", "max_file_bytes")
-        check_positive(self, "lr_final", "warmup", "weight_decay", "copy_prob", allow_zero=True)
-        if self.copy_prob > 1:
-            raise ConfigError(f"--copy-prob {self.copy_prob}: a probability is at most 1")
+        check_positive(self, "lr_final", "warmup", "weight_decay", "copy_prob", "copy_noise", allow_zero=True)
+        for name in ("copy_prob", "copy_noise"):
+            if getattr(self, name) > 1:
+                raise ConfigError(f"{_flag(name)} {getattr(self, name)}: a probability is at most 1")
         if self.vocab not in ("byte", "world"):
             raise ConfigError(f"--vocab {self.vocab!r}: choose byte or world")
         if self.n_embd % 64:

@@ -71,18 +71,20 @@ def pretrain_optimizer(cfg: PretrainConfig):
 # ----- data -----
 
 def segment_batch(stream: np.ndarray, rng: np.random.Generator, batch: int, seg_len: int,
-                  copy_prob: float) -> np.ndarray:
-    """[batch, seg_len + 1] token rows: contiguous text, or (with probability copy_prob) a chunk of text,
-    other text, then the same chunk again. Chunk and gap lengths are log-uniform (16 .. seg_len / 2), so most
-    copies fit one window (where the gradient reaches the write) and some span many (where the state must
-    hold them)."""
+                  copy_prob: float, copy_noise: float = 0.0) -> np.ndarray:
+    """[batch, seg_len + 1] token rows: contiguous text, or (with probability copy_prob) a chunk, other text,
+    then the same chunk again. Chunk and gap lengths are log-uniform (16 .. seg_len / 2), so most copies fit
+    one window (where the gradient reaches the write) and some span many (where the state must hold them).
+    A chunk is real text, or (with probability copy_noise) tokens drawn one by one from the stream: text's
+    unigram statistics with nothing to predict them by except the earlier copy."""
     n = stream.size
     take = lambda length: stream[(s := int(rng.integers(0, n - length))):s + length]
     log_uniform = lambda lo, hi: int(np.exp(rng.uniform(np.log(lo), np.log(max(hi, lo + 1)))))
     rows = []
     for _ in range(batch):
         if rng.random() < copy_prob and seg_len >= 128:
-            chunk = take(log_uniform(16, seg_len // 2))
+            size = log_uniform(16, seg_len // 2)
+            chunk = stream[rng.integers(0, n, size)] if rng.random() < copy_noise else take(size)
             gap = take(min(log_uniform(1, seg_len // 2), seg_len + 1 - 2 * chunk.size))
             tail = take(seg_len + 1 - 2 * chunk.size - gap.size) if seg_len + 1 > 2 * chunk.size + gap.size else \
                 stream[:0]
@@ -289,7 +291,7 @@ def _pretrain(cfg: PretrainConfig, out: Path, log) -> dict:
         while step < cfg.steps and not signals.event.is_set():
             w = step % K
             if w == 0 or seg is None:
-                seg = segment_batch(stream, rng, cfg.batch, T * K, cfg.copy_prob)
+                seg = segment_batch(stream, rng, cfg.batch, T * K, cfg.copy_prob, cfg.copy_noise)
                 state = state_rows(zero_state(config, cfg.batch))
             x, y = rows(seg[:, w * T:(w + 1) * T]), rows(seg[:, w * T + 1:(w + 1) * T + 1])
             params, opt_state, state, loss = train_step(params, opt_state, state, x, y)

@@ -8,6 +8,7 @@ import sysconfig
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import rwkvjax
 from rwkvjax.eval.scoring import score_stream
@@ -45,3 +46,16 @@ def test_base_model_beats_the_demo_model_on_an_unseen_package():
         nll, _ = score_stream(params, cfg, ids, rwkvjax.zero_state(cfg, 1))
         bpb[name] = float(nll.sum() / np.log(2) / len(data))
     assert bpb["base"] < bpb["demo"] - 0.2, bpb
+
+
+def test_base_hypernet_belongs_to_the_base_model():
+    from rwkvjax.errors import CheckpointMismatch
+    from rwkvjax.merges.hypernet_io import load_hypernet
+    from rwkvjax.model.params import params_hash
+
+    cfg, params = rwkvjax.load(BASE)
+    hyper = load_hypernet(DATA / "base_hypernet.safetensors", cfg, params_hash(params))
+    assert float(np.abs(hyper.out.w2).max()) > 0  # trained: the output layer starts at zero
+    _, demo = rwkvjax.load(DEMO_MODEL)
+    with pytest.raises(CheckpointMismatch, match="trained for model"):
+        load_hypernet(DATA / "base_hypernet.safetensors", cfg, params_hash(demo))
