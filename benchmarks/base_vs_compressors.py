@@ -2,10 +2,13 @@
 (whole packages the pretraining never saw) and the Claude Code sessions, each compressed / scored alone.
 
     PYTHONPATH=. .venv/bin/python benchmarks/base_vs_compressors.py --model A.safetensors [--model B ...]
-        [--package site-packages/networkx ...] [--files 40] [--copy-bytes 4096]
+        [--package site-packages/networkx ...] [--files 40] [--copy-lengths 16,64,256,1024,4096]
 
-Every file is read from the zero state (bits per byte = total bits / total bytes). The copy test scores a 4 KB
-chunk followed by an exact copy of it: a model that reads its context pays far less for the copy.
+Every file is read from the zero state (bits per byte = total bits / total bytes). The copy test scores a chunk
+followed by an exact copy of it, from the zero state: a model that reads its context pays far less for the copy.
+Chunks are cut at random offsets from the first package's sampled files joined (so a chunk does not repeat
+itself, as one short file tiled to 4 KB would), `--copy-samples` per length; xz -9e's price for the same copies
+stands beside them.
 """
 
 from __future__ import annotations
@@ -27,9 +30,12 @@ def main():
     ap.add_argument("--files", type=int, default=40)
     ap.add_argument("--max-file-bytes", type=int, default=32768)
     ap.add_argument("--traces", default=str(root.parent / "shared" / "data" / "claude-projects"))
-    ap.add_argument("--copy-bytes", type=int, default=4096)
+    ap.add_argument("--copy-lengths", default="16,64,256,1024,4096")
+    ap.add_argument("--copy-samples", type=int, default=6)
     a = ap.parse_args()
     import sysconfig
+
+    import numpy as np
 
     import rwkvjax
     from rwkvjax.eval.compressors import COMPRESSORS, alone_bits
@@ -54,8 +60,12 @@ def main():
         for c in COMPRESSORS:
             row[c] = sum(alone_bits(c, b) for b in items) / nb
         out["sets"][name] = row
-    sample = texts[pkgs[0]][0] * 8
-    chunk = sample[:a.copy_bytes]
+    joined = b"".join(texts[pkgs[0]])
+    rng = np.random.default_rng(0)
+    chunks = {n: [joined[o:o + n] for o in rng.integers(0, len(joined) - n, a.copy_samples)]
+              for n in map(int, a.copy_lengths.split(","))}
+    out["copy"] = {"xz -9e": {n: {"second_bpb": sum(alone_bits("xz -9e", c + c) - alone_bits("xz -9e", c)
+                                                     for c in cs) / (n * len(cs))} for n, cs in chunks.items()}}
     for m in a.model:
         config, params = rwkvjax.load(m)
         tok = for_vocab(config.vocab_size)
@@ -67,13 +77,15 @@ def main():
                     nll, _ = score_stream(params, config, ids, zero_state(config, 1))
                     bits += float(nll.sum()) / math.log(2)
             out["sets"][name][Path(m).name] = bits / out["sets"][name]["bytes"]
-        ids = tok.encode(chunk.decode("utf-8", "replace"))
-        nll, _ = score_stream(params, config, ids + ids, zero_state(config, 1))
-        n = len(ids)
-        out.setdefault("copy", {})[Path(m).name] = {
-            "first_bpb": float(nll[:n].sum() / math.log(2) / len(chunk)),
-            "second_bpb": float(nll[n:].sum() / math.log(2) / len(chunk))}
-    out["copy"]["xz -9e second_bpb"] = (alone_bits("xz -9e", chunk + chunk) - alone_bits("xz -9e", chunk)) / len(chunk)
+        per_length = out["copy"][Path(m).name] = {}
+        for n, cs in chunks.items():
+            first = second = 0.0
+            for c in cs:
+                ids = tok.encode(c.decode("utf-8", "replace"))
+                nll, _ = score_stream(params, config, ids + ids, zero_state(config, 1))
+                first += float(nll[:len(ids)].sum()) / math.log(2)
+                second += float(nll[len(ids):].sum()) / math.log(2)
+            per_length[n] = {"first_bpb": first / (n * len(cs)), "second_bpb": second / (n * len(cs))}
     print(json.dumps(out, indent=1))
 
 
