@@ -22,6 +22,31 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 
+def copy_chunks(joined: bytes, lengths, samples: int, seed: int = 0) -> dict[int, list[bytes]]:
+    """`samples` chunks of each length, cut at random offsets of `joined`."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    return {n: [joined[o:o + n] for o in rng.integers(0, len(joined) - n, samples)] for n in lengths}
+
+
+def copy_costs(params, config, chunks: dict[int, list[bytes]]) -> dict[int, dict[str, float]]:
+    """Bits per byte of each chunk and of its exact copy right after it, from the zero state."""
+    from rwkvjax.eval.scoring import score_stream
+    from rwkvjax.model.state import zero_state
+    from rwkvjax.text.tokenizer import for_vocab
+    tok = for_vocab(config.vocab_size)
+    out = {}
+    for n, cs in chunks.items():
+        first = second = 0.0
+        for c in cs:
+            ids = tok.encode(c.decode("utf-8", "replace"))
+            nll, _ = score_stream(params, config, ids + ids, zero_state(config, 1))
+            first += float(nll[:len(ids)].sum()) / math.log(2)
+            second += float(nll[len(ids):].sum()) / math.log(2)
+        out[n] = {"first_bpb": first / (n * len(cs)), "second_bpb": second / (n * len(cs))}
+    return out
+
+
 def main():
     root = Path(sys.path[0])
     ap = argparse.ArgumentParser()
@@ -34,8 +59,6 @@ def main():
     ap.add_argument("--copy-samples", type=int, default=6)
     a = ap.parse_args()
     import sysconfig
-
-    import numpy as np
 
     import rwkvjax
     from rwkvjax.eval.compressors import COMPRESSORS, alone_bits
@@ -60,10 +83,7 @@ def main():
         for c in COMPRESSORS:
             row[c] = sum(alone_bits(c, b) for b in items) / nb
         out["sets"][name] = row
-    joined = b"".join(texts[pkgs[0]])
-    rng = np.random.default_rng(0)
-    chunks = {n: [joined[o:o + n] for o in rng.integers(0, len(joined) - n, a.copy_samples)]
-              for n in map(int, a.copy_lengths.split(","))}
+    chunks = copy_chunks(b"".join(texts[pkgs[0]]), map(int, a.copy_lengths.split(",")), a.copy_samples)
     out["copy"] = {"xz -9e": {n: {"second_bpb": sum(alone_bits("xz -9e", c + c) - alone_bits("xz -9e", c)
                                                      for c in cs) / (n * len(cs))} for n, cs in chunks.items()}}
     for m in a.model:
@@ -77,15 +97,7 @@ def main():
                     nll, _ = score_stream(params, config, ids, zero_state(config, 1))
                     bits += float(nll.sum()) / math.log(2)
             out["sets"][name][Path(m).name] = bits / out["sets"][name]["bytes"]
-        per_length = out["copy"][Path(m).name] = {}
-        for n, cs in chunks.items():
-            first = second = 0.0
-            for c in cs:
-                ids = tok.encode(c.decode("utf-8", "replace"))
-                nll, _ = score_stream(params, config, ids + ids, zero_state(config, 1))
-                first += float(nll[:len(ids)].sum()) / math.log(2)
-                second += float(nll[len(ids):].sum()) / math.log(2)
-            per_length[n] = {"first_bpb": first / (n * len(cs)), "second_bpb": second / (n * len(cs))}
+        out["copy"][Path(m).name] = copy_costs(params, config, chunks)
     print(json.dumps(out, indent=1))
 
 

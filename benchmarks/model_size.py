@@ -8,7 +8,8 @@ Each config's step count is set from a timed step (benchmarks/pretrain.py `run_c
 steps) so that its training takes about `--minutes`; the table reports the wall time it really took and the
 tokens it saw. The recipe is the base model's (rwkvjax/data/base_model.recipe.json): ctx 512, 4 windows per
 segment, copy segments, chunked WKV, no remat, held-out packages networkx/hypothesis/huggingface_hub, scored
-with the state carried per file (`cli.py pretrain`'s own evaluation) and on a 1 KB chunk followed by its copy.
+with the state carried per file (`cli.py pretrain`'s own evaluation); copying is scored as in
+benchmarks/base_vs_compressors.py (held-out hypothesis text, a chunk then its copy, 64 and 256 bytes).
 One JSON line per config.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from benchmarks.base_vs_compressors import copy_chunks, copy_costs  # noqa: E402
 from benchmarks.pretrain import run_case  # noqa: E402
 from rwkvjax.train.config import PretrainConfig  # noqa: E402
 from rwkvjax.train.pretrain import pretrain  # noqa: E402
@@ -41,6 +43,11 @@ def main() -> None:
                     "packages are chosen by name, so they are the same at any size)")
     ap.add_argument("--out", default="runs/model_size")
     a = ap.parse_args()
+    import sysconfig
+
+    import rwkvjax
+    site = Path(sysconfig.get_paths()["purelib"]) / "hypothesis"
+    chunks = copy_chunks(b"".join(f.read_bytes() for f in sorted(site.rglob("*.py"))[::7]), (64, 256), 6)
     for spec in a.configs.split(","):
         L, C = map(int, spec.split("x"))
         timed = run_case(L, C, a.ctx, a.batch, "chunked", False)
@@ -53,12 +60,15 @@ def main() -> None:
         t0 = time.perf_counter()
         rec = pretrain(cfg, log=lambda s: None)
         wall = time.perf_counter() - t0
+        config, params = rwkvjax.load(rec["model"])
+        copies = copy_costs(params, config, chunks)
         print(json.dumps({"L": L, "C": C, "params": timed["params"], "steps": steps,
                           "tokens": rec["tokens_seen"], "train_wall_s": round(wall),
                           "timed_step_s": timed["step_s"],
                           "heldout_bpb": round(rec["heldout_bits_per_byte"], 4),
-                          "copy_first_bits": round(rec["copy_first_bits_per_token"], 4),
-                          "copy_second_bits": round(rec["copy_second_bits_per_token"], 4),
+                          "copy_1k_first_bits": round(rec["copy_first_bits_per_token"], 4),
+                          "copy_1k_second_bits": round(rec["copy_second_bits_per_token"], 4),
+                          "copy_bpb": {n: {k: round(v, 4) for k, v in c.items()} for n, c in copies.items()},
                           "config": dataclasses.asdict(cfg.model_config())}), flush=True)
 
 
