@@ -26,7 +26,7 @@ def test_base_model_file_and_recipe():
             {k: f.get_slice(k).get_dtype() for k in f.keys()}
     cfg, _ = rwkvjax.load(BASE)
     assert cfg.vocab_size == 256
-    for name in ("base_model.recipe.json", "base_model.phase1.recipe.json", "base_model.phase2.recipe.json"):
+    for name in ("base_model.recipe.json", *(f"base_model.phase{i}.recipe.json" for i in (1, 2, 3))):
         r = json.loads((DATA / name).read_text())
         roots = r["corpus"]["roots"]
         assert roots and not any("claude" in x.lower() for x in roots)  # never the transcripts
