@@ -22,6 +22,12 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 
+def heldout_packages() -> list[str]:
+    """The packages the shipped base model's pretraining held out, as its recipe records them."""
+    recipe = Path(sys.path[0]) / "rwkvjax" / "data" / "base_model.recipe.json"
+    return list(json.loads(recipe.read_text())["pretrain_config"]["heldout_packages"])
+
+
 def copy_chunks(joined: bytes, lengths, samples: int, seed: int = 0) -> dict[int, list[bytes]]:
     """`samples` chunks of each length, cut at random offsets of `joined`."""
     import numpy as np
@@ -67,7 +73,7 @@ def main():
     from rwkvjax.model.state import zero_state
     from rwkvjax.text.tokenizer import for_vocab
     site = Path(sysconfig.get_paths()["purelib"])
-    pkgs = a.package or ["site-packages/networkx", "site-packages/hypothesis", "site-packages/huggingface_hub"]
+    pkgs = a.package or heldout_packages()
     texts: dict[str, list[bytes]] = {}
     for p in pkgs:
         d = site / p.split("/", 1)[1]

@@ -24,12 +24,10 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from benchmarks.base_vs_compressors import copy_chunks, copy_costs  # noqa: E402
+from benchmarks.base_vs_compressors import copy_chunks, copy_costs, heldout_packages  # noqa: E402
 from benchmarks.pretrain import run_case  # noqa: E402
 from rwkvjax.train.config import PretrainConfig  # noqa: E402
 from rwkvjax.train.pretrain import pretrain  # noqa: E402
-
-HELD_OUT = ("site-packages/networkx", "site-packages/hypothesis", "site-packages/huggingface_hub")
 
 
 def main() -> None:
@@ -55,7 +53,7 @@ def main() -> None:
         cfg = PretrainConfig(out=str(Path(a.out) / spec), n_layer=L, n_embd=C, ctx_len=a.ctx,
                              windows_per_segment=a.windows, copy_prob=0.5, copy_noise=0.5, batch=a.batch,
                              steps=steps, lr=1.5e-3, lr_final=1e-4, warmup=20,
-                             heldout_packages=HELD_OUT, eval_every=steps, save_every=steps, max_bytes=a.max_bytes,
+                             heldout_packages=tuple(heldout_packages()), eval_every=steps, save_every=steps, max_bytes=a.max_bytes,
                              wkv_impl="chunked")
         t0 = time.perf_counter()
         rec = pretrain(cfg, log=lambda s: None)
