@@ -16,21 +16,9 @@ import optax
 
 from rwkvjax.merges.hypernet import SlotTables, UnitPositions, unit_embeddings, unit_logits
 from rwkvjax.model.config import Config
-from rwkvjax.model.rwkv7 import embed, forward_hidden, head_logits
+from rwkvjax.model.rwkv7 import embed, forward_hidden, head_logits, piece_lengths
 from rwkvjax.model.state import State
 from rwkvjax.model.wkv import WkvImpl
-
-
-def piece_lengths(n: int, max_len: int) -> list[int]:
-    """Greedy split of n into powers of two <= max_len (max_len a power of two)."""
-    out = []
-    while n:
-        p = max_len
-        while p > n:
-            p //= 2
-        out.append(p)
-        n -= p
-    return out
 
 
 # The dispatcher's default: with nothing differentiated it runs the fastest forward

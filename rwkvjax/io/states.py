@@ -1,7 +1,9 @@
 """Named states: a folder where every tuned start state has an id, a name, a parent and its provenance.
 
 Layout: `<id>.safetensors` (tensor `wkv` [L,H,N,N] float32, optional `att_shift`/`ffn_shift` [L,C]) next to
-`<id>.json` (the record). Names are unique in a store: `base` (the model's own zero state, never stored),
+`<id>.json` (the record), and `<id>.memory.safetensors` when the state brings a session memory (its arrays and,
+in the metadata, its description: `rwkvjax.memory.memory.SessionMemory.save`; owner-only, it holds the user's
+text). Names are unique in a store: `base` (the model's own zero state, never stored),
 `<project>`, `<project>/<session>`, or free text. Every write is atomic (temporary file, then rename; the
 record last), so a reader (the server) never sees half a state, and a new state is visible at once.
 A state belongs to one base model (its parameter hash) and tokenizer; using it with another is refused.
@@ -108,9 +110,12 @@ class StateStore:
     # ----- writing -----
     def put(self, name: str, wkv: np.ndarray, *, base_hash: str, tokenizer: str, parent: str | None = None,
             hypernet: str | None = None, source: dict | None = None, att_shift: np.ndarray | None = None,
-            ffn_shift: np.ndarray | None = None, replace: bool = False) -> StateRecord:
+            ffn_shift: np.ndarray | None = None, replace: bool = False, memory=None) -> StateRecord:
         """Store a state under `name`. With `replace`, a state of that name (same base model) is overwritten
-        in place (its id stays, the previous one is its parent); otherwise the name must be new."""
+        in place (its id stays, the previous one is its parent); otherwise the name must be new.
+
+        `memory`: a session memory (anything with `save(path)`) stored with the state; None removes a stored one
+        when the state is replaced (the state is then exactly what was given)."""
         from safetensors.numpy import save_file
         check_name(name)
         wkv = np.asarray(wkv, np.float32)
@@ -135,8 +140,18 @@ class StateStore:
         tmp = self.root / f".{sid}.safetensors.tmp"
         save_file(tensors, str(tmp))
         os.replace(tmp, self.root / f"{sid}.safetensors")
+        mem = self.root / f"{sid}.memory.safetensors"
+        if memory is not None:
+            memory.save(mem)  # written whole before the record points at it
+        else:
+            mem.unlink(missing_ok=True)
         self._write_record(rec)
         return rec
+
+    def memory_file(self, rec: StateRecord) -> Path | None:
+        """The session memory stored with a state, or None when it has none."""
+        path = self.root / f"{rec.id}.memory.safetensors"
+        return path if path.is_file() else None
 
     def _write_record(self, rec: StateRecord) -> None:
         tmp = self.root / f".{rec.id}.json.tmp"
@@ -150,16 +165,29 @@ class StateStore:
             raise CheckpointMismatch(f"state {rec.name!r} was tuned for base model {rec.base_hash}; it cannot be "
                                      f"forked onto model {base_hash} (a state means nothing to another model)")
         arr = self.arrays(rec)
+        src_mem = self.memory_file(rec)
         return self.put(name, arr["wkv"], base_hash=rec.base_hash, tokenizer=rec.tokenizer, parent=rec.id,
                         hypernet=rec.hypernet, source={"fork": rec.id}, att_shift=arr.get("att_shift"),
-                        ffn_shift=arr.get("ffn_shift"))
+                        ffn_shift=arr.get("ffn_shift"), memory=None if src_mem is None else _FileCopy(src_mem))
 
     def remove(self, name_or_id: str) -> StateRecord:
         """Remove a state; its children keep their record (their `parent` then names a removed id)."""
         rec = self.get(name_or_id)
         (self.root / f"{rec.id}.json").unlink()
         (self.root / f"{rec.id}.safetensors").unlink(missing_ok=True)
+        (self.root / f"{rec.id}.memory.safetensors").unlink(missing_ok=True)
         return rec
+
+
+class _FileCopy:
+    """A stored memory file, saved elsewhere as it is (a fork's copy of its parent's memory)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def save(self, path) -> None:
+        from rwkvjax.atomic import atomic_write
+        atomic_write(path, self.path.read_bytes(), private=True)
 
 
 def check_compatible(rec: StateRecord, base_hash: str, tokenizer: str, where) -> None:

@@ -77,12 +77,21 @@ class MemorySettings:
         return tuple(self.orders) + ((-1, -2) if self.word else ())
 
     def sizes(self) -> tuple[int, int, int]:
-        """log2 of (history symbols, context buckets, match-table entries) within `memory_mb`."""
-        budget = int(self.memory_mb * (1 << 20))
-        hbits = max(10, int(math.log2(budget / 4 / 2)))        # uint16 symbols
-        tbits = max(8, int(math.log2(budget / 2 / 64)))        # 64-byte buckets
-        mbits = max(8, int(math.log2(budget / 4 / 16)))        # two int64 tables
-        return hbits, tbits, mbits
+        """log2 of (history symbols, context buckets, match-table entries): powers of two near a 1/4 : 1/2 : 1/4
+        split of `memory_mb` less the mixers' weights, then doubled in that priority while the whole fits."""
+        nb, nctx = self.nbits, len(self.contexts)
+        fixed = sum(K.n_sets(nb, nctx)) * K.n_inputs(nctx) * 8 + nb * 3 * 8 + 2 * K.N_LENB * nb * 2 * 4 + 4096
+        budget = int(self.memory_mb * (1 << 20)) - fixed
+        bits = {"t": max(8, int(math.log2(budget / 2 / 64))),   # 64-byte buckets
+                "h": max(10, int(math.log2(budget / 4 / 2))),  # uint16 symbols
+                "m": max(8, int(math.log2(budget / 4 / 16)))}  # two int64 tables
+        unit = {"t": 64, "h": 2, "m": 16}
+        used = lambda: sum(unit[k] << b for k, b in bits.items())
+        for k in ("t", "h", "m"):
+            bits[k] += 1
+            if used() > budget:
+                bits[k] -= 1
+        return bits["h"], bits["t"], bits["m"]
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)

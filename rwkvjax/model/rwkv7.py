@@ -197,3 +197,16 @@ def forward(params: Params, tokens_BT, state: State, *, config: Config,
     hidden, new_state = forward_hidden(params, embed(params, tokens_BT), state, config=config,
                                        wkv_impl=wkv_impl, remat=remat)
     return head_logits(params, hidden), new_state
+
+
+def piece_lengths(n: int, max_len: int) -> list[int]:
+    """Greedy split of n into powers of two <= max_len (max_len a power of two): a stream scored in these
+    pieces carries its state exactly (no padding) and compiles at most log2(max_len) + 1 shapes."""
+    out = []
+    while n:
+        p = max_len
+        while p > n:
+            p //= 2
+        out.append(p)
+        n -= p
+    return out

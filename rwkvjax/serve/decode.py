@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rwkvjax.model.config import Config
-from rwkvjax.model.rwkv7 import embed, forward_hidden, head_logits
+from rwkvjax.model.rwkv7 import embed, forward_hidden, head_logits, piece_lengths
 from rwkvjax.model.state import State
 from rwkvjax.model.wkv import WkvImpl
 from rwkvjax.serve.sampling import Penalties, SamplingRows, observe, sample, split_keys
@@ -80,7 +80,6 @@ def prefill(params, config: Config, tokens, state: State, *, chunk: int = 256) -
     """Feed tokens [T] (one row) and return the state after them. Pieces are powers of two of at most
     `chunk` tokens, so only a few shapes are ever compiled. The last prompt token is not prefilled: the
     first decode step feeds it and samples the first new token from its logits."""
-    from rwkvjax.eval.scoring import piece_lengths
     tokens = np.asarray(tokens, np.int32)
     pos = 0
     for n in piece_lengths(len(tokens), chunk):

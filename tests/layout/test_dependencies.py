@@ -14,7 +14,7 @@ LAYERS = [
     {"rwkvjax.errors"},
     {"rwkvjax.options", "rwkvjax.atomic", "rwkvjax.extras"},
     {"rwkvjax.model"},
-    {"rwkvjax.io", "rwkvjax.text", "rwkvjax.merges"},
+    {"rwkvjax.io", "rwkvjax.text", "rwkvjax.merges", "rwkvjax.memory"},
     {"rwkvjax.train"},
     {"rwkvjax.eval"},
     {"rwkvjax.serve"},
