@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from rwkvjax.errors import ConfigError
+from rwkvjax.memory import DEFAULT_MB
 from rwkvjax.options import option
 from rwkvjax.train.config import DEFAULT_MODEL, check_positive
 
@@ -12,8 +13,11 @@ from rwkvjax.train.config import DEFAULT_MODEL, check_positive
 # --reset-every tokens; `tuned_tbptt`: S0 trained on each session's first tbptt_windows x ctx_len tokens as one
 # sequence, the gradient flowing through the carried state across its windows)
 # `tuned_gated`: tuned_replay with every update through the update gate (train/gate.py), as `train` runs it)
+# session memory arms (rwkvjax/memory): `memory_alone` the frozen model mixed with a memory emptied at each session,
+# `memory` with the memory of every earlier session (prequential), `tuned_memory` the same from tuned_replay's S0
 ARMS = ("frozen", "frozen_reset", "carry", "tuned", "tuned_reset", "tuned_tbptt", "tuned_replay",
-        "tuned_replay_reducible", "tuned_gated", "merges")
+        "tuned_replay_reducible", "tuned_gated", "merges", "memory_alone", "memory", "tuned_memory")
+MEMORY_ARMS = {"memory_alone": "frozen", "memory": "frozen", "tuned_memory": "tuned_replay"}  # -> the model's arm
 
 
 
@@ -43,6 +47,7 @@ class EvalConfig:
     bootstrap: int = option(10_000, help="bootstrap resamples for the intervals")
     max_sessions: int | None = option(None, help="score at most this many sessions of the stream (time order, "
                                                  "the split still over all of them); rerun with more to continue")
+    memory_mb: float = option(DEFAULT_MB, help="size of each memory arm's session memory (MB)")
 
     def __post_init__(self):
         check_positive(self, "ctx_len", "live_per_step", "max_windows_per_session", "lr", "bootstrap",
@@ -53,6 +58,11 @@ class EvalConfig:
         for base in ("frozen", "tuned"):
             if f"{base}_reset" in self.arms and base not in self.arms:
                 raise ConfigError(f"arm {base}_reset is scored from the {base} arm's state; add {base} to --arms")
+        for arm, base in MEMORY_ARMS.items():
+            if arm in self.arms and base not in self.arms:
+                raise ConfigError(f"arm {arm} mixes the {base} arm's model with a memory; add {base} to --arms")
+        if not (self.memory_mb >= 1):
+            raise ConfigError(f"--memory-mb {self.memory_mb}: must be at least 1 (MB)")
         for name in self.arms:
             if name not in ARMS:
                 raise ConfigError(f"unknown arm {name!r}; choose from {ARMS}")
@@ -64,9 +74,23 @@ class EvalConfig:
 class ScoreConfig:
     files: tuple[str, ...] = option(positional=True, help="UTF-8 text files")
     model: str = option(DEFAULT_MODEL, help="HF repo id, folder, .safetensors, .pth or rwkv.cpp .bin")
-    checkpoint: str | None = option(None, help="a --ckpt-dir of `train`: use its tuned S0")
+    checkpoint: str | None = option(None, help="a --ckpt-dir of `train`: use its tuned S0 and its session memory")
     dtype: str = option("fp32", choices=("fp32", "bf16", "int8"), help="weight dtype: int8 quantizes the large "
                         "matrices on load (the recurrence and state stay fp32)")
+    memory: bool = option(False, help="mix the model with a session memory built from the files being scored, in "
+                                      "order (each byte scored before the memory learns it); with --checkpoint, "
+                                      "starting from the run's memory")
+    no_memory: bool = option(False, help="with --checkpoint: the tuned S0 alone, without the run's memory")
+    memory_mb: float = option(DEFAULT_MB, help="size of a new session memory (MB)")
+
+    def __post_init__(self):
+        if self.memory and self.no_memory:
+            raise ConfigError("--memory and --no-memory contradict each other; give one")
+        if self.no_memory and not self.checkpoint:
+            raise ConfigError("--no-memory only applies with --checkpoint (without it, score uses no memory unless "
+                              "--memory is given)")
+        if not (self.memory_mb >= 1):
+            raise ConfigError(f"--memory-mb {self.memory_mb}: must be at least 1 (MB)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,8 +5,11 @@ and are held out; they are scored when they come, with each arm's current state,
 Every other session is scored first (teacher-forced, state carried across the whole session) and then
 trained on with the same learner update as `train` (`rwkvjax.train.learner`). Canary texts (general
 code and prose absent from the traces) are scored after every session to catch harm elsewhere, and
-every session is also compressed by gzip, xz and PPMd, alone and primed with the earlier training
-sessions, on the same bytes. Protocol: Dawid's prequential principle (https://doi.org/10.2307/2981683).
+every session is also compressed by gzip, xz and PPMd, alone and primed with every earlier session in time
+order, on the same bytes. The memory arms (`MEMORY_ARMS`) mix another arm's model with a session memory
+(`rwkvjax.memory`): every byte is scored before the memory learns it, and the memory of `memory` and
+`tuned_memory` has learned every earlier session, held-out ones included, in time order: the history the
+compressors are primed with. Protocol: Dawid's prequential principle (https://doi.org/10.2307/2981683).
 """
 
 from __future__ import annotations
@@ -22,13 +25,15 @@ import numpy as np
 
 from rwkvjax.errors import DataError
 from rwkvjax.eval import compressors
-from rwkvjax.eval.config import ARMS, EvalConfig
+from rwkvjax.eval.config import ARMS, MEMORY_ARMS, EvalConfig
 from rwkvjax.eval.progress import Progress, as_stored, fingerprint
 from rwkvjax.eval.scoring import score_reset, score_stream, score_windows
 from rwkvjax.eval.sessions import ROLES, Session, load_sessions, split_by_time
 from rwkvjax.io.lock import RunLock
 from rwkvjax.merges.dyntok import DynamicTokenizer, for_tokenizer
 from rwkvjax.merges.hypernet_io import start_hypernet
+from rwkvjax.memory.lm import stream_paths
+from rwkvjax.memory.memory import MemorySettings, SessionMemory
 from rwkvjax.merges.units import MERGED, PLAIN
 from rwkvjax.model.params import params_hash
 from rwkvjax.model.state import State
@@ -170,16 +175,83 @@ class Arm:
             self.dyntok = DynamicTokenizer.from_state_dict(host["dyntok"], self.tok.decode_bytes)
 
 
-def score_plain(arms: list[Arm], params, s: Session) -> list[np.ndarray]:
-    """Bits per token for several plain-vocabulary arms at once: one batch row per arm's start state."""
+class MemoryArm:
+    """A memory arm: the model of another arm (`MEMORY_ARMS[name]`, read from that arm's start state) mixed with
+    a session memory. `memory_alone` empties its memory at every session; the others keep learning."""
+
+    learner = None
+    gate = None
+    merges = False
+    updates = 0
+
+    def __init__(self, name: str, cfg: EvalConfig, config):
+        self.name, self.base = name, MEMORY_ARMS[name]
+        self.settings = MemorySettings.for_vocab(config.vocab_size, cfg.memory_mb)
+        self.memory = SessionMemory(self.settings)
+        self.trained_sessions: set[str] = set()
+        self.train_tokens = 0
+        self.train_seconds = 0.0
+        self._canary_key, self._canary_paths = None, {}
+
+    def score(self, s: Session, st: np.ndarray, bits_lm: np.ndarray) -> np.ndarray:
+        """Bits per token of the session under the mixture, each token scored before the memory learns it."""
+        mem = SessionMemory(self.settings) if self.name == "memory_alone" else self.memory
+        t0 = time.perf_counter()
+        bits = mem.score(st, bits_lm, s.tokens)
+        self.train_seconds += time.perf_counter() - t0
+        self.train_tokens += len(s.tokens)
+        if self.name != "memory_alone":
+            self.trained_sessions.add(s.sid)
+        return bits
+
+    def canary_bits(self, params, config, base: Arm, canaries: dict[str, np.ndarray], ctx_len: int) -> dict:
+        """Bits of each canary under the base arm's start state mixed with a copy of this memory (the copy reads
+        the canary prequentially and is dropped: canaries never reach the memory)."""
+        key = (base.updates, id(base.trainable))
+        if key != self._canary_key:  # the model's opinions change only when the base arm's S0 does
+            state = initial_state(base.trainable, 1)
+            self._canary_key = key
+            self._canary_paths = {}
+            for name, toks in canaries.items():
+                st, nll, _ = stream_paths(params, config, toks, state, nbits=self.settings.nbits, max_len=ctx_len)
+                self._canary_paths[name] = (st[0], nll[0].astype(np.float64) / LN2)
+        mem = SessionMemory(self.settings) if self.name == "memory_alone" else self.memory
+        return {name: float(mem.copy().score(st, bits, canaries[name]).sum())
+                for name, (st, bits) in self._canary_paths.items()}
+
+    # ----- saved between sessions (`progress.Progress`) -----
+    def state_dict(self) -> tuple[dict, dict]:
+        if self.name == "memory_alone":  # nothing survives a session
+            return {}, {}
+        meta, arrays = self.memory.state_dict()
+        return {"memory": meta}, {"memory": arrays}
+
+    def load_state_dict(self, host: dict, leaves: dict[str, list[np.ndarray]]) -> None:
+        if self.name == "memory_alone":
+            return
+        names = sorted(self.memory.state_dict()[1])  # the leaf order of a dict of arrays
+        self.memory = SessionMemory.from_state_dict(host["memory"], dict(zip(names, leaves["memory"])),
+                                                    source=f"eval arm {self.name}")
+
+
+def score_plain(arms: list[Arm], params, s: Session, nbits: int | None = None) \
+        -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    """Bits per token for several plain-vocabulary arms at once: one batch row per arm's start state; with
+    `nbits`, also each row's path stretches for the memory arms (`rwkvjax.memory.lm`)."""
     states = [a.start_state() for a in arms]
     state = jax.tree.map(lambda *x: jnp.concatenate(x, axis=1), *states)
-    nll, state = score_stream(params, arms[0].config, s.tokens, state, max_len=arms[0].cfg.ctx_len)
+    if nbits is None:
+        nll, state = score_stream(params, arms[0].config, s.tokens, state, max_len=arms[0].cfg.ctx_len)
+        sts = [None] * len(arms)
+    else:
+        st, nll, state = stream_paths(params, arms[0].config, s.tokens, state, nbits=nbits,
+                                      max_len=arms[0].cfg.ctx_len)
+        sts = list(st)
     nll = np.asarray(nll).reshape(len(arms), -1)
     for i, a in enumerate(arms):
         if a.name == "carry":
             a.carried = jax.tree.map(lambda x: x[:, i:i + 1], state)
-    return [row.astype(np.float64) / LN2 for row in nll]
+    return [row.astype(np.float64) / LN2 for row in nll], sts
 
 
 def score_canaries(arms: list[Arm], params, canaries: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
@@ -228,10 +300,12 @@ def _run_eval(cfg: EvalConfig, model, log) -> dict:
         log(f"{store.dir}: {done} of {len(sessions)} sessions already done; nothing to compute")
         return results(cfg, store.run, records)
     names = list(cfg.arms)
-    arms = {n: Arm(n, cfg, config, params, tok, mhash if cfg.hypernet else None)
+    arms = {n: (MemoryArm(n, cfg, config) if n in MEMORY_ARMS else
+                Arm(n, cfg, config, params, tok, mhash if cfg.hypernet else None))
             for n in names if n not in RESET_OF}
     if saved is None:
-        start = score_canaries(list(arms.values()), params, canaries)
+        start = score_canaries([a for a in arms.values() if not isinstance(a, MemoryArm)], params, canaries)
+        start.update(score_memory_canaries(arms, params, canaries, cfg.ctx_len))
         store.start(fp, canary_start=start, canary_bytes={n: len(t.encode()) for n, t in texts.items()},
                     sessions_total=len(sessions))
     score_seconds = {n: 0.0 for n in names}
@@ -244,19 +318,20 @@ def _run_eval(cfg: EvalConfig, model, log) -> dict:
             a.train_tokens, a.train_seconds = c["train_tokens"], c["train_seconds"]
             a.trained_sessions = {sid for r in records for sid in r["counters"][a.name]["trained_new"]}
         log(f"{store.dir}: continuing after {done} finished session(s)")
-    # the bytes of the earlier training sessions: what the learners could have learned from
-    prime = b"".join(s.text.encode() for s in sessions[:done] if not s.heldout)
+    # the bytes of every earlier session, in time order: the compressors' counterpart of the memory arms' history
+    prime = b"".join(s.text.encode() for s in sessions[:done])
     for si in range(done, limit):
         s = sessions[si]
         t_session = time.perf_counter()
         rec = score_session(s, arms, names, model, tok, cfg, prime, score_seconds)
-        if not s.heldout:
-            prime += s.text.encode()
+        prime += s.text.encode()
         rec["bits"] = {n: as_stored(b) for n, b in rec["bits"].items()}
-        # only a learner that has just trained has a new start state; the others' canary scores stay as they were
+        # only a learner that has just trained has a new start state, only a memory that learned a new memory;
+        # the others' canary scores stay as they were
         moved = [a for a in arms.values() if a.learner is not None and not s.heldout]
         before = records[-1]["canary"] if records else store.run["canary_start"]
-        rec["canary"] = {**before, **score_canaries(moved, params, canaries)}
+        rec["canary"] = {**before, **score_canaries(moved, params, canaries),
+                         **score_memory_canaries(arms, params, canaries, cfg.ctx_len, moved_only=True)}
         rec["score_seconds"] = dict(score_seconds)
         rec["merge_stats"] = arms["merges"].dyntok.stats(top=10) if "merges" in arms else None
         rec["seconds"] = time.perf_counter() - t_session
@@ -270,6 +345,17 @@ def _run_eval(cfg: EvalConfig, model, log) -> dict:
     return results(cfg, store.run, records)
 
 
+def score_memory_canaries(arms: dict, params, canaries: dict[str, np.ndarray], ctx_len: int = 512, *,
+                          moved_only: bool = False) -> dict[str, dict[str, float]]:
+    """Canary bits of every memory arm (each mixes its base arm's start state with a copy of its memory).
+    `moved_only`: leave out `memory_alone`, whose empty memory and frozen model never change."""
+    out = {}
+    for a in arms.values():
+        if isinstance(a, MemoryArm) and not (moved_only and a.name == "memory_alone"):
+            out[a.name] = a.canary_bits(params, arms[a.base].config, arms[a.base], canaries, ctx_len)
+    return out
+
+
 def score_session(s: Session, arms: dict[str, Arm], names: list[str], model, tok, cfg: EvalConfig,
                   prime: bytes, score_seconds: dict[str, float]) -> dict:
     """Score session `s` with every arm, then (a training session) train the learners on it."""
@@ -277,12 +363,23 @@ def score_session(s: Session, arms: dict[str, Arm], names: list[str], model, tok
     rec = {"sid": s.sid, "group": s.group, "start": s.start, "heldout": s.heldout, "bytes": int(s.nbytes.sum()),
            "tokens": int(len(s.tokens)), "roles": s.roles, "nbytes": s.nbytes, "bits": {},
            "compressors": compressors.table(s.text.encode(), prime)}
-    plain = [a for a in arms.values() if not a.merges]
+    before = {a.name: set(a.trained_sessions) for a in arms.values()}
+    mem_arms = [a for a in arms.values() if isinstance(a, MemoryArm)]
+    plain = [a for a in arms.values() if not a.merges and not isinstance(a, MemoryArm)]
+    nbits = mem_arms[0].settings.nbits if mem_arms else None
     t0 = time.perf_counter()
-    for a, bits in zip(plain, score_plain(plain, params, s)):
+    all_bits, all_st = score_plain(plain, params, s, nbits)
+    paths = {}
+    for a, bits, st in zip(plain, all_bits, all_st):
         rec["bits"][a.name] = bits
+        paths[a.name] = (st, bits)
     for a in plain:  # one batched pass served them all; charge each its share
         score_seconds[a.name] += (time.perf_counter() - t0) / len(plain)
+    for a in mem_arms:  # the memory's own time (its model's forward is the base arm's, above)
+        t0 = time.perf_counter()
+        st, bits_lm = paths[a.base]
+        rec["bits"][a.name] = a.score(s, st, bits_lm)
+        score_seconds[a.name] += time.perf_counter() - t0
     for r, base in RESET_OF.items():
         if r in names:
             t0 = time.perf_counter()
@@ -294,11 +391,11 @@ def score_session(s: Session, arms: dict[str, Arm], names: list[str], model, tok
         t0 = time.perf_counter()
         rec["bits"]["merges"], mwins = a.score_merged(params, s)
         score_seconds["merges"] += time.perf_counter() - t0
-    before = {a.name: set(a.trained_sessions) for a in arms.values()}
     if not s.heldout:
         wins = stream_windows(s.sid, s.tokens, cfg.ctx_len, tok)
         for a in plain:
-            a.train(s, wins)
+            if a.learner is not None:
+                a.train(s, wins)
         if "merges" in arms:
             arms["merges"].train(s, mwins)
     rec["counters"] = {a.name: {"updates": a.updates, "train_seconds": a.train_seconds,

@@ -85,6 +85,7 @@ def summarize(res: dict) -> dict:
         for split, group in (("by_position", train), ("heldout_by_position", held)):
             row[split] = {_key(lo_, hi_): _bpb(group, a, _window(lo_, hi_))[0] for lo_, hi_ in POSITION_BUCKETS}
         row["by_role"] = {r: _bpb(train, a, lambda s, i=i: s["roles"] == i)[0] for i, r in enumerate(ROLES)}
+        row["heldout_by_role"] = {r: _bpb(held, a, lambda s, i=i: s["roles"] == i)[0] for i, r in enumerate(ROLES)}
         row["heldout_per_session"] = {s["sid"]: float(s["bits"][a].sum() / s["bytes"]) for s in held}
         canary = res["canary"][a]
         tot_bytes = sum(res["canary_bytes"].values())
@@ -103,6 +104,35 @@ def summarize(res: dict) -> dict:
                                       for s in held}
         out["compressors"][c] = row
     out["verdict"] = {name: verdict(out, name) for name in ("train", "heldout")}
+    out["memory"] = memory_summary(out, held, n_boot)
+    return out
+
+
+MEMORY_VS = (("memory_alone", "alone"), ("memory", "primed"), ("tuned_memory", "primed"))
+
+
+def memory_summary(summ: dict, held: list, n_boot: int) -> dict | None:
+    """The memory arms next to the compressors on the held-out sessions (each arm against the compressors given
+    the same history: `memory_alone` against each session alone, the others against the compressors primed with
+    every earlier session), and what learning across sessions earns (`memory` over `memory_alone`)."""
+    arms = summ["arms"]
+    if not any(a in arms for a, _ in MEMORY_VS):
+        return None
+    out = {"vs_compressors": {}, "across_sessions": None}
+    for a, mode in MEMORY_VS:
+        if a not in arms:
+            continue
+        bpb = arms[a]["heldout"]["bpb"]
+        row = {"bpb": bpb, "history": mode, "ratio": {}, "per_session_ratio": {}}
+        for c, r in summ["compressors"].items():
+            row["ratio"][c] = bpb / r["heldout"][mode] if r["heldout"][mode] else None
+            row["per_session_ratio"][c] = {
+                sid: arms[a]["heldout_per_session"][sid] / v[mode] for sid, v in r["heldout_per_session"].items()}
+        out["vs_compressors"][a] = row
+    if "memory" in arms and "memory_alone" in arms and held:
+        g, lo, hi = bootstrap_gain(held, "memory", ref="memory_alone", n=n_boot)
+        ref = arms["memory_alone"]["heldout"]["bpb"]
+        out["across_sessions"] = {"gain": g, "gain_ci95": _interval(lo, hi), "rel_gain": g / ref if ref else None}
     return out
 
 
@@ -159,6 +189,39 @@ def _progress_lines(res: dict) -> list[str]:
             "in `progress/`.", ""]
 
 
+def _memory_lines(summ: dict) -> list[str]:
+    m = summ.get("memory")
+    if not m:
+        return []
+    comps = list(summ["compressors"])
+    lines = ["## The session memory against the compressors (held-out sessions, same bytes, same history)", "",
+             "`memory_alone`: the frozen model mixed with a memory emptied at every session, next to each compressor "
+             "on the session alone. `memory` / `tuned_memory`: the frozen / tuned model mixed with the memory of "
+             "every earlier session (held-out ones included, each learned only after it was scored), next to each "
+             "compressor primed with the same sessions. Ratio = memory bpb / compressor bpb (below 1: the memory "
+             "wins).", "",
+             "| arm | history | held-out bpb | " + " | ".join(f"{c} bpb | ratio" for c in comps) + " |",
+             "|---" * (3 + 2 * len(comps)) + "|"]
+    for a, row in m["vs_compressors"].items():
+        cells = [f"{_fmt(summ['compressors'][c]['heldout'][row['history']])} | {_fmt(row['ratio'][c], 3)}"
+                 for c in comps]
+        lines.append(f"| {a} | {row['history']} | {_fmt(row['bpb'])} | " + " | ".join(cells) + " |")
+    lines += ["", "Per held-out session, ratio to each compressor given the same history:", "",
+              "| session | " + " | ".join(f"{a} / {c}" for a in m["vs_compressors"] for c in comps) + " |",
+              "|---" * (1 + len(comps) * len(m["vs_compressors"])) + "|"]
+    sids = summ["heldout_sessions"]
+    for sid in sids:
+        cells = [_fmt(row["per_session_ratio"][c].get(sid), 3) for row in m["vs_compressors"].values() for c in comps]
+        lines.append(f"| {sid[:13]} | " + " | ".join(cells) + " |")
+    x = m["across_sessions"]
+    if x is not None:
+        rel = _fmt(x["rel_gain"] * 100 if x["rel_gain"] is not None else None, 1)
+        lines += ["", f"Learning across sessions: `memory` is {_fmt(x['gain'])} bits/byte ({rel}%) better than "
+                      f"`memory_alone` on the held-out sessions, paired bootstrap 95% interval "
+                      f"{_ci(x).split(' ', 1)[1]}."]
+    return lines + [""]
+
+
 def write_eval_report(res: dict, out_dir: str | Path, command: str) -> Path:
     import matplotlib
     matplotlib.use("Agg")
@@ -196,13 +259,14 @@ def write_eval_report(res: dict, out_dir: str | Path, command: str) -> Path:
     cfg = res["config"]
     n_held = summ["n_heldout_sessions"]
     lines = [
-        "# Prequential evaluation of state-tuning",
+        "# Prequential evaluation of state-tuning and the session memory",
         "",
         f"Command: `{command}`",
         "",
         *_progress_lines(res),
         f"Sessions: {summ['n_train_sessions']} training ({summ['train_bytes']} bytes), {n_held} held out "
-        f"({summ['heldout_bytes']} bytes, never trained on): the latest {cfg['heldout_fraction']:.0%} of the "
+        f"({summ['heldout_bytes']} bytes, never trained on; a memory arm learns each one after scoring it, "
+        f"as a compressor primed with it would): the latest {cfg['heldout_fraction']:.0%} of the "
         f"session groups by start time (a subagent transcript goes with its parent session). "
         f"Canaries: {', '.join(res['canary_bytes']) or 'none'}. Window {cfg['ctx_len']} tokens, "
         f"{cfg['live_per_step']} live + {cfg['replay_per_step']} replay windows per update, at most "
@@ -221,9 +285,10 @@ def write_eval_report(res: dict, out_dir: str | Path, command: str) -> Path:
                      for k in ("0-1024", "0-4096", "0-end")]
             lines.append(f"| {a} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += _memory_lines(summ)
     lines += ["## Bits per byte next to what a user would try instead (same bytes)", "",
-              "Compressors: each session alone, and primed with the earlier training sessions (the cost of the "
-              "session after them in one stream).", "",
+              "Compressors: each session alone, and primed with every earlier session in time order (the cost of "
+              "the session after them in one stream: the history the memory arms had).", "",
               "| method | train bpb | train gain [95% CI] | held-out bpb | held-out gain [95% CI] | "
               "canary start / worst / final |", "|---|---|---|---|---|---|"]
     for a in arms:
@@ -260,10 +325,11 @@ def write_eval_report(res: dict, out_dir: str | Path, command: str) -> Path:
                   "|---" * (1 + len(POSITION_BUCKETS)) + "|"]
         for a in arms:
             lines.append(f"| {a} | " + " | ".join(_fmt(v) for v in summ["arms"][a][split].values()) + " |")
-    lines += ["", "## Training stream: bits per byte by role (boilerplate = labels, separators, system reminders)",
-              "", "| arm | " + " | ".join(ROLES) + " |", "|---" * (1 + len(ROLES)) + "|"]
-    for a in arms:
-        lines.append(f"| {a} | " + " | ".join(_fmt(v) for v in summ["arms"][a]["by_role"].values()) + " |")
+    for split, title in (("heldout_by_role", "Held-out sessions"), ("by_role", "Training stream")):
+        lines += ["", f"## {title}: bits per byte by role (boilerplate = labels, separators, system reminders)",
+                  "", "| arm | " + " | ".join(ROLES) + " |", "|---" * (1 + len(ROLES)) + "|"]
+        for a in arms:
+            lines.append(f"| {a} | " + " | ".join(_fmt(v) for v in summ["arms"][a][split].values()) + " |")
     lines += ["", "## Cost", "", "| arm | updates | updates/s | train tokens/s | scoring tokens/s |", "|---|---|---|---|---|"]
     for a in arms:
         t = summ["arms"][a]["timing"]

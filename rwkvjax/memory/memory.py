@@ -6,7 +6,7 @@ length is comparable with every other bits-per-byte figure. Everything the memor
 numpy arrays, saved and restored bit for bit (`state_dict`, `save`, `load`), bounded by `memory_mb`:
 
 - a ring of the most recent symbols (a quarter of the budget): older history is overwritten, recent kept;
-- context counters in 64-byte buckets (half of the budget): a new context takes over the less used bucket
+- context counters in 32-byte buckets (half of the budget): a new context takes over the less used bucket
   of its pair, so frequent and recent contexts survive;
 - the match models' position tables (the last quarter): entries pointing past the ring are ignored.
 """
@@ -22,13 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from rwkvjax.errors import ConfigError, DataError, MissingFile
-from rwkvjax.memory import kernels as K
+from rwkvjax.memory import DEFAULT_MB, kernels as K
 
 FORMAT = "rwkvjax-session-memory-1"
-# The default budget: measured on the nine sample sessions (benchmarks/RESULTS.md, "Session memory"), 32 MB
-# holds about 4M symbols of history, where a larger budget no longer changes the bits; a laptop does not notice.
-DEFAULT_MB = 32.0
-STATE = ("R", "hist", "hashes", "table", "mt", "sm", "W", "wf")
+STATE = ("R", "hist", "hashes", "table", "mt", "sm", "W", "wf", "apm")
 
 
 def nbits_for(vocab_size: int) -> int:
@@ -47,10 +44,12 @@ class MemorySettings:
     orders: tuple[int, ...] = (1, 2, 3, 4, 6)   # context orders, in symbols
     word: bool = True                           # word contexts (bytes only)
     match_min: tuple[int, int] = (6, 20)        # symbols a match model needs before it follows a match
-    counter_limit: int = 255                    # counters adapt at 1/(n + 1.5), n capped here
+    counter_limit: int = 15                     # counters adapt at 1/(n + 1.5), n capped here (at most 15)
     lr: float = 0.02                            # mixers' learning rate (stretch domain)
     lr_final: float = 0.005                     # final mixer's learning rate
     bias: float = 0.3                           # the mixers' constant input
+    match: bool = True                          # the match models (off only to measure what they bring)
+    mixer_contexts: bool = True                 # weight sets chosen by context (off: one set per bit position)
 
     @staticmethod
     def for_vocab(vocab_size: int, memory_mb: float = DEFAULT_MB) -> "MemorySettings":
@@ -61,10 +60,17 @@ class MemorySettings:
 
     def __post_init__(self):
         nbits_for(self.vocab_size)
-        if not (math.isfinite(self.memory_mb) and self.memory_mb >= 1):
-            raise ConfigError(f"--memory-mb {self.memory_mb}: must be at least 1 (MB)")
-        if len(self.orders) + 2 * self.word > K.MAX_CTX or any(o < 1 for o in self.orders):
-            raise ConfigError(f"session memory: orders {self.orders} (each >= 1, at most {K.MAX_CTX} contexts)")
+        if not 1 <= self.counter_limit <= 15:
+            raise ConfigError(f"session memory: counter_limit {self.counter_limit} (1..15: a 4-bit count)")
+        if len(self.match_min) != 2 or min(self.match_min) < 1:
+            raise ConfigError(f"session memory: match_min {self.match_min} (two lengths >= 1)")
+        if not (math.isfinite(self.memory_mb) and self.memory_mb >= self.min_mb()):
+            raise ConfigError(f"--memory-mb {self.memory_mb}: a session memory for {self.vocab_size} symbols needs at "
+                              f"least {self.min_mb()} MB")
+        if len(self.orders) + 2 * self.word > K.MAX_CTX or any(o < 1 for o in self.orders) \
+                or list(self.orders) != sorted(set(self.orders)):
+            raise ConfigError(f"session memory: orders {self.orders} (increasing, each >= 1, at most {K.MAX_CTX} "
+                              "contexts)")
         if self.word and self.vocab_size > 256:
             raise ConfigError("session memory: word contexts are for byte vocabularies")
 
@@ -76,16 +82,24 @@ class MemorySettings:
     def contexts(self) -> tuple[int, ...]:
         return tuple(self.orders) + ((-1, -2) if self.word else ())
 
+    def _fixed_bytes(self) -> int:
+        """Bytes that do not grow with the budget: mixer weights, match maps and the SSE map."""
+        nb, nctx = self.nbits, len(self.contexts)
+        return (sum(K.n_sets(nb, nctx)) * K.n_inputs(nctx) * 8 + nb * 3 * 8 + 2 * K.N_LENB * nb * 2 * 4 + 4096
+                + K.n_sets(nb, nctx)[0] * 256 * 33 * 2)
+
+    def min_mb(self) -> int:
+        """The smallest budget: the fixed part and 1 MB of tables."""
+        return math.ceil(self._fixed_bytes() / (1 << 20)) + 1
+
     def sizes(self) -> tuple[int, int, int]:
         """log2 of (history symbols, context buckets, match-table entries): powers of two near a 1/4 : 1/2 : 1/4
         split of `memory_mb` less the mixers' weights, then doubled in that priority while the whole fits."""
-        nb, nctx = self.nbits, len(self.contexts)
-        fixed = sum(K.n_sets(nb, nctx)) * K.n_inputs(nctx) * 8 + nb * 3 * 8 + 2 * K.N_LENB * nb * 2 * 4 + 4096
-        budget = int(self.memory_mb * (1 << 20)) - fixed
-        bits = {"t": max(8, int(math.log2(budget / 2 / 64))),   # 64-byte buckets
+        budget = int(self.memory_mb * (1 << 20)) - self._fixed_bytes()
+        bits = {"t": max(8, int(math.log2(budget / 2 / 32))),   # 32-byte buckets
                 "h": max(10, int(math.log2(budget / 4 / 2))),  # uint16 symbols
                 "m": max(8, int(math.log2(budget / 4 / 16)))}  # two int64 tables
-        unit = {"t": 64, "h": 2, "m": 16}
+        unit = {"t": 32, "h": 2, "m": 16}
         used = lambda: sum(unit[k] << b for k, b in bits.items())
         for k in ("t", "h", "m"):
             bits[k] += 1
@@ -114,8 +128,10 @@ class SessionMemory:
         nb, ctx = s.nbits, s.contexts
         P = np.zeros(K.P_LEN, np.int64)
         P[K.P_NBITS], P[K.P_V], P[K.P_HBITS], P[K.P_TBITS] = nb, s.vocab_size, hbits, tbits
-        P[K.P_NCTX], P[K.P_WORD], P[K.P_M1MIN], P[K.P_M2MIN] = len(ctx), int(s.word), *s.match_min
-        P[K.P_MBITS], P[K.P_LIMIT], P[K.P_SMLIMIT] = mbits, s.counter_limit, 1023
+        never = 1 << 40  # a minimum match length no history reaches: the match models stay silent
+        P[K.P_NCTX], P[K.P_WORD], P[K.P_M1MIN], P[K.P_M2MIN] = len(ctx), int(s.word), *(
+            s.match_min if s.match else (never, never))
+        P[K.P_MBITS], P[K.P_LIMIT], P[K.P_SMLIMIT], P[K.P_SELECT] = mbits, s.counter_limit, 1023, int(s.mixer_contexts)
         P[K.P_ORDERS:K.P_ORDERS + len(ctx)] = ctx
         F = np.zeros(K.F_LEN, np.float64)
         F[K.F_LR], F[K.F_LR_FINAL], F[K.F_BIAS], F[K.F_LR_MIN], F[K.F_LR_DECAY] = s.lr, s.lr_final, s.bias, s.lr, 0.0
@@ -137,13 +153,15 @@ class SessionMemory:
         nb, nctx = s.nbits, len(s.contexts)
         na, nbs = K.n_sets(nb, nctx)
         W = np.zeros((na + nbs, K.n_inputs(nctx)), np.float64)
-        W[:, 1] = 1.0  # an empty memory starts as the language model alone
+        W[:, 1] = 1.0  # an empty memory starts as the language model (up to the SSE map's 33-point grid)
         wf = np.zeros((nb, 3), np.float64)
         wf[:, :2] = 0.5
         return {"R": np.zeros(K.R_LEN, np.int64), "hist": np.zeros(1 << hbits, np.uint16),
-                "hashes": np.zeros(nctx, np.uint64), "table": np.zeros((1 << tbits) * 16, np.uint32),
+                "hashes": np.zeros(nctx, np.uint64), "table": np.zeros((1 << tbits) * 16, np.uint16),
                 "mt": np.zeros((2, 1 << mbits), np.int64),
-                "sm": np.full(2 * K.N_LENB * nb * 2, K.NEUTRAL, np.uint32), "W": W, "wf": wf}
+                "sm": np.full(2 * K.N_LENB * nb * 2, K.NEUTRAL, np.uint32), "W": W, "wf": wf,
+                "apm": np.tile(np.round(65535 / (1.0 + np.exp(-(np.arange(33) - 16) / 2.0))).astype(np.uint16),
+                               na * 256)}
 
     # ----- reading and learning -----
     @property
@@ -163,7 +181,7 @@ class SessionMemory:
     def _run(self, mode, lm_st, lm_bits, probs, syms, learn, out):
         a = self.a
         return K.kernel(mode, self.P, self.F, a["R"], a["hist"], a["hashes"], a["table"], a["mt"], a["sm"], a["W"],
-                        a["wf"], self.rates, self.ST, self.SQ, lm_st, lm_bits, probs, syms, learn, out)
+                        a["wf"], a["apm"], self.rates, self.ST, self.SQ, lm_st, lm_bits, probs, syms, learn, out)
 
     def score(self, lm_st: np.ndarray, lm_bits: np.ndarray, symbols, *, learn: bool = True) -> np.ndarray:
         """Bits of each symbol under the mixture (float64 [T]), each predicted before anything learned from it;
@@ -223,11 +241,12 @@ class SessionMemory:
     @staticmethod
     def from_state_dict(meta: dict, arrays: dict[str, np.ndarray], *, source: str = "session memory") \
             -> "SessionMemory":
-        if meta.get("format") != FORMAT:
-            raise DataError(f"{source}: not a session memory of this version (format {meta.get('format')!r}, "
-                            f"expected {FORMAT!r})")
-        return SessionMemory(MemorySettings.from_json(meta["settings"]),
-                             {k: np.asarray(v) for k, v in arrays.items()})
+        return SessionMemory(_settings_of(meta, source), {k: np.asarray(v) for k, v in arrays.items()})
+
+    @staticmethod
+    def empty_like(meta: dict, *, source: str = "session memory") -> "SessionMemory":
+        """An empty memory with the settings `meta` describes (the template a saved one restores into)."""
+        return SessionMemory(_settings_of(meta, source))
 
     def save(self, path: str | os.PathLike) -> None:
         """One safetensors file, written whole or not at all, owner-only (it holds the user's text)."""
@@ -266,6 +285,16 @@ class SessionMemory:
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
             raise DataError(f"{path}: not a readable session memory ({e}); remove it or restore it") from None
         return SessionMemory.from_state_dict(meta, arrays, source=str(path))
+
+
+def _settings_of(meta: dict, source: str) -> MemorySettings:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else None
+        raise DataError(f"{source}: not a session memory of this version (format {got!r}, expected {FORMAT!r})")
+    try:
+        return MemorySettings.from_json(meta["settings"])
+    except (KeyError, TypeError) as e:
+        raise DataError(f"{source}: the session memory's settings are unreadable ({e})") from None
 
 
 _ST_DTYPES = {"U16": np.uint16, "U32": np.uint32, "U64": np.uint64, "I64": np.int64, "F64": np.float64,

@@ -8,9 +8,12 @@ import subprocess
 import pytest
 
 from rwkvjax.eval import compressors
-from tests.conftest import REPO
+from tests.conftest import CLAUDE_PROJECTS
 
-DATA = (REPO / "rwkvjax" / "eval" / "prequential.py").read_bytes()
+# 16 KB of a real session that no one here edits (a source file of the repo changes size and content with the code,
+# and PPMd's cost of a repeat with it)
+DATA = (CLAUDE_PROJECTS / "-Users-yoav-projects-alignment-hive" / "f968233b-ebe5-4958-aa2d-69a2d8e7413c.jsonl"
+        ).read_bytes()[:16384]
 
 
 @pytest.mark.parametrize("name,argv", [("gzip -9", ["gzip", "-9", "-n", "-c"]), ("xz -9e", ["xz", "-9e", "-c"])])
