@@ -151,7 +151,7 @@ def score_child(n_tokens: int) -> dict:
         t = time.perf_counter()
         rows = list(score_files(ScoreConfig(files=(str(path),), model=str(DEMO_MODEL))))
         seconds = time.perf_counter() - t
-    _, nbytes, bpb = rows[0]
+    _, nbytes, bpb, _ = rows[0]
     return {"tokens": nbytes, "bits_per_byte": bpb, "seconds": seconds, "tokens_per_s": nbytes / seconds,
             "peak_rss_mb": _vm("VmHWM"), "rss_end_mb": _vm("VmRSS")}
 

@@ -1,6 +1,7 @@
 """Argparse flags generated from a run-config dataclass: one source of names, defaults, help and choices.
 
-Field types: int, float, str, bool (--x / --no-x), `T | None` (flag optional), tuple[str, ...] (one or
+Field types: int, float, str, bool (--x / --no-x; `bool | None`: neither given = None, "auto"), `T | None` (flag
+optional), tuple[str, ...] (one or
 more values). Metadata from `rwkvjax.options.option`: help, choices, positional, metavar, cli.
 """
 
@@ -49,7 +50,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, *, skip=()) -> None
             continue
         flag = "--" + f.name.replace("_", "-")
         if kind is bool and not many:
-            kw["help"] = f"{doc} (default: {'on' if default else 'off'})".lstrip()
+            word = "on" if default else "off" if default is not None else "auto"
+            kw["help"] = f"{doc} (default: {word})".lstrip()
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, **kw)
             continue
         if many:

@@ -77,18 +77,13 @@ class ScoreConfig:
     checkpoint: str | None = option(None, help="a --ckpt-dir of `train`: use its tuned S0 and its session memory")
     dtype: str = option("fp32", choices=("fp32", "bf16", "int8"), help="weight dtype: int8 quantizes the large "
                         "matrices on load (the recurrence and state stay fp32)")
-    memory: bool = option(False, help="mix the model with a session memory built from the files being scored, in "
-                                      "order (each byte scored before the memory learns it); with --checkpoint, "
-                                      "starting from the run's memory")
-    no_memory: bool = option(False, help="with --checkpoint: the tuned S0 alone, without the run's memory")
+    memory: bool | None = option(None, help="mix the model with a session memory, each byte scored before the "
+                                             "memory learns it, one memory through the files in the order given: the "
+                                             "run's memory with --checkpoint, else a new one; --no-memory: the model "
+                                             "alone (auto: the run's memory when --checkpoint has one, else none)")
     memory_mb: float = option(DEFAULT_MB, help="size of a new session memory (MB)")
 
     def __post_init__(self):
-        if self.memory and self.no_memory:
-            raise ConfigError("--memory and --no-memory contradict each other; give one")
-        if self.no_memory and not self.checkpoint:
-            raise ConfigError("--no-memory only applies with --checkpoint (without it, score uses no memory unless "
-                              "--memory is given)")
         if not (self.memory_mb >= 1):
             raise ConfigError(f"--memory-mb {self.memory_mb}: must be at least 1 (MB)")
 

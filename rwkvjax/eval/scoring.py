@@ -118,24 +118,42 @@ def score_windows(params, config: Config, windows, state: State, *, hyper, max_l
     return out, state
 
 
-def score_files(cfg) -> Iterator[tuple[str, int, float]]:
-    """`score`: (file, bytes, bits per byte) of each UTF-8 file, each from the start state, then ('total', ...).
+def score_files(cfg, *, log=None) -> Iterator[tuple[str, int, float, float | None]]:
+    """`score`: (file, bytes, bits per byte, the model's own bits per byte or None) of each UTF-8 file, then
+    ('total', ...). Each file is read from the start state: zeros, or the tuned state of `cfg.checkpoint`
+    (checked against this base model).
 
-    The start state is zeros, or the tuned state of `cfg.checkpoint` (checked against this base model).
-    """
+    With a session memory (`cfg.memory` None: the run's when `cfg.checkpoint` has one; True: the run's, else a new
+    one; False: none), the bits are the mixture's: every byte scored before the memory learns it, one memory
+    carried through the files in the order given (learning stays in this process; nothing is written)."""
     from pathlib import Path
 
     from rwkvjax.errors import DataError, MissingFile
     from rwkvjax.io.convert import DTYPES
     from rwkvjax.io.formats import load
     from rwkvjax.io.tuned_state import load_tuned_state
+    from rwkvjax.memory.lm import mixture_bits
+    from rwkvjax.memory.memory import MemorySettings, SessionMemory
     from rwkvjax.model.state import zero_state
     from rwkvjax.text.tokenizer import for_vocab
     config, params = load(cfg.model, dtype=DTYPES[cfg.dtype])
     tok = for_vocab(config.vocab_size)
     state = load_tuned_state(cfg.checkpoint, config, params, dtype=cfg.dtype) if cfg.checkpoint else \
         zero_state(config, 1)
-    total_bits = total_bytes = 0.0
+    memory = None
+    if cfg.checkpoint and cfg.memory is not False:
+        from rwkvjax.train.session_memory import checkpoint_memory
+        memory = checkpoint_memory(cfg.checkpoint)
+        if memory is not None and log:
+            log(f"session memory: the run's, from {cfg.checkpoint} ({memory.symbols_seen} symbols learned)")
+        if memory is not None and memory.settings.vocab_size != config.vocab_size:
+            raise DataError(f"{cfg.checkpoint}: its session memory is for {memory.settings.vocab_size} symbols, "
+                            f"the model has {config.vocab_size}; pass the --model the run was trained with")
+    if memory is None and cfg.memory:  # asked for, and no run's memory to start from
+        memory = SessionMemory(MemorySettings.for_vocab(config.vocab_size, cfg.memory_mb))
+        if log:
+            log("session memory: a new one, learning the files in the order given")
+    total_bits = total_model = total_bytes = 0.0
     for f in cfg.files:
         p = Path(f)
         if p.is_dir():
@@ -148,12 +166,18 @@ def score_files(cfg) -> Iterator[tuple[str, int, float]]:
             raise DataError(f"{f}: not UTF-8 text ({e})") from None
         ids = tok.encode(text)
         if not ids:
-            yield f, 0, float("nan")
+            yield f, 0, float("nan"), None
             continue
-        nll, _ = score_stream(params, config, np.asarray(ids), state)
-        bits, nbytes = float(nll.sum() / np.log(2)), len(text.encode())
+        nbytes = len(text.encode())
+        if memory is None:
+            nll, _ = score_stream(params, config, np.asarray(ids), state)
+            bits, model_bits = float(nll.sum() / np.log(2)), None
+        else:
+            mix, own, _ = mixture_bits(params, config, np.asarray(ids), state, memory)
+            bits, model_bits = float(mix.sum()), float(own.sum())
+            total_model += model_bits
         total_bits += bits
         total_bytes += nbytes
-        yield f, nbytes, bits / nbytes
+        yield f, nbytes, bits / nbytes, None if model_bits is None else model_bits / nbytes
     if total_bytes:
-        yield "total", int(total_bytes), total_bits / total_bytes
+        yield "total", int(total_bytes), total_bits / total_bytes, total_model / total_bytes if memory else None
