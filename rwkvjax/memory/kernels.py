@@ -12,9 +12,14 @@ st(p) = ln(p / (1 - p)) (PAQ's logistic mixing; Mahoney, "Data Compression Expla
   two buckets of a pair in one cache line;
 - a word model (bytes only): the current word, and it with the previous word;
 - two match models: the symbol that followed the latest earlier occurrence of the last `minlen` symbols,
-  confidence learned per (match length, bit position, expected bit);
+  confidence learned per (match length, bit position, expected bit); after one miss a match is followed once
+  more ("recovering"), since copies with one symbol changed are common;
 - two weight sets chosen by small contexts (the partial symbol; the model's surprise at the previous symbol x
-  the highest context order seen x match state x bit) and a final mixer of the two per bit position.
+  the highest context order seen x match state x bit) and a final mixer of the two per bit position;
+- an SSE map (secondary estimation) refining the mixed probability by node and previous symbol.
+
+Choices measured on the nine sample sessions (held-out bits/byte, alone / primed with every earlier session):
+`benchmarks/memory_mix.py`, figures in benchmarks/RESULTS.md ("Session memory").
 
 Every weight set, counter and map entry a symbol touches is selected by its bit position or its node, so no
 two bits of one symbol share one: predicting all bits from the state at the symbol's start and then updating
@@ -33,13 +38,14 @@ import numpy as np
 from numba import njit
 
 # ----- P: int64 settings -----
-P_NBITS, P_V, P_HBITS, P_TBITS, P_NCTX, P_WORD, P_M1MIN, P_M2MIN, P_MBITS, P_LIMIT, P_SMLIMIT, P_SELECT = range(12)
-P_ORDERS = 12  # P_SELECT 0: one weight set per bit position (the mixers' contexts off, for ablations)          # P[P_ORDERS + j]: the order of context j (word contexts: -1 and -2)
+P_NBITS, P_V, P_HBITS, P_TBITS, P_NCTX, P_WORD, P_M1MIN, P_M2MIN, P_MBITS, P_LIMIT, P_SMLIMIT, P_SELECT, P_SSE = range(13)
+# P_SELECT 0: one weight set per bit position (the mixers' contexts off); P_SSE 0: no SSE map (both for ablations)
+P_ORDERS = 13          # P[P_ORDERS + j]: the order of context j (word contexts: -1 and -2)
 MAX_CTX = 12
 P_LEN = P_ORDERS + MAX_CTX
 # ----- F: float64 settings -----
-F_LR, F_LR_FINAL, F_BIAS, F_LR_MIN, F_LR_DECAY = range(5)
-F_LEN = 5
+F_LR, F_LR_FINAL, F_BIAS = range(3)
+F_LEN = 3
 # ----- R: int64 registers (the scalar state) -----
 R_POS, R_M1PTR, R_M1LEN, R_M2PTR, R_M2LEN, R_W0, R_W1, R_SURP, R_LEARNED, R_MH1, R_MH2, R_TOUCH = range(12)
 R_LEN = 12  # R_TOUCH: a sink for the prefetching loads (no meaning)
@@ -159,24 +165,6 @@ def _power(x, n):
     return out
 
 
-@njit(cache=True, inline="always")
-def _lookup(P, hashes, table, tmask, nib, prefix, keys, slots_all):
-    """Keys and buckets (-1: unseen) of every context for nibble `nib` of a symbol whose higher bits are
-    `prefix`; returns 1 + the index of the highest order context found (0: none)."""
-    salt = np.uint64(nib + 1) * _GOLD + np.uint64(prefix) * _K2
-    hi = 0
-    for j in range(P[P_NCTX]):
-        key = _mix(hashes[j] ^ salt)
-        keys[nib, j] = key
-        chk = _check(key)
-        i = np.int64((key >> np.uint64(32)) & np.uint64(tmask)) & ~np.int64(1)
-        sl = i if table[i * 16] == chk else (i + 1 if table[(i + 1) * 16] == chk else -1)
-        slots_all[nib, j] = sl
-        if sl >= 0 and P[P_ORDERS + j] >= 0:
-            hi = j + 1
-    return hi
-
-
 # One function, no helper that takes an array: numba adds a reference-count update per array argument of an
 # inlined call that its pruning pass often cannot remove, and those atomic updates cost 4x the mixing itself
 # (measured: 140 ns per node with helpers, 35 ns without).
@@ -201,6 +189,7 @@ def kernel(mode, P, F, R, hist, hashes, table, mt, sm, W, wf, apm, rates, ST, SQ
     limit = P[P_LIMIT]
     smlimit = P[P_SMLIMIT]
     select = P[P_SELECT] != 0
+    sse_w = APM_WEIGHT if P[P_SSE] else 0.0
     bias = F[F_BIAS]
     mshift = np.uint64(64 - P[P_MBITS])
     n1 = (np.int64(1) << nb) if nb <= 8 else 16 * nn  # weight sets of the first mixer
@@ -211,7 +200,6 @@ def kernel(mode, P, F, R, hist, hashes, table, mt, sm, W, wf, apm, rates, ST, SQ
     X = np.zeros((nb, nin), np.float64)
     S = np.zeros((nb, 4), np.float64)
     SETS = np.zeros((nb, 4), np.int64)
-    his = np.zeros(nn, np.int64)
     if mode == DIST:
         tree = np.zeros(2 * top, np.float64)
         mass = np.zeros(2 * top, np.float64)
@@ -240,11 +228,11 @@ def kernel(mode, P, F, R, hist, hashes, table, mt, sm, W, wf, apm, rates, ST, SQ
             for nib in range(nn):
                 salt = np.uint64(nib + 1) * _GOLD + np.uint64(sym >> (nb - 4 * nib)) * _K2
                 for j in range(nctx):
-                    i = np.int64((_mix(hashes[j] ^ salt) >> np.uint64(32)) & np.uint64(tmask)) & ~np.int64(1)
+                    key = _mix(hashes[j] ^ salt)
+                    keys[nib, j] = key
+                    i = np.int64((key >> np.uint64(32)) & np.uint64(tmask)) & ~np.int64(1)
                     touch ^= table[i * 16] ^ table[i * 16 + 16]
             R[R_TOUCH] = touch
-            for nib in range(nn):
-                his[nib] = _lookup(P, hashes, table, tmask, nib, sym >> (nb - 4 * nib), keys, slots_all)
         for nib in range(nn):
             k0 = 4 * nib
             if mode == DIST:
@@ -258,8 +246,19 @@ def kernel(mode, P, F, R, hist, hashes, table, mt, sm, W, wf, apm, rates, ST, SQ
                 if mode == DIST:
                     if mass[root] <= 0.0:
                         continue
-                    his[nib] = _lookup(P, hashes, table, tmask, nib, prefix, keys, slots_all)
-                hi = his[nib]
+                    salt = np.uint64(nib + 1) * _GOLD + np.uint64(prefix) * _K2
+                    for j in range(nctx):
+                        keys[nib, j] = _mix(hashes[j] ^ salt)
+                # the buckets of this nibble (-1: an unseen context), and the highest order among them
+                hi = 0
+                for j in range(nctx):
+                    key = keys[nib, j]
+                    chk = _check(key)
+                    i = np.int64((key >> np.uint64(32)) & np.uint64(tmask)) & ~np.int64(1)
+                    sl = i if table[i * 16] == chk else (i + 1 if table[(i + 1) * 16] == chk else -1)
+                    slots_all[nib, j] = sl
+                    if sl >= 0 and P[P_ORDERS + j] >= 0:
+                        hi = j + 1
                 if mode == ABSORB:
                     continue
                 for kk in range(4):
@@ -343,7 +342,7 @@ def kernel(mode, P, F, R, hist, hashes, table, mt, sm, W, wf, apm, rates, ST, SQ
                             SETS[k, 2] = ia
                             S[k, 3] = fu
                             pa = (apm[ia] * (1.0 - fu) + apm[ia + 1] * fu) * (1.0 / 65536.0)
-                            p1 = (1.0 - APM_WEIGHT) * pm + APM_WEIGHT * pa
+                            p1 = (1.0 - sse_w) * pm + sse_w * pa
                             p1 = min(max(p1, 1e-9), 1.0 - 1e-9)
                         if mode == DIST:
                             mass[2 * c0] = m * (1.0 - p1)
@@ -358,7 +357,7 @@ def kernel(mode, P, F, R, hist, hashes, table, mt, sm, W, wf, apm, rates, ST, SQ
             out[t] = -math.log2(prob)
         # ---------- learn (after the symbol was scored) ----------
         if mode == SCORE and learn:
-            lr = max(F[F_LR] / (1.0 + R[R_LEARNED] * F[F_LR_DECAY]), F[F_LR_MIN])
+            lr = F[F_LR]  # constant: a decaying rate measured within 0.2% (benchmarks/RESULTS.md)
             for k in range(nb):
                 if SETS[k, 0] < 0:
                     continue
@@ -387,7 +386,7 @@ def kernel(mode, P, F, R, hist, hashes, table, mt, sm, W, wf, apm, rates, ST, SQ
                 wf[k, 1] += ef * S[k, 1]
                 wf[k, 2] += ef * bias
                 fu = S[k, 3]
-                for q in range(2, 3):
+                for q in range(2, 3 if sse_w > 0.0 else 2):
                     ia = SETS[k, q]
                     target = 65535.0 if y else 0.0
                     apm[ia] = np.uint16(apm[ia] + int((target - apm[ia]) * (APM_RATE * (1.0 - fu))))

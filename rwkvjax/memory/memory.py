@@ -50,6 +50,7 @@ class MemorySettings:
     bias: float = 0.3                           # the mixers' constant input
     match: bool = True                          # the match models (off only to measure what they bring)
     mixer_contexts: bool = True                 # weight sets chosen by context (off: one set per bit position)
+    sse: bool = True                            # the SSE map after the mixers (off only to measure it)
 
     @staticmethod
     def for_vocab(vocab_size: int, memory_mb: float = DEFAULT_MB) -> "MemorySettings":
@@ -131,10 +132,11 @@ class SessionMemory:
         never = 1 << 40  # a minimum match length no history reaches: the match models stay silent
         P[K.P_NCTX], P[K.P_WORD], P[K.P_M1MIN], P[K.P_M2MIN] = len(ctx), int(s.word), *(
             s.match_min if s.match else (never, never))
-        P[K.P_MBITS], P[K.P_LIMIT], P[K.P_SMLIMIT], P[K.P_SELECT] = mbits, s.counter_limit, 1023, int(s.mixer_contexts)
+        P[K.P_MBITS], P[K.P_LIMIT], P[K.P_SMLIMIT] = mbits, s.counter_limit, 1023
+        P[K.P_SELECT], P[K.P_SSE] = int(s.mixer_contexts), int(s.sse)
         P[K.P_ORDERS:K.P_ORDERS + len(ctx)] = ctx
         F = np.zeros(K.F_LEN, np.float64)
-        F[K.F_LR], F[K.F_LR_FINAL], F[K.F_BIAS], F[K.F_LR_MIN], F[K.F_LR_DECAY] = s.lr, s.lr_final, s.bias, s.lr, 0.0
+        F[K.F_LR], F[K.F_LR_FINAL], F[K.F_BIAS] = s.lr, s.lr_final, s.bias
         self.P, self.F = P, F
         self.rates, self.ST, self.SQ = K.rate_table(), K.stretch_table(), K.squash_table()
         like = self._fresh(hbits, tbits, mbits)
