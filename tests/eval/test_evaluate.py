@@ -79,6 +79,30 @@ def test_every_arm_reports_and_learning_arms_move(result, tmp_path):
     assert "| merges |" in text and "Verdict" in text and (tmp_path / "prequential.png").stat().st_size > 1000
 
 
+def test_memory_arms_learn_across_sessions_and_stand_beside_the_compressors(result, tmp_path):
+    cfg, model, res = result
+    first, later = res["sessions"][0]["bits"], res["sessions"][1:]
+    # before any session every memory is empty: `memory` and `memory_alone` read the first session alike
+    np.testing.assert_array_equal(first["memory"], first["memory_alone"])
+    assert all(not np.array_equal(s["bits"]["memory"], s["bits"]["memory_alone"]) for s in later)
+    for s in res["sessions"]:  # a memory beats the (untrained, random) model it is mixed with
+        assert s["bits"]["memory_alone"].sum() < s["bits"]["frozen"].sum()
+    # canaries: read with a copy of each memory; the empty one never changes, the learning ones may
+    assert len(set(map(str, res["canary"]["memory_alone"]))) == 1
+    assert all(np.isfinite(list(c.values())).all() for c in res["canary"]["memory"])
+    summ = summarize(res)
+    m = summ["memory"]
+    assert set(m["vs_compressors"]) == {"memory_alone", "memory", "tuned_memory"}
+    assert m["vs_compressors"]["memory_alone"]["history"] == "alone"
+    ratio = m["vs_compressors"]["memory"]["ratio"]["xz -9e"]
+    assert ratio == pytest.approx(summ["arms"]["memory"]["heldout"]["bpb"]
+                                  / summ["compressors"]["xz -9e"]["heldout"]["primed"])
+    assert m["across_sessions"]["gain"] == pytest.approx(summ["arms"]["memory_alone"]["heldout"]["bpb"]
+                                                         - summ["arms"]["memory"]["heldout"]["bpb"])
+    text = write_eval_report(res, tmp_path, "python cli.py eval ...").read_text()
+    assert "The session memory against the compressors" in text and "Learning across sessions" in text
+
+
 def _same_results(a: dict, b: dict) -> None:
     assert [s["sid"] for s in a["sessions"]] == [s["sid"] for s in b["sessions"]]
     for x, y in zip(a["sessions"], b["sessions"]):
