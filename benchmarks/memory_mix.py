@@ -16,7 +16,9 @@ only in the memory. Figures are held-out bits per byte, `alone` (a memory emptie
 - size: the full memory at several `--memory-mb` budgets;
 - ppmd: the context models alone (no model, no match, no SSE) against PPMd (pyppmd, order 6, the same bytes);
 - speed: MB/s of `score` (predict + learn), `absorb` and µs per `distribution`, best of 3 on the largest
-  held-out session, one core.
+  held-out session, one core;
+- world: the same sessions as RWKV World token ids, the memory without a model (no World model is available
+  offline): bits per byte alone and primed, and tokens per second, to show the token-id path at work.
 """
 
 from __future__ import annotations
@@ -173,11 +175,34 @@ def speed(sessions, vocab: int) -> dict:
     return {k: round(v, 3) for k, v in best.items()} | {"session_bytes": len(s["tokens"])}
 
 
+def world(traces: str) -> dict:
+    from rwkvjax.eval.sessions import load_sessions, split_by_time
+    from rwkvjax.memory.memory import MemorySettings, SessionMemory
+    from rwkvjax.text.world import WorldTokenizer
+    sessions = split_by_time(load_sessions(traces, WorldTokenizer()), 1 / 3)
+    settings = MemorySettings.for_vocab(65536)
+    primed = SessionMemory(settings)
+    alone = prim = nbytes = tokens = seconds = 0.0
+    for s in sessions:
+        st, bits = np.zeros((len(s.tokens), settings.nbits), np.float32), np.full(len(s.tokens), -1.0, np.float32)
+        t = time.perf_counter()
+        b = primed.score(st, bits, s.tokens).sum()
+        seconds += time.perf_counter() - t
+        tokens += len(s.tokens)
+        if s.heldout:
+            prim += b
+            alone += SessionMemory(settings).score(st, bits, s.tokens).sum()
+            nbytes += int(s.nbytes.sum())
+    return {"alone": round(alone / nbytes, 4), "primed": round(prim / nbytes, 4),
+            "tokens_per_s": round(tokens / seconds), "bytes_per_token": round(
+                sum(int(s.nbytes.sum()) for s in sessions) / tokens, 3)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--traces", default=str(ROOT.parent / "shared" / "data" / "claude-projects"))
     ap.add_argument("--model", default=str(ROOT / "rwkvjax" / "data" / "base_model.safetensors"))
-    ap.add_argument("--what", default="ablation,size,ppmd,speed")
+    ap.add_argument("--what", default="ablation,size,ppmd,speed,world")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     config, sessions = _sessions(a.traces, a.model)
@@ -188,6 +213,8 @@ def main() -> None:
             t = time.perf_counter()
             out[what] = fn(sessions, config.vocab_size)
             print(f"[{what}: {time.perf_counter() - t:.0f} s]", file=sys.stderr, flush=True)
+    if "world" in a.what.split(","):
+        out["world"] = world(a.traces)
     text = json.dumps(out, indent=1)
     if a.json:
         Path(a.json).write_text(text)

@@ -338,7 +338,8 @@ def kernel(mode, P, F, R, hist, hashes, table, mt, sm, W, wf, apm, rates, ST, SQ
                             ju = int(u)
                             fu = u - ju
                             node = c0 if nb <= 8 else (k >> 2) * 16 + ni
-                            ia = (node * 256 + (np.int64(hist[(R[R_POS] - 1) & hmask]) & 255)) * 33 + ju
+                            # laid out by previous symbol first: the 8 nodes of one symbol's path lie close together
+                            ia = ((np.int64(hist[(R[R_POS] - 1) & hmask]) & 255) * n1 + node) * 33 + ju
                             SETS[k, 2] = ia
                             S[k, 3] = fu
                             pa = (apm[ia] * (1.0 - fu) + apm[ia + 1] * fu) * (1.0 / 65536.0)
