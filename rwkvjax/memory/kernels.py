@@ -529,3 +529,28 @@ def draft(P, R, hist, k, out):
             out[n] = hist[(ptr + n) & hmask]
             n += 1
     return n
+
+
+@njit(cache=True)
+def path_stretch_probs(probs, sym, nbits, st):
+    """The model's opinion at each node of `sym`'s path from its probabilities [V] (what
+    `rwkvjax.memory.memory.node_stretch_np` and, on device, `rwkvjax.memory.lm.path_stretch` compute), in one pass
+    over the leaves under the path: st[k] = ln(mass under the node's 1-child / mass under its 0-child)."""
+    V = probs.shape[0]
+    for k in range(nbits):
+        width = np.int64(1) << (nbits - k - 1)  # leaves under each child
+        lo = (np.int64(sym) >> (nbits - k)) << (nbits - k)  # first leaf under the node
+        zero = 0.0
+        one = 0.0
+        for i in range(lo, min(lo + width, V)):
+            zero += probs[i]
+        for i in range(lo + width, min(lo + 2 * width, V)):
+            one += probs[i]
+        if one <= 0.0 and zero <= 0.0:
+            st[k] = 0.0
+        elif one <= 0.0:
+            st[k] = -ST_CLIP
+        elif zero <= 0.0:
+            st[k] = ST_CLIP
+        else:
+            st[k] = min(max(math.log(one) - math.log(zero), -ST_CLIP), ST_CLIP)

@@ -156,6 +156,11 @@ class SessionMemory:
         na, nbs = K.n_sets(nb, nctx)
         W = np.zeros((na + nbs, K.n_inputs(nctx)), np.float64)
         W[:, 1] = 1.0  # an empty memory starts as the language model (up to the SSE map's 33-point grid)
+        # ... and its mixers start with some trust in the memory's inputs, which are 0 until their tables learn:
+        # a memory that has only absorbed a prompt (no scored text to learn its mixers from) already draws on it
+        # (measured: held-out 0.932 vs 0.937 bpb alone, the first 1K tokens 2.23 vs 2.39; primed unchanged)
+        W[:, 2:2 + nctx] = 0.2
+        W[:, 2 + nctx:4 + nctx] = 0.5
         wf = np.zeros((nb, 3), np.float64)
         wf[:, :2] = 0.5
         return {"R": np.zeros(K.R_LEN, np.int64), "hist": np.zeros(1 << hbits, np.uint16),
@@ -214,8 +219,17 @@ class SessionMemory:
         return out
 
     def learn(self, symbol: int, probs_V: np.ndarray) -> float:
-        """Learn one symbol that followed the model's `probs_V` (a generated or verified token); its bits."""
-        st, bits = node_stretch_np(probs_V, np.asarray([symbol]), self.settings.nbits)
+        """Learn one symbol that followed the model's `probs_V` (a generated or verified token); its bits under
+        the mixture (~11 µs for bytes: the model's opinions along its path come from one pass over the leaves)."""
+        probs = np.ascontiguousarray(probs_V, np.float32).reshape(-1)
+        if probs.shape[0] != self.settings.vocab_size:
+            raise ValueError(f"session memory: {probs.shape[0]} probabilities for a {self.settings.vocab_size}-symbol "
+                             "vocabulary")
+        symbol = int(self._symbols([symbol])[0])
+        st = np.zeros((1, self.settings.nbits), np.float32)
+        K.path_stretch_probs(probs, symbol, self.settings.nbits, st[0])
+        p = float(probs[symbol])
+        bits = np.asarray([-math.log2(p) if p > 0 else -1.0], np.float32)  # its surprise (-1: unknown)
         return float(self.score(st, bits, [symbol])[0])
 
     def draft(self, k: int) -> list[int]:

@@ -1,7 +1,8 @@
 """The OpenAI-compatible HTTP surface (Starlette on uvicorn): completions, chat completions, models, health.
 
 `model` in a request selects the start state: `base` (the model's own) or a named state of the store,
-read when asked for, so a state written by `train` or `state fork` is servable without a restart.
+read when asked for, so a state written by `train` or `state fork` is servable without a restart; with the
+session memory on, also the memory the request samples with (`Server.request_memory`).
 Errors always have OpenAI's shape `{"error": {message, type, param, code}}`; no traceback reaches a client.
 """
 
@@ -19,6 +20,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
+from rwkvjax.errors import UserError
 from rwkvjax.serve.chat import (
     TURN_END,
     BadRequest,
@@ -29,6 +31,7 @@ from rwkvjax.serve.chat import (
     parse_session,
 )
 from rwkvjax.serve.engine import QueueFull, Request, Sampling
+from rwkvjax.serve.mixture import read_mark
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +98,13 @@ def build_app(server) -> Starlette:
                 raise BadRequest(f"the prompt is {len(prompt)} tokens; this server takes at most "
                                  f"{server.max_prompt_tokens}", "messages" if chat else "prompt", 413,
                                  "context_length_exceeded")
+            memory = await asyncio.to_thread(server.request_memory, use, prompt)
         except BadRequest as e:
             return error(e.status, e.message, e.param, e.code)
         except LookupError as e:
             return error(404, str(e), "model", "model_not_found")
+        except UserError as e:  # a stored state or memory that cannot be used: the operator's to fix
+            return error(500, str(e), "model")
 
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
@@ -106,14 +112,17 @@ def build_app(server) -> Starlette:
         sampling = Sampling(max_tokens=p["max_tokens"], temperature=p["temperature"], top_p=p["top_p"],
                             top_k=p["top_k"], presence=p["presence"], frequency=p["frequency"], seed=p["seed"],
                             stop=p["stop"])
-        job = Request(prompt, start, start_key, sampling, emit)
+        job = Request(prompt, start, start_key, sampling, emit, memory=memory, draft_tokens=server.draft_tokens)
         try:
             server.engine.submit(job)
         except QueueFull as e:
             return error(429, f"the server is busy ({e}); retry shortly", code="rate_limit_exceeded",
                          headers={"Retry-After": "1"})
         if conv is not None:
-            job.on_done = lambda reply: server.tuner.submit(conv[0], conv[1], text + reply + TURN_END)
+            def on_done(reply: str) -> None:  # the conversation's memory is stored with its state
+                mark = read_mark(prompt + job.mixture.learned) if job.mixture is not None else None
+                server.tuner.submit(conv[0], conv[1], text + reply + TURN_END, memory=memory, mark=mark)
+            job.on_done = on_done
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
         if p["stream"]:

@@ -6,8 +6,40 @@ import dataclasses
 import math
 
 from rwkvjax.errors import ConfigError
+from rwkvjax.memory import DEFAULT_MB
 from rwkvjax.options import option
 from rwkvjax.train.config import DEFAULT_MODEL
+
+# Speculative decoding's default: drafts verified per forward (benchmarks/speculative.py measures it on this CPU:
+# tokens/s on a prompt whose reply copies from the context and on one that does not).
+DEFAULT_DRAFT_TOKENS = 15
+# A verification is one forward of K + 1 tokens: longer chunks cost more than drafts that long save.
+MAX_DRAFT_TOKENS = 64
+
+_MEMORY_HELP = ("sample from the mixture of the model and a session memory (--no-memory: the model alone, as "
+                "before the memory existed)")
+_MEMORY_MB_HELP = "size of a new session memory (MB): one that starts empty"
+_DRAFT_HELP = (f"speculative decoding: the memory's drafts verified per forward, at most (0: off; default "
+               f"{DEFAULT_DRAFT_TOKENS} with the memory, 0 without); the text is what plain sampling gives")
+
+
+def _check_memory(cfg) -> None:
+    if cfg.draft_tokens is not None:
+        if not 0 <= cfg.draft_tokens <= MAX_DRAFT_TOKENS:
+            raise ConfigError(f"--draft-tokens {cfg.draft_tokens}: must be in 0..{MAX_DRAFT_TOKENS} (0 turns "
+                              "speculative decoding off)")
+        if cfg.draft_tokens > 0 and not cfg.memory:
+            raise ConfigError(f"--draft-tokens {cfg.draft_tokens}: the drafts come from the session memory, which "
+                              "--no-memory turns off; drop one of the two")
+    if not (math.isfinite(cfg.memory_mb) and cfg.memory_mb >= 1):
+        raise ConfigError(f"--memory-mb {cfg.memory_mb}: must be at least 1 (MB)")
+
+
+def draft_tokens_of(cfg) -> int:
+    """The K in effect: the flag, else the default with the memory, else 0."""
+    if not cfg.memory:
+        return 0
+    return DEFAULT_DRAFT_TOKENS if cfg.draft_tokens is None else cfg.draft_tokens
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,9 +53,14 @@ class GenerateConfig:
     dtype: str = option("fp32", choices=("fp32", "bf16", "int8"),
                         help="weight dtype: int8 quantizes the large matrices on load (a quarter of the memory; an "
                              "int8 file loads as int8 anyway); bf16 is refused on a CPU backend")
-    checkpoint: str | None = option(None, help="a --ckpt-dir of `train`: start from its tuned state (S0)")
+    checkpoint: str | None = option(None, help="a --ckpt-dir of `train`: start from its tuned state (S0) and its "
+                                               "session memory")
+    memory: bool = option(True, help=_MEMORY_HELP)
+    memory_mb: float = option(DEFAULT_MB, help=_MEMORY_MB_HELP)
+    draft_tokens: int | None = option(None, help=_DRAFT_HELP)
 
     def __post_init__(self):
+        _check_memory(self)
         if self.max_tokens <= 0:
             raise ConfigError(f"--max-tokens {self.max_tokens}: must be >= 1")
         if not math.isfinite(self.temperature) or self.temperature < 0:
@@ -55,8 +92,13 @@ class ServeConfig:
     ttt_lr: float = option(0.05, help="with --ttt: learning rate of those steps")
     dashboard: str | None = option(None, metavar="CKPT_DIR", help="also serve the live dashboard of this `train "
                                                                   "--ckpt-dir` at /dashboard/ (read-only)")
+    memory: bool = option(True, help=_MEMORY_HELP + "; a request's `model` state brings its memory, the "
+                                                    "conversation's text goes into a scratch copy")
+    memory_mb: float = option(DEFAULT_MB, help=_MEMORY_MB_HELP + " (`base`, or a state without one)")
+    draft_tokens: int | None = option(None, help=_DRAFT_HELP)
 
     def __post_init__(self):
+        _check_memory(self)
         for name in ("port", "max_batch", "max_waiting", "max_prompt_tokens", "max_tokens", "prefill_chunk"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")

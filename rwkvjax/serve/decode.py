@@ -4,6 +4,11 @@
 `decode_step` is that step alone (the server's engine: rows join and leave between steps); `decode_n` runs it
 in a `lax.while_loop` of up to `n` steps, stopping early once every row has sampled a stop token (`generate`:
 no host round trip per token). A prompt is prefilled up to its last token, which the first decode step feeds.
+
+Rows that sample from the session memory's mixture choose their tokens on the host (`serve.mixture`):
+`decode_step_probs` is the same step that also hands every row's next-token probabilities to the host, and
+`forward_probs` feeds several tokens of one row at once (speculative verification) with the probabilities
+after each of them.
 """
 
 from __future__ import annotations
@@ -37,16 +42,39 @@ class Carry:
     keys: jax.Array    # [B] PRNG keys
 
 
-def _step(params, carry: Carry, rows: SamplingRows, weight_V, config: Config) -> Carry:
+def _step_logits(params, carry: Carry, rows: SamplingRows, weight_V, config: Config) -> tuple[Carry, jax.Array]:
     hidden, state = forward_hidden(params, embed(params, carry.token[:, None]), carry.state, config=config,
                                    wkv_impl=_FWD_WKV)
     logits = head_logits(params, hidden)[:, -1]
     now, later = split_keys(carry.keys)
     token = sample(logits, now, rows, carry.pen)
-    return Carry(token, state, observe(carry.pen, token, weight_V, rows.decay), later)
+    return Carry(token, state, observe(carry.pen, token, weight_V, rows.decay), later), logits
+
+
+def _step(params, carry: Carry, rows: SamplingRows, weight_V, config: Config) -> Carry:
+    return _step_logits(params, carry, rows, weight_V, config)[0]
 
 
 decode_step = jax.jit(_step, static_argnames=("config",), donate_argnums=(1,))
+
+
+@functools.partial(jax.jit, static_argnames=("config",), donate_argnums=(1,))
+def decode_step_probs(params, carry: Carry, rows: SamplingRows, weight_V, feed_B, host_B, *, config: Config):
+    """`decode_step`, and every row's softmax of the logits it sampled from ([B, V] float32): rows without a
+    memory keep the token sampled here; rows with one choose theirs on the host from the mixture. Rows where
+    `host_B` [B] bool is set feed `feed_B` [B] int32 (the host's last choice) instead of the carried token:
+    the choice travels with the step's arguments rather than in a transfer of its own."""
+    carry = dataclasses.replace(carry, token=jnp.where(host_B, feed_B, carry.token))
+    carry, logits = _step_logits(params, carry, rows, weight_V, config)
+    return carry, jax.nn.softmax(logits, axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def forward_probs(params, tokens_1T, state: State, *, config: Config):
+    """Feed tokens [1, T] of one row: (softmax of the logits after each of them [T, V] float32, the state after
+    all of them). T = 1 is the decode step's forward; longer T is one chunked forward (speculative verification)."""
+    hidden, state = forward_hidden(params, embed(params, tokens_1T), state, config=config, wkv_impl=_FWD_WKV)
+    return jax.nn.softmax(head_logits(params, hidden)[0], axis=-1), state
 
 
 @functools.partial(jax.jit, static_argnames=("config", "n"), donate_argnums=(1,))

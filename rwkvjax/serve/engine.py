@@ -6,6 +6,13 @@ running row at once (their states stacked on the batch axis; the batch is the ne
 the running rows, so a handful of shapes are compiled). A finished or cancelled request leaves its row
 between steps and the last running row moves into the hole. Each row samples with its own settings
 and PRNG key, so a request's tokens do not depend on who else is in the batch.
+
+A request with a session memory (`Request.memory`) samples from the mixture: the step hands every row's
+probabilities to the host, where that row's `mixture.MemoryDecoder` chooses its token and its memory learns it.
+Such a row may instead leave the batched step for one of its own calls: a speculative verification of the
+memory's drafts (one chunked forward of K + 1 tokens from its state), or the prefill of accepted tokens its
+state has not read after a rejected draft. Rows without a memory take the step exactly as before; when no
+running row has a memory, the step is the one without the host round trip.
 """
 
 from __future__ import annotations
@@ -26,8 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from rwkvjax.model.state import State
-from rwkvjax.serve.decode import Carry, decode_step, prefill
-from rwkvjax.serve.sampling import Penalties, SamplingRows, token_weights
+from rwkvjax.serve.decode import Carry, decode_step, decode_step_probs, forward_probs, prefill
+from rwkvjax.serve.mixture import Costs, MemoryDecoder, Timer
+from rwkvjax.serve.sampling import Penalties, RowSampler, SamplingRows, token_weights
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +69,8 @@ class Request:
     emit: Callable[[str, object], None]
     cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
     on_done: Callable[[str], None] | None = None  # called by the app with the whole reply (test-time training)
+    memory: object = None        # a SessionMemory (a scratch copy; the prompt absorbed): sample from the mixture
+    draft_tokens: int = 0        # with a memory: drafts verified per forward at most (0: no speculation)
     # engine-side progress
     fed: int = 0                 # prompt tokens already in the state
     cached: int = 0              # of which came from the prefix cache
@@ -69,6 +79,9 @@ class Request:
     emitted: int = 0
     state: State | None = None
     decoder: object = None
+    mixture: MemoryDecoder | None = None  # the host side of a row with a memory
+    feed: list[int] = dataclasses.field(default_factory=list)  # tokens chosen but not yet in the row's state
+    in_state: int = 0            # tokens of prompt + generated the row's state has read (the prefix cache's key)
     enqueued: float = dataclasses.field(default_factory=time.perf_counter)
 
 
@@ -124,11 +137,21 @@ class PrefixCache:
 
 class Engine:
     def __init__(self, params, config, tokenizer, *, max_batch: int = 64, max_waiting: int = 256,
-                 prefill_chunk: int = 256, cache_bytes: int = 256 << 20):
+                 prefill_chunk: int = 256, cache_bytes: int = 256 << 20, memory: bool = False,
+                 draft_tokens: int = 0):
+        """`memory`: requests will come with session memories (warmup compiles the step that hands the
+        probabilities to the host); `draft_tokens`: the K of their speculative verifications (its shape is
+        compiled at warmup)."""
         self.params, self.config, self.tok = params, config, tokenizer
         self.max_batch, self.max_waiting, self.prefill_chunk = max_batch, max_waiting, prefill_chunk
+        self.memory, self.draft_tokens = memory, draft_tokens
         self.cache = PrefixCache(cache_bytes)
-        self.weights = jnp.asarray(token_weights(tokenizer.decode_bytes, config.vocab_size))
+        self.weights_np = token_weights(tokenizer.decode_bytes, config.vocab_size)
+        self.weights = jnp.asarray(self.weights_np)
+        self.costs, self.timer = Costs(), Timer()
+        self.spec = {"drafted": 0, "accepted": 0, "verifications": 0, "memory_rows": 0}
+        self._no_pen = Penalties.zeros(1, config.vocab_size)  # placeholders of rows sampled on the host
+        self._no_key = jax.random.key(0)[None]
         self._waiting: queue.Queue[Request] = queue.Queue()
         self._prefilling: list[Request] = []
         self._running: list[Request] = []
@@ -172,9 +195,18 @@ class Engine:
             carry = _move_row(carry, jnp.int32(B - 1), jnp.int32(0))
             jax.block_until_ready(_row_state(carry.state, jnp.int32(0)))
             rows = SamplingRows.of([dataclasses.asdict(Sampling())] * B)
-            carry = decode_step(self.params, carry, rows, self.weights, config=self.config)
+            if self.memory:
+                carry, probs = decode_step_probs(self.params, carry, rows, self.weights, np.zeros(B, np.int32),
+                                                 np.zeros(B, bool), config=self.config)
+                np.asarray(probs)
+            else:
+                carry = decode_step(self.params, carry, rows, self.weights, config=self.config)
             for other in {max(B // 2, 1), sizes[min(sizes.index(B) + 1, len(sizes) - 1)]}:
                 jax.block_until_ready(_resize(carry, other).token)
+        if self.memory and self.draft_tokens > 0:
+            T = self.draft_tokens + 1
+            self.timer.shapes.add(("verify", T))
+            np.asarray(forward_probs(self.params, jnp.ones((1, T), jnp.int32), one, config=self.config)[0])
         return time.perf_counter() - t0
 
     def submit(self, req: Request) -> None:
@@ -186,7 +218,9 @@ class Engine:
     def stats(self) -> dict:
         return {"running": len(self._running), "prefilling": len(self._prefilling), "waiting": self._waiting.qsize(),
                 "max_batch": self.max_batch, "steps": self.steps, "cache_hits": self.cache.hits,
-                "cache_misses": self.cache.misses, "cache_bytes": self.cache.bytes, "errors": self.errors}
+                "cache_misses": self.cache.misses, "cache_bytes": self.cache.bytes, "errors": self.errors,
+                "memory": self.memory, "draft_tokens": self.draft_tokens if self.memory else 0,
+                "speculation": dict(self.spec)}
 
     # ----- the loop -----
     def _loop(self):
@@ -245,6 +279,11 @@ class Engine:
                                                                 .digest()[:4], "little")
         row = Carry(jnp.asarray([r.prompt[-1]], jnp.int32), r.state, Penalties.zeros(1, self.config.vocab_size),
                     jax.random.key(seed)[None])
+        r.feed, r.in_state = [r.prompt[-1]], len(r.prompt) - 1
+        if r.memory is not None:
+            sampler = RowSampler(dataclasses.asdict(s), self.weights_np, seed)
+            r.mixture = MemoryDecoder(r.memory, sampler, r.draft_tokens)
+            self.spec["memory_rows"] += 1
         n = len(self._running)
         if self._carry is None:
             self._carry = _resize(row, 1)
@@ -262,19 +301,108 @@ class Engine:
     def _decode(self) -> bool:
         if not self._running:
             return False
-        self._carry = decode_step(self.params, self._carry, self._rows, self.weights, config=self.config)
-        self.steps += 1
-        tokens = np.asarray(self._carry.token)
-        done = []
-        for i, r in enumerate(self._running):
-            if r.cancelled.is_set():
-                done.append(i)
+        if not any(r.mixture is not None for r in self._running):
+            self._carry = decode_step(self.params, self._carry, self._rows, self.weights, config=self.config)
+            self.steps += 1
+            tokens = np.asarray(self._carry.token)
+            done = []
+            for i, r in enumerate(self._running):
+                r.in_state += 1
+                if r.cancelled.is_set():
+                    done.append(i)
+                    continue
+                if self._emit_token(r, int(tokens[i])):
+                    done.append(i)
+            if done:
+                self._finish(done)
+            return True
+        return self._decode_mixed()
+
+    def _decode_mixed(self) -> bool:
+        """One step when some rows sample from a memory: rows that verify drafts run their own forward, rows
+        with unfed tokens prefill them and join, every other row takes the batched step."""
+        running = self._running
+        drafts, own, verify = {}, {}, {}
+        step_kind = f"step@{self._carry.token.shape[0]}"  # a row's share of the batched step at this batch size
+        for i, r in enumerate(running):
+            if r.mixture is None or r.cancelled.is_set():
                 continue
-            if self._emit_token(r, int(tokens[i])):
-                done.append(i)
-        if done:
-            self._finish(done)
+            drafts[i] = r.mixture.drafts()
+            d = r.mixture.speculate(len(r.feed), drafts[i], self.costs, step_kind)
+            if d:
+                verify[i] = d
+            if d or len(r.feed) > 1:
+                own[i] = _row_state(self._carry.state, jnp.int32(i))
+        finished: set[int] = set()
+        states: dict[int, State] = {}  # rows whose state is put back after the batched step
+        for i, d in verify.items():
+            r = running[i]
+            chunk = r.mixture.chunk(r.feed, drafts[i][:d])
+            with self.timer("verify", self.costs, ("verify", len(chunk))):
+                probs, after = forward_probs(self.params, np.asarray([chunk], np.int32), own[i], config=self.config)
+                probs = np.asarray(probs)
+            ended = []
+
+            def stop(t, n, r=r, ended=ended):
+                ended.append(self._emit_token(r, t))
+                return ended[-1]
+
+            out = r.mixture.verify(probs[len(r.feed) - 1:], drafts[i][:d], stop)
+            if ended and ended[-1]:
+                finished.add(i)
+                states[i] = own[i]
+            elif len(out) == d + 1 and len(r.feed) + d == len(chunk):  # all drafts passed, no padding: its state
+                states[i], r.in_state, r.feed = after, r.in_state + len(chunk), [out[-1]]
+            else:                    # the state before the chunk; the accepted tokens wait to be fed
+                states[i], r.feed = own[i], r.feed + out
+        for i in own:
+            if i not in verify:      # unfed tokens after a rejection: prefilled, then the row takes the step
+                r = running[i]
+                n = len(r.feed) - 1
+                with self.timer("refeed", self.costs, ("refeed", n)):
+                    st = jax.block_until_ready(prefill(self.params, self.config, r.feed[:-1], own[i],
+                                                       chunk=self.prefill_chunk))
+                r.in_state, r.feed = r.in_state + n, r.feed[-1:]
+                self._carry = _put_row(self._carry, self._host_row(r.feed[0], st), jnp.int32(i))
+        stepping = [i for i in range(len(running)) if i not in verify]
+        if stepping:
+            B = self._carry.token.shape[0]
+            feed, host = np.zeros(B, np.int32), np.zeros(B, bool)
+            for i, r in enumerate(running):
+                if r.mixture is not None:  # the host's choice is what the row feeds, not the step's own sample
+                    feed[i], host[i] = r.feed[-1], True
+            with self.timer(step_kind, self.costs, step_kind, 1 / len(stepping)):
+                self._carry, probs = decode_step_probs(self.params, self._carry, self._rows, self.weights, feed,
+                                                       host, config=self.config)
+                tokens = np.asarray(self._carry.token)
+                probs = np.asarray(probs)
+            self.steps += 1
+        for i, st in states.items():
+            self._carry = _put_row(self._carry, self._host_row(running[i].feed[-1], st), jnp.int32(i))
+        for i in stepping:
+            r = running[i]
+            r.in_state += 1
+            if r.cancelled.is_set():
+                finished.add(i)
+                continue
+            if r.mixture is not None:
+                d = drafts.get(i) or []
+                t = r.mixture.choose(probs[i], d[0] if d else None)
+                r.feed = [t]
+            else:
+                t = int(tokens[i])
+            if self._emit_token(r, t):
+                finished.add(i)
+        for i in verify:
+            if running[i].cancelled.is_set():
+                finished.add(i)
+        if finished:
+            self._finish(sorted(finished))
         return True
+
+    def _host_row(self, token: int, state: State) -> Carry:
+        """A row of the carry for a request sampled on the host (its device penalties and key are not used)."""
+        return Carry(np.asarray([token], np.int32), state, self._no_pen, self._no_key)
 
     def _emit_token(self, r: Request, t: int) -> bool:
         """Deliver one generated token; True when the request is finished."""
@@ -315,8 +443,13 @@ class Engine:
         for i in idx:
             r = self._running[i]
             if not r.cancelled.is_set() and r.generated:
-                # the state has read the prompt and every generated token but the last
-                self.cache.put(r.start_key, r.prompt + r.generated[:-1], _row_state(self._carry.state, jnp.int32(i)))
+                # the row's state has read the prompt and the generated tokens up to `in_state` (all but the last
+                # one sampled, or all of them when the last one sampled was the end of text)
+                self.cache.put(r.start_key, (r.prompt + r.generated)[:r.in_state],
+                               _row_state(self._carry.state, jnp.int32(i)))
+            if r.mixture is not None:
+                for k in ("drafted", "accepted", "verifications"):
+                    self.spec[k] += getattr(r.mixture, k)
         for i in sorted(idx, reverse=True):
             last = len(self._running) - 1
             if i != last:

@@ -1,4 +1,11 @@
-"""`python cli.py serve`: the model, its tokenizer, the engine and the named states behind the HTTP app."""
+"""`python cli.py serve`: the model, its tokenizer, the engine and the named states behind the HTTP app.
+
+With the session memory on (the default), every request samples from the mixture of the model and a scratch
+memory of its own: a copy-on-write mapping of the memory stored with the state its `model` names (nothing it
+learns reaches the file or any other request), or an empty one for `base` and states without a memory. The
+prompt is absorbed into it; the reply is learned token by token. Only a `--ttt` conversation keeps its
+memory: stored with the conversation's state `<model>/<session>` after each turn.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ import jax.numpy as jnp
 from rwkvjax.io.states import BASE, StateStore, UnknownState
 from rwkvjax.model.params import params_hash, unstack_layers
 from rwkvjax.model.state import State, start_state, zero_state
+from rwkvjax.serve.mixture import read_upto
 from rwkvjax.text.tokenizer import for_vocab, tokenizer_id
 
 log = logging.getLogger(__name__)
@@ -34,9 +42,15 @@ class Server:
         self.api_key = cfg.api_key
         self.default_max_tokens = cfg.max_tokens
         self.max_prompt_tokens = cfg.max_prompt_tokens
+        from rwkvjax.serve.config import draft_tokens_of
+        self.draft_tokens = draft_tokens_of(cfg)
+        self.memory_settings = None
+        if cfg.memory:
+            from rwkvjax.memory.memory import MemorySettings
+            self.memory_settings = MemorySettings.for_vocab(self.config.vocab_size, cfg.memory_mb)
         self.engine = Engine(self.params, self.config, self.tokenizer, max_batch=cfg.max_batch,
                              max_waiting=cfg.max_waiting, prefill_chunk=cfg.prefill_chunk,
-                             cache_bytes=cfg.cache_mb << 20)
+                             cache_bytes=cfg.cache_mb << 20, memory=cfg.memory, draft_tokens=self.draft_tokens)
         self._states: dict[str, tuple[tuple, State]] = {}
         self._lock = threading.Lock()
         self.tuner = None
@@ -76,12 +90,39 @@ class Server:
             self._states[rec.id] = (version, st)
         return st, f"{rec.id}@{rec.created}"
 
+    def request_memory(self, name: str, prompt: list[int]):
+        """A request's scratch memory (None with --no-memory): the memory stored with state `name`, mapped
+        copy-on-write (learning in it never reaches the file nor another request), or an empty one; the prompt
+        absorbed into it, but for the part a conversation's stored memory has already read (`mixture.read_mark`)."""
+        if self.memory_settings is None:
+            return None
+        from rwkvjax.memory.memory import SessionMemory
+        rec = None
+        if name not in (BASE, self.model_name) and self.store is not None:
+            try:
+                rec = self.store.get(name)
+            except UnknownState as e:
+                raise LookupError(str(e)) from None
+        path = self.store.memory_file(rec) if rec is not None else None
+        if path is None:
+            mem, start = SessionMemory(self.memory_settings), 0
+        else:
+            mem = SessionMemory.load(path, private_copy=True)
+            if mem.settings.vocab_size != self.config.vocab_size:
+                from rwkvjax.errors import DataError
+                raise DataError(f"{path}: the memory of state {rec.name!r} is for a {mem.settings.vocab_size}-id "
+                                f"vocabulary, the model has {self.config.vocab_size}")
+            start = read_upto(rec.source, prompt)
+        mem.absorb(prompt[start:])
+        return mem
+
     def model_list(self) -> list[tuple[str, float | None, dict]]:
         out = [(BASE, None, {"base_model": self.model_name})]
         if self.store is not None:
             for r in self.store.records():
                 if r.base_hash == self.base_hash:
-                    out.append((r.name, int(r.created), {"parent": r.parent, "state_id": r.id}))
+                    out.append((r.name, int(r.created), {"parent": r.parent, "state_id": r.id,
+                                                         "memory": self.store.memory_file(r) is not None}))
         return out
 
 

@@ -1,6 +1,8 @@
 """Test-time training in the server: between turns of a conversation, a few gated state-tuning steps on that
 conversation adapt the conversation's own start state, stored as `<model>/<session>` (forkable like any
 state). Shared states (the base, project states) are never written: only consolidation folds anything back.
+With the session memory on, the conversation's memory (the turn's scratch memory: it read the prompt and
+learned the reply) is stored with that state, so the next turn of the conversation starts from it.
 
 One learner and one update gate serve every conversation (their compiled steps are shared); a conversation's
 state is loaded into them for its steps, probed against the canaries after each step (a step that damages
@@ -24,7 +26,8 @@ from rwkvjax.train.learner import Learner, Snapshot
 from rwkvjax.train.loop import train_loop
 from rwkvjax.train.optim import OptimConfig, state_tuning_optimizer
 from rwkvjax.train.probe import default_canaries, read_texts
-from rwkvjax.train.projects import store_trainable
+from rwkvjax.train.projects import state_safe_name
+from rwkvjax.train.step import to_host
 from rwkvjax.train.trainable import init_trainable
 
 log = logging.getLogger(__name__)
@@ -60,12 +63,14 @@ class ConversationTuner:
         self._thread.start()
 
     # ----- called by the server -----
-    def submit(self, name: str, parent: str | None, text: str) -> None:
-        """Tune conversation `name` (started from state `parent`, None: the base) on its text so far."""
+    def submit(self, name: str, parent: str | None, text: str, memory=None, mark: dict | None = None) -> None:
+        """Tune conversation `name` (started from state `parent`, None: the base) on its text so far. `memory`:
+        the conversation's session memory, stored with its state; `mark`: what that memory has read
+        (`mixture.read_mark`), kept in the state's record."""
         with self._lock:
             ev = self.pending.setdefault(name, threading.Event())
             ev.clear()
-        self._jobs.put((name, parent, text))
+        self._jobs.put((name, parent, text, memory, mark))
 
     def wait(self, name: str) -> float:
         """Block until conversation `name` has no pending steps (at most `wait_s`); returns seconds waited."""
@@ -108,7 +113,7 @@ class ConversationTuner:
             tr = dataclasses.replace(tr, wkv=jnp.asarray(arr["wkv"]))
         return tr, None if parent_rec is None else parent_rec.id
 
-    def tune(self, name: str, parent: str | None, text: str) -> dict:
+    def tune(self, name: str, parent: str | None, text: str, memory=None, mark: dict | None = None) -> dict:
         t0 = time.perf_counter()
         tokens = self.tok.encode(text)
         done = self.trained.get(name, 0)
@@ -131,9 +136,11 @@ class ConversationTuner:
         train_loop(self.learner, iter(batches), [self.gate], step=0, steps=self.s.steps,
                    stop=threading.Event(), describe=describe)
         accepted = sum(r.get("gate") == "accepted" for r in recs)
-        rec = store_trainable(self.store, name, self.learner.trainable, base_hash=self.base_hash,
-                              tokenizer=self.tokenizer_id, parent=parent_id,
-                              source={"ttt": name, "tokens": len(tokens), "steps": len(recs), "accepted": accepted})
+        tr = to_host(self.learner.trainable)
+        source = {"ttt": name, "tokens": len(tokens), "steps": len(recs), "accepted": accepted, **(mark or {})}
+        rec = self.store.put(state_safe_name(name), tr.wkv, base_hash=self.base_hash, tokenizer=self.tokenizer_id,
+                             replace=True, parent=parent_id, source=source, att_shift=tr.att_shift,
+                             ffn_shift=tr.ffn_shift, memory=memory)
         self.trained[name] = len(tokens)
         return {"conversation": name, "state_id": rec.id, "tokens": len(tokens), "steps": len(recs),
                 "accepted": accepted, "decisions": [r.get("gate") for r in recs],

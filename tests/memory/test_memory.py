@@ -152,3 +152,31 @@ def test_device_path_matches_host_path():
         st_h, bits_h = node_stretch_np(p, ids, nbits)
         np.testing.assert_allclose(np.asarray(st), st_h, atol=1e-4)
         np.testing.assert_allclose(np.asarray(nll) / np.log(2), bits_h, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("V", [256, 1000, 65536])
+def test_learn_takes_the_models_opinions_from_its_probabilities_as_the_reference_does(V):
+    """`learn` (one pass over the leaves under the path) gives the memory what `score` with the vectorised
+    reference `node_stretch_np` gives it, bits and learned state alike."""
+    from rwkvjax.memory import kernels as K
+    rng = np.random.default_rng(V)
+    nbits = MemorySettings.for_vocab(V).nbits
+    for _ in range(20):
+        probs = rng.dirichlet(np.full(V, 0.05)).astype(np.float32)
+        probs[rng.integers(V, size=3)] = 0.0  # empty subtrees are clipped, not NaN
+        sym = int(rng.integers(V))
+        want, _ = node_stretch_np(probs, np.asarray([sym]), nbits)
+        got = np.zeros(nbits, np.float32)
+        K.path_stretch_probs(probs, sym, nbits, got)
+        np.testing.assert_allclose(got, want[0], atol=2e-5)
+    a = SessionMemory(MemorySettings.for_vocab(V, memory_mb=8))
+    a.absorb(rng.integers(V, size=200))
+    b = a.copy()
+    for _ in range(30):
+        probs = rng.dirichlet(np.full(V, 0.3)).astype(np.float32)
+        sym = int(rng.integers(V))
+        st, bits = node_stretch_np(probs, np.asarray([sym]), nbits)
+        assert a.learn(sym, probs) == pytest.approx(b.score(st, bits, [sym])[0], abs=1e-3)
+    for k in a.a:
+        np.testing.assert_allclose(np.asarray(a.a[k], np.float64), np.asarray(b.a[k], np.float64), rtol=1e-4,
+                                   atol=1e-6, err_msg=k)

@@ -11,6 +11,7 @@ import openai
 
 import rwkvjax
 from rwkvjax.io.states import StateStore
+from rwkvjax.memory.memory import SessionMemory
 from rwkvjax.train.run import DEMO_MODEL
 from tests.serve.conftest import running_server
 from tests.serve.test_server import _post
@@ -46,6 +47,9 @@ def test_conversation_state_is_tuned_between_turns_and_shared_states_are_untouch
                                        extra_body={"session": "s1"})
         rec1 = _wait_for(store, "proj/s1")
         assert rec1.parent == shared.id and rec1.source["ttt"] == "proj/s1" and rec1.source["steps"] == 2
+        # the conversation's memory is stored with its state, marked with what it has read (prompt and reply)
+        assert store.memory_file(rec1) is not None
+        assert rec1.source["memory_tokens"] == r1.usage.prompt_tokens + r1.usage.completion_tokens
         ids = [m.id for m in c.models.list().data]
         assert "proj/s1" in ids
         msgs += [{"role": "assistant", "content": r1.choices[0].message.content},
@@ -55,6 +59,9 @@ def test_conversation_state_is_tuned_between_turns_and_shared_states_are_untouch
         assert r2.choices[0].finish_reason in ("stop", "length")
         rec2 = _wait_for(store, "proj/s1", lambda r: r.source["tokens"] > rec1.source["tokens"])
         assert rec2.id == rec1.id  # the conversation keeps one state, updated in place
+        assert rec2.source["memory_tokens"] == r2.usage.prompt_tokens + r2.usage.completion_tokens
+        # turn 2 absorbed only what turn 1's memory had not read: its prompt repeats turn 1
+        assert SessionMemory.load(store.memory_file(rec2)).symbols_seen == rec2.source["memory_tokens"]
         # without a session nothing is tuned
         c.chat.completions.create(model="proj", messages=msgs[:1], max_tokens=4, temperature=0)
         st, _, e = _post(url, "/v1/chat/completions", json.dumps(
