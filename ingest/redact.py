@@ -43,8 +43,8 @@ Forms. With such a name, the value goes in
   or a grep `path:line:` prefix. Covers .env, shell, YAML, TOML, INI, docker-compose lists and maps, Java
   properties. A value that only opens a block (`{`, `[` or `(` alone) is a nested structure whose own
   lines are checked (a YAML flow mapping or list on the line goes whole). After a code declaration
-  (`const`, `let`, `var`, `final`, `static`, `val`, a `$` or `@` sigil) only a quoted literal is a value:
-  the rest is an expression;
+  (`const`, `let`, `var`, `final`, `static`, `val`, a `$` or `@` sigil) and for an attribute of `self`,
+  `this` or `cls` only a quoted literal is a value: the rest is an expression;
 - quoted names (`credential`): "NAME": value and 'NAME' => value anywhere (JSON, Python and JS dicts, PHP;
   a value opening with `{`, `[` or `(` is a nested object or list or a code tuple, not a scalar);
 - inside a line (`inline-secret`, `credential`): NAME=value after a space, `(`, `,`, `;`, `&`, `?`, `{`, `[`,
@@ -80,9 +80,11 @@ Kept values: a value stays only when it names a secret instead of holding one, o
   help/description/doc/title/metavar strings, e.g. os.environ['GITHUB_TOKEN'], process.env.API_KEY,
   cfg.api_key, jax.random.PRNGKey(seed). A literal default such as a second getenv argument is not a
   name-like string unless it is one, so that form is redacted. Code that calls a function with two or more
-  arguments, all names or numbers (`sample(logits, now, rows)`), is kept without a marker word: it holds no
-  literal. So is a name mentioning a marker word followed by `,` or `;` (`refresh_token: refreshToken,` in a
-  JS object), or by `,` or `}` after a quoted name (`{"token": token}` in a Python dict);
+  arguments, all names, numbers or calls of names (`sample(logits, now, rows)`, `f(q, self.rng.uniform())`),
+  is kept without a marker word: it holds no literal; inside a line such a call is taken whole, spaces included
+  (`f(token=jnp.where(a, b, c))`). So is a name mentioning a marker word followed by `,` or `;`
+  (`refresh_token: refreshToken,` in a JS object), or by `,` or `}` after a quoted name (`{"token": token}` in
+  a Python dict). Inside quotes none of this is code: `"cfg.api_key"` is a string;
 - a type annotation in a line assignment (Python `api_key: str | None`, TypeScript `token?: string;`) made
   of known type names (str, int, bool, Any, Optional, string, number, ...) or module-qualified types
   (jax.Array, np.ndarray); after such an annotation, ` = default` is judged as the value.
@@ -236,12 +238,16 @@ _WORD_ONLY = re.compile(r"[A-Za-z_]{1,24}")
 _ENTRY = re.compile(r"[A-Za-z_$][\w$]*\s*[,;]")
 _IDENT = re.compile(r"[A-Za-z_$][\w$]*")
 _ID = r"[A-Za-z_$][\w$]*"
-_ARG = (rf"(?:{_ID}(?:\.{_ID})*|-?\d+(?:\.\d+)?|\"[\w.\-/:]*\"|'[\w.\-/:]*'"
+_PLAIN = rf"(?:{_ID}(?:\.{_ID})*|-?\d+(?:\.\d+)?)"
+# a call whose arguments are names or numbers holds no literal (`self.sampler.uniform()`, `f(a, b.c)`)
+_INNER_CALL = rf"{_ID}(?:\.{_ID})*\(\s*(?:{_PLAIN}\s*(?:,\s*{_PLAIN}\s*)*)?\)"
+_ARG = (rf"(?:{_INNER_CALL}|{_ID}(?:\.{_ID})*|-?\d+(?:\.\d+)?|\"[\w.\-/:]*\"|'[\w.\-/:]*'"
         rf"|(?:help|description|doc|title|metavar)\s*=\s*(?:\"[^\"\r\n]*\"|'[^'\r\n]*')|{_ID}\s*=\s*(?:{_ID}|-?\d+))")
 _ARGS = rf"\s*(?:{_ARG}\s*(?:,\s*{_ARG}\s*)*,?)?\s*"
 _CODE = re.compile(rf"(?:await\s+|new\s+)?{_ID}(?:\s*\.\s*{_ID}|\({_ARGS}\)|\[{_ARGS}\])+\s*[;,]?")
-_NAME_OR_NUMBER = rf"(?:{_ID}(?:\.{_ID})*|-?\d+(?:\.\d+)?)"
+_NAME_OR_NUMBER = rf"(?:{_INNER_CALL}|{_PLAIN})"
 _CALL_OF_NAMES = re.compile(rf"\(\s*{_NAME_OR_NUMBER}\s*(?:,\s*{_NAME_OR_NUMBER}\s*)+\)")
+_OWN_ATTRIBUTE = re.compile(r"(?:self|this|cls)\.")
 _TYPE_WORDS = frozenset(("str int float bool bytes bytearray complex dict list tuple set frozenset object type Any "
                          "None Optional Union Callable Sequence Mapping Iterable Iterator Literal string number "
                          "boolean any unknown undefined null void never bigint symbol Record Promise Array Partial "
@@ -280,7 +286,8 @@ def _kept(value: str, quoted: bool) -> bool:
         return True
     if not quoted:
         v = _unclosed_tail(v)
-    code = len(v) <= 400 and _CODE.fullmatch(v) is not None
+    # inside quotes `a.key` is a string, not an expression: only an unquoted value can be code
+    code = not quoted and len(v) <= 400 and _CODE.fullmatch(v) is not None
     if code and _CALL_OF_NAMES.search(v):
         return True  # f(a, b.c, 2): computed from variables, no literal in it
     if not _mentions_marker(v):
@@ -469,6 +476,8 @@ class _Scan:
                 end = self._eol(vs)
             return e, _checked("credential" if op == ":" else "inline-secret", text, vs, _rstrip(text, vs, end), False)
         line = self._is_line_start(s)
+        if line and _OWN_ATTRIBUTE.match(text, s, e):
+            line = None  # `self.api_key = key`: an attribute set in code, where only a quoted literal is a value
         if op == "=" and olen == 1 and text[k + 1:k + 2] in ("=", "~") and not line:
             return e, None
         if line:
@@ -537,7 +546,12 @@ class _Scan:
             if text[end:end + 1] in (",", "}") and _IDENT.fullmatch(text, vs, end) and _mentions_marker(text[vs:end]):
                 return None  # {"token": token, ...}: a dict entry that passes a variable along
             return _checked(rule, text, vs, end, False)
-        return _checked(rule, text, vs, _WORD.match(text, vs).end(), False)
+        end = _WORD.match(text, vs).end()
+        if "(" in text[vs:end]:
+            full = _balanced_end(text, vs, self._eol(vs))
+            if full > end and _kept(text[vs:full], False):
+                return None  # `f(token=jnp.where(a, b, c))`: a keyword argument computed from names
+        return _checked(rule, text, vs, end, False)
 
     def _line_value(self, start: int, vs: int, op: str):
         text = self.text
@@ -582,6 +596,25 @@ class _Scan:
                 last = line_end
             pos = line_end
         return None if first is None else _checked("env-secret", text, first, last, False)
+
+
+def _balanced_end(text: str, vs: int, eol: int) -> int:
+    """End of the bracketed expression starting at vs (the first point where every bracket opened since vs is
+    closed, after at least one opened), or vs when it does not close on its line or holds a string literal."""
+    depth, opened = 0, False
+    for i in range(vs, eol):
+        c = text[i]
+        if c in "([":
+            depth, opened = depth + 1, True
+        elif c in ")]":
+            depth -= 1
+            if depth < 0:
+                return vs
+            if depth == 0 and opened:
+                return i + 1
+        elif c in "\"'":
+            return vs
+    return vs
 
 
 def _eol(text: str, i: int, n: int) -> int:

@@ -9,8 +9,9 @@ at least 4 characters) fails it.
 
 Values are drawn from the printable ASCII characters (with tab). Only the shapes that the module docstring
 documents as kept are left out, by name: an unquoted null word (None, null, nil, undefined), a lone `{`, `[`
-or `(` (a block opener), a YAML block indicator (`|`, `>-`, ...), and values that a context cannot hold
-unquoted (leading or trailing blanks, a leading quote, a leading `-` after a space-separated flag).
+or `(` (a block opener), a YAML block indicator (`|`, `>-`, ...), a reference or placeholder that mentions a
+marker word, unquoted code that mentions one (`cfg.api_key`), and values that a context cannot hold unquoted
+(leading or trailing blanks, a leading quote, a leading `-` after a space-separated flag).
 """
 
 from __future__ import annotations
@@ -64,9 +65,21 @@ def secret_names(draw) -> str:
 values = st.text(PRINTABLE, min_size=1, max_size=40)
 
 
+MARKER_WORD = re.compile(r"(?i)pass|pwd|secret|token|key|cred|auth|private|dsn")
+# The documented references and placeholders ($API_KEY, ${...}, %KEY%, <your-key>, `Bearer token`) and, unquoted,
+# code made of names, calls and subscripts (cfg.api_key): kept when they mention a marker word.
+REFERENCE_LIKE = re.compile(r"(?i)[$%<{].*|(?:bearer|basic|token|digest)[ \t].*")
+CODE_LIKE = re.compile(r"[\w$.()\[\],;=:/ '\"-]*")
+
+
+def _names_a_secret(v: str, quoted: bool) -> bool:
+    return MARKER_WORD.search(v) is not None and (REFERENCE_LIKE.fullmatch(v.strip()) is not None
+                                                  or (not quoted and CODE_LIKE.fullmatch(v) is not None))
+
+
 def _unquoted(v: str) -> bool:
     return (v == v.strip(" \t") and v != "" and v[0] not in "\"'" and v not in NULL_WORDS
-            and v not in ("{", "[", "(") and not BLOCK.fullmatch(v))
+            and v not in ("{", "[", "(") and not BLOCK.fullmatch(v) and not _names_a_secret(v, False))
 
 
 def _dq_shell(v: str) -> str:
@@ -189,7 +202,7 @@ def _windows(s: str) -> set[str]:
 
 def _check(ctx, name: str, value: str, embed: bool) -> None:
     got = ctx(name, value)
-    assume(got is not None)
+    assume(got is not None and not _names_a_secret(value, True))
     lines, written, keep = got
     template = "\n".join(lines)
     assert template.count(S) == 1
@@ -222,6 +235,7 @@ def _check(ctx, name: str, value: str, embed: bool) -> None:
 @example(name="DB_PASSWORD", value="123456").via("a numeric PIN is a secret")
 @example(name="SMTP_PASS", value="\\r{NT+'`p/[%$)0{GO").via("a literal backslash-r first (benchmarks/redaction.py)")
 @example(name="api_key", value="true").via("a boolean-looking value is a secret")
+@example(name="PASS", value="A.KEY").via("inside quotes a name chain is a string, not code (CI)")
 def test_secret_value_entirely_gone(ctx, embed, name, value):
     _check(ctx, name, value, embed)
 
@@ -257,6 +271,8 @@ def test_ordinary_names(name):
     "    token?: string;", "curl -H 'Authorization: Bearer $TOKEN' https://example.com",
     "SECRET_KEY=[REDACTED:env-secret]", "    token = sample(logits, now, rows, carry.pen)",
     "        refresh_token: refreshTokenValue,", "max_tokens=1024", '{"output_tokens": 599, "input_tokens": 8}',
+    "            self._canary_key = key", "        token = inverse_cdf(q, self.sampler.uniform())",
+    "    carry = dataclasses.replace(carry, token=jnp.where(host_B, feed_B, carry.token))",
 ])
 def test_values_that_name_a_secret_are_kept(text):
     assert Redactor()(text) == text
@@ -272,6 +288,10 @@ def test_values_that_name_a_secret_are_kept(text):
     ("curl 'https://api.example.com/?user=me&api_key=k#1!x&page=2'", "k#1!x"),
     ('echo "PASSWORD=p w#1" >> .env', "p w#1"),
     ("DB_PASSWORD='a'\\''b#c' psql", "b#c"),
+    ('  PASS: "A.KEY"', "A.KEY"),
+    ("self.api_key = 'k#1!x'", "k#1!x"),
+    ('f(token=abc("k#1!x") y)', "k#1!x"),
+    ('token = f("k#1!x", g())', "k#1!x"),
 ])
 def test_other_forms(text, gone):
     out = Redactor()(text)
