@@ -38,6 +38,12 @@ def read_metrics(ckpt_dir: str | Path) -> list[dict]:
     return [by_step[s] for s in sorted(by_step)]
 
 
+def _finite_mean(rows, key):
+    """The mean of the finite values (a metrics file may hold NaN for a step that had no figure)."""
+    vals = [r[key] for r in rows if isinstance(r.get(key), (int, float)) and np.isfinite(r[key])]
+    return float(np.mean(vals)) if vals else None
+
+
 def _mean(rows, key):
     vals = [r[key] for r in rows if r.get(key) is not None]
     return float(np.mean(vals)) if vals else None
@@ -75,18 +81,46 @@ def inspect(ckpt_dir: str | Path, last: int = 20) -> dict:
                    if len(prio) else {},
                    "top": [{"priority": round(float(prio[i]), 4),
                             "preview": (rep["texts"][i] or "")[:160]} for i in order]},
-        "gate": _gate_summary(host.get("gate"), rows),
+        "gate": _gate_summary(host.get("gate"), rows, host_has_memory=bool(host.get("memory"))),
         "projects": None if not host.get("projects") else {
             p: {"updates": host["projects"]["updates"][p], "replay": len(host["projects"]["replay"][p]["windows"])}
             for p in host["projects"]["replay"]},
         "ingest": host["ingest"],
         "cursor_sessions": len(json.loads(host["cursor"]).get("sessions", {})),
         "pending_windows": len(host["ready"]),
+        "memory": _memory_summary(host, rows, last),
     }
 
 
-def _gate_summary(gate: dict | None, rows: list[dict], last: int = 5) -> dict | None:
-    """Decisions of the update gate: counts (screened windows count as quarantined), the last reasons."""
+# (figure, metrics field) of the live windows, in the order they are shown
+MEMORY_FIGURES = (("mixture", "memory_live_bpb"), ("tuned", "live_bits_per_byte"), ("frozen", "frozen_live_bpb"),
+                  ("model_in_mixture", "memory_lm_bpb"), ("global_mixture", "memory_global_live_bpb"))
+
+
+def _memory_summary(host: dict, rows: list[dict], last: int) -> dict | None:
+    """The session memories (size, what they hold) and bits/byte of the live windows: the mixture of the tuned
+    start state's model and the memory, the tuned model alone, the frozen model (with the update gate on), over
+    the steps that have the mixture's figure. None for a run without a memory."""
+    metas = host.get("memory")
+    if not metas:
+        return None
+    run = host.get("memory_run") or {}
+    rows = [r for r in rows if r.get("memory_live_bpb") is not None]
+    bpb = {}
+    for name, key in MEMORY_FIGURES:
+        if any(r.get(key) is not None for r in rows):
+            bpb[name] = {"first": _finite_mean(rows[:last], key), "last": _finite_mean(rows[-last:], key),
+                         "overall": _finite_mean(rows, key)}
+    stats = run.get("stats") or {}
+    return {"current": run.get("current"), "settings": next(iter(metas.values()))["settings"],
+            "memories": {n: stats.get(n) for n in metas}, "screened_windows":
+                sum(len(r.get("memory_screened") or []) for r in rows),
+            "bits_per_byte": bpb, "steps": len(rows), "merges": bool(host["train_config"].get("merges"))}
+
+
+def _gate_summary(gate: dict | None, rows: list[dict], last: int = 5, host_has_memory: bool = False) -> dict | None:
+    """Decisions of the update gate: counts (screened windows count as quarantined; `memory_rolled_back`: steps
+    whose update stood but whose learning by the session memory was undone), the last reasons."""
     if gate is None:
         return None
     reasons = []
@@ -97,9 +131,13 @@ def _gate_summary(gate: dict | None, rows: list[dict], last: int = 5) -> dict | 
         if r.get("gate") in ("rolled_back", "quarantined"):
             reasons.append({"step": r["step"], "decision": r["gate"], "reason": r.get("gate_reason"),
                             "session": ",".join(r.get("live_sessions") or [])})
+        if r.get("memory_gate") == "rolled_back":
+            reasons.append({"step": r["step"], "decision": "memory learning undone",
+                            "reason": r.get("memory_gate_reason"), "session": ",".join(r.get("live_sessions") or [])})
     steps = sum(gate["counts"].get(k, 0) for k in ("accepted", "rolled_back")) + \
         sum(1 for r in rows if r.get("gate") == "quarantined")
-    return {"counts": {k: gate["counts"].get(k, 0) for k in ("accepted", "rolled_back", "quarantined")},
+    keys = ("accepted", "rolled_back", "quarantined") + (("memory_rolled_back",) if host_has_memory else ())
+    return {"counts": {k: gate["counts"].get(k, 0) for k in keys},
             "screened_windows": sum(len(r.get("screened") or []) for r in rows),
             "canary_start_bpb": gate.get("start_canary"), "canary_last_bpb": gate.get("last_canary"),
             "probe_seconds_total": gate.get("probe_seconds"),
@@ -134,7 +172,11 @@ def plot(ckpt_dir: str | Path, out: str | Path) -> str:
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     axes[0].plot(steps, [r["loss"] for r in rows])
     axes[0].set(title="training loss (nats/unit)", xlabel="step")
-    axes[1].plot(steps, [r.get("live_bits_per_byte") or np.nan for r in rows])
+    axes[1].plot(steps, [r.get("live_bits_per_byte") or np.nan for r in rows], label="tuned model")
+    for key, label in (("memory_live_bpb", "model + session memory"), ("frozen_live_bpb", "frozen model")):
+        if any(r.get(key) is not None for r in rows):
+            axes[1].plot(steps, [r.get(key) or np.nan for r in rows], label=label)
+    axes[1].legend()
     axes[1].set(title="live bits per byte (before update)", xlabel="step")
     axes[2].plot(steps, [r.get("steps_per_base_token", 1.0) for r in rows])
     axes[2].set(title="recurrent steps per base token", xlabel="step")
@@ -142,6 +184,28 @@ def plot(ckpt_dir: str | Path, out: str | Path) -> str:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return str(out)
+
+
+def _format_memory(m: dict, f) -> list[str]:
+    out = []
+    for name, st in m["memories"].items():
+        label = "session memory" + ("" if name == "_run" else f" of project {name}")
+        if st is None:
+            out.append(f"{label}: no statistics in this checkpoint")
+            continue
+        out.append(f"{label}: {st['mb']:.1f} MB (bound {st['memory_mb']:g}), {st['symbols_seen']:,} symbols seen, "
+                   f"history {st['history_symbols']:,} of {st['history_capacity']:,}, context buckets "
+                   f"{st['buckets_used']:,} of {st['buckets']:,}")
+    if m["screened_windows"]:
+        out.append(f"  {m['screened_windows']} windows skipped by the memory's flood screen (--no-gate)")
+    names = {"mixture": "model + memory", "tuned": "tuned model", "frozen": "frozen model",
+             "model_in_mixture": "model in the mixture (base tokens)", "global_mixture": "model + global memory"}
+    # the model inside the mixture reads base tokens: with merges off that is the tuned model's figure again
+    shown = [k for k in m["bits_per_byte"] if k != "model_in_mixture" or m["merges"]]
+    for key in ("first", "last", "overall"):
+        out.append(f"  live bits/byte {key} (over {m['steps']} steps): "
+                   + " · ".join(f"{names[k]} {f(m['bits_per_byte'][k][key])}" for k in shown))
+    return out
 
 
 def format_inspect(r: dict) -> str:
@@ -166,10 +230,16 @@ def format_inspect(r: dict) -> str:
                      f"{c['quarantined']} (of which {g['screened_windows']} windows screened before training); "
                      f"canary {f(g['canary_start_bpb'])} -> {f(g['canary_last_bpb'])} bpb; probe "
                      f"{f(g['probe_seconds_per_step'])} s/step")
+        if "memory_rolled_back" in c:
+            lines.append(f"  session memory: its learning undone in {c['memory_rolled_back']} accepted steps (the "
+                         "canaries read with it past the bound)")
         for x in g["last_reasons"]:
             lines.append(f"  step {x['step']} {x['decision']}: {x['reason']}")
     for p, v in (r.get("projects") or {}).items():
         lines.append(f"project {p}: {v['updates']} updates, {v['replay']} replay windows")
+    m = r.get("memory")
+    if m is not None:
+        lines += _format_memory(m, f)
     lines.append(f"ingestion {r['ingest']}  sessions in cursor {r['cursor_sessions']}  "
                  f"windows pending {r['pending_windows']}")
     return "\n".join(lines)

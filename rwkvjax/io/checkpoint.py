@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+PRIVATE_ITEMS = ("host", "memory")  # items that hold the user's text
+
+
 class SaveFailed(CheckpointError):
     """A checkpoint step could not be written (the earlier steps are intact)."""
 
@@ -161,6 +164,10 @@ class TrainCheckpointer:
         more = {k: ocp.args.StandardSave(v) for k, v in (extra or {}).items()}
         _quiet_late_writer_reports()
         self._check_space(step)
+        # Owner-only from the first byte: the host state and the session memory hold the user's (redacted) text,
+        # and a chmod after the write would leave them readable by others until it ran (or forever after a kill).
+        # The umask is the process's, so it is set only for the save, which this thread waits for.
+        mask = os.umask(0o077)
         try:
             self._mngr.save(step, args=ocp.args.Composite(
                 trainable=ocp.args.StandardSave(trainable), opt_state=ocp.args.StandardSave(opt_state),
@@ -174,6 +181,8 @@ class TrainCheckpointer:
             raise SaveFailed(f"{self.directory}: saving step {step} failed ({_root_cause(e)}); "
                              + (f"the newest saved step is {max(last)}" if last else "no step is saved")
                              + "; fix the cause and run the same command again to resume") from None
+        finally:
+            os.umask(mask)
 
     def _check_space(self, step: int) -> None:
         """Refuse a save the disk cannot hold (1.5x the newest step's size) before orbax's writers start:
@@ -230,8 +239,11 @@ class TrainCheckpointer:
 
     def wait(self) -> None:
         self._mngr.wait_until_finished()
-        for f in self.directory.glob("*/host/*"):
-            f.chmod(0o600)  # host state holds trace text (already redacted): owner-only
+        # host state and session memories hold trace text (already redacted): owner-only, also in steps that an
+        # older version wrote
+        for item in PRIVATE_ITEMS:
+            for f in self.directory.glob(f"*/{item}/**/*"):
+                f.chmod(0o600 if f.is_file() else 0o700)
 
     def close(self) -> None:
         if self._mngr is None:

@@ -6,6 +6,7 @@ import dataclasses
 import math
 
 from rwkvjax.errors import ConfigError
+from rwkvjax.memory import DEFAULT_MB
 from rwkvjax.model.config import Config
 from rwkvjax.options import option
 from rwkvjax.train.remat import CHOICES as REMAT_CHOICES
@@ -96,6 +97,12 @@ class TrainConfig:
                                    "(stored as <project>; needs --states)")
     consolidate_every: int = option(0, help="with per-project states: steps between sleep consolidations of the "
                                             "project states into the global one (0: never)")
+    memory: bool = option(True, help="session memory: every live window is scored by the model mixed with a memory "
+                                     "of the run's text, then learned (saved with the checkpoint and the named "
+                                     "states); --no-memory: S0 alone")
+    memory_mb: float = option(DEFAULT_MB, help="size bound of each session memory in MB (the run's, and one per "
+                                               "project with --state-scope per-project); the oldest history goes "
+                                               "first")
     # Settings that must not change when resuming (the rest may, e.g. steps or logging).
     FIXED = ("dtype", "ctx_len", "live_per_step", "replay_per_step", "merges", "train_shift", "merge_window",
              "merge_threshold", "merge_slots", "replay_capacity", "replay_priority", "replay_admission",
@@ -126,7 +133,8 @@ class TrainConfig:
         check_positive(self, "replay_per_step", "clip_norm", "lr_final", "hyper_lr", "max_tool_output",
                        "eval_every", "replay_alpha", "replay_beta", "gate_slice_every", "consolidate_every",
                        allow_zero=True)
-        check_positive(self, "gate_canary_rel", "gate_z", "gate_quarantine_bpb", "gate_quarantine_grad")
+        check_positive(self, "gate_canary_rel", "gate_z", "gate_quarantine_bpb", "gate_quarantine_grad",
+                       "memory_mb")
         if self.ctx_len < 2:
             raise ConfigError(f"--ctx-len {self.ctx_len}: a window needs at least 2 units")
         if self.replay_per_step > self.replay_capacity:

@@ -146,6 +146,9 @@ def consolidate_checkpoint(cfg) -> dict:
         tr0 = init_trainable(config, train_shift=tc["train_shift"])
         names = list(host["projects"]["replay"])
         trees = ck.restore_extra(step, {"trainable": tr0, "projects": {p: tr0 for p in names}})
+        # the run's memory goes with the global state it writes (a state written without it would lose it)
+        from rwkvjax.train.session_memory import GLOBAL, restore_memories
+        memory = restore_memories(ck, step, host).get(GLOBAL)
     finally:
         ck.close()
     windows = {p: list(ReplayBuffer.from_dict(host["projects"]["replay"][p]).windows) for p in names}
@@ -166,7 +169,7 @@ def consolidate_checkpoint(cfg) -> dict:
     source = {"checkpoint": str(Path(cfg.ckpt_dir).absolute()), "step": step, "consolidated": step,
               "reason": res.reason}
     put = lambda n, tr, **kw: store_trainable(store, n, tr, base_hash=host["base_hash"],
-                                              tokenizer=tokenizer_id(tok), **kw)
+                                              tokenizer=tokenizer_id(tok), memory=memory, **kw)
     if res.promoted:
         rec = put(name, res.trainable, source={**source, "scope": "global"})
     else:

@@ -2,11 +2,16 @@
 replay buffer, makes the step, and this hook probes the result and commits or rolls it back.
 
 Probe: bits per byte of the first `probe_tokens` of fixed canary texts and of a small recent held-out slice
-of the stream (windows diverted from training), both read from the start state just updated. Decisions, each with its reason:
+of the stream (windows diverted from training), both read from the start state just updated. With a session
+memory (`train.session_memory`), the canaries are also scored by the mixture of that model and a copy of the memory
+as the step left it (the memory itself never learns them). Decisions, each with its reason:
 - roll back when canary bpb is more than `canary_rel` above its value at the start of the run (so the run can
   never drift past that bound), or when the canary change is an outlier: robust z = (d - median) / (1.4826 MAD)
-  over the last `window` accepted changes (at least `min_history` of them, MAD floored) reaches `z`;
-- quarantine (the update is undone and the window never enters replay) when a window is both out of
+  over the last `window` accepted changes (at least `min_history` of them, MAD floored) reaches `z`; the memory's
+  learning of the step is undone with it;
+- undo only the memory's learning of the step (S0's update stands: it is judged by the model's canaries) when the
+  canaries read by the mixture are more than `canary_rel` above the model's canary bpb at the start of the run;
+- quarantine (the update is undone, and the window never enters replay nor the memory) when a window is both out of
   distribution for the frozen model and a heavy write: its frozen bpb is at least `quarantine_bpb` times the
   frozen model's bpb on the canaries, and the start-state gradient norm of the update at least
   `quarantine_grad` times that of the canary loss. Both references are fixed at the start of the run (a
@@ -65,6 +70,13 @@ class GateSettings:
     recent_windows: int = 64       # windows whose 8-grams count as recent
 
 
+def base_window(w: Window, vocab_size: int) -> Window:
+    """A window of merged units as the base tokens they cover (at most two per unit)."""
+    from rwkvjax.merges.dyntok import expand
+    return Window(w.session, np.asarray(expand(w.units, w.slots, vocab_size), np.int32), w.nbytes, w.n_base,
+                  project=w.project)
+
+
 def gram_seq(units, n: int) -> list:
     """The n-grams of `units` in order (one, the whole sequence, when it is shorter than n)."""
     u = np.asarray(units, np.int64)
@@ -86,6 +98,45 @@ def longest_run(seq: list, members: set) -> int:
     return best
 
 
+class RedundancyScreen:
+    """Skips windows that carry no new information: a window whose n-grams are nearly all repeats, of each
+    other or of the last `recent_windows` windows (a flood of one line, a re-read file). The update gate screens
+    live windows with it before training (the session memory has a longer-range screen of its own,
+    `train.session_memory.FloodScreen`)."""
+
+    def __init__(self, n: int, redundant: float = 0.9, recent_windows: int = 64):
+        self.n, self.redundant = n, redundant
+        self._recent: collections.deque[set] = collections.deque(maxlen=recent_windows)
+        # the same windows' units: what a checkpoint keeps, so a resumed run screens exactly as this one would
+        self._recent_units: collections.deque[list] = collections.deque(maxlen=recent_windows)
+
+    def check(self, units, seq: list | None = None) -> str | None:
+        """The reason to skip `units` (None: it brings new information); the window counts as recent either way."""
+        seq = gram_seq(units, self.n) if seq is None else seq
+        grams = set(seq)
+        seen = set().union(*self._recent) if self._recent else set()
+        # new information: distinct n-grams not seen in the recent windows, over all the n-grams it has (a
+        # window that repeats itself, a flood of one line, is redundant even the first time)
+        total = max(len(units) - self.n + 1, 1)
+        new = len(grams - seen)
+        self._recent.append(grams)
+        self._recent_units.append(np.asarray(units).tolist())
+        if 1 - new / total >= self.redundant:
+            return (f"redundant: {new} of its {total} {self.n}-grams are new (repeats within it and the last "
+                    f"{len(self._recent) - 1} windows)")
+        return None
+
+    def state_dict(self) -> list:
+        return list(self._recent_units)
+
+    def load_state_dict(self, recent_units: list) -> None:
+        self._recent.clear()
+        self._recent_units.clear()
+        for u in recent_units:
+            self._recent_units.append(u)
+            self._recent.append(ngrams(u, self.n))
+
+
 def robust_z(x: float, history, mad_floor: float) -> float:
     """(x - median) / (1.4826 MAD), the MAD floored so that a run of near-identical changes does not make
     every small change an outlier."""
@@ -99,14 +150,27 @@ class UpdateGate(Hook):
     may_veto = True
 
     def __init__(self, config, params, tok, canaries: dict[str, str], *, ctx_len: int,
-                 settings: GateSettings = GateSettings()):
+                 settings: GateSettings = GateSettings(), memory=None):
+        """`memory`: the run's session memories (`train.session_memory.RunMemory`): the canaries are then also
+        scored by the mixture of the model and a copy of the current memory, and the canary bound applies to
+        that figure too."""
         self.s = settings
         self.ctx_len = ctx_len
+        self.memory = memory
+        # The mixture's canary bpb at the run's start (an empty memory), recorded beside its figures. The bound is
+        # not taken from it: as the memory learns the user's text its mixer reads the canaries' first tokens worse,
+        # +3.5% over that start after 114 clean steps of the red-team benchmark (benchmarks/redteam.py), so such a
+        # bound would stop the memory within the first hundred steps. The reference is the model's start figure
+        # (5% above the mixture's there): with its memory the system must not read general text worse than the
+        # model it started from, by more than the bound.
+        self.start_canary_mix: float | None = None
+        self.last_canary_mix: float | None = None   # ... after the last accepted update
         # a canary is read as a session is: from the start state, on and on (not cut into windows that all
         # restart at S0, where S0's prior would weigh on every position)
         self.probe = TextProbe(config, params, tok, canaries, ctx_len=settings.probe_tokens, max_windows=1,
                                wkv_impl=FORWARD_WKV)
         self.params = params
+        self.vocab_size = config.vocab_size
         self.frozen_eval = make_eval_fn(config, units=PLAIN, wkv_impl=FORWARD_WKV)
         # recent held-out windows, per project (one key, "", without per-project states)
         self.slices: dict[str, collections.deque[Window]] = {}
@@ -119,19 +183,17 @@ class UpdateGate(Hook):
         self.counts = collections.Counter()
         self.probe_seconds = 0.0
         self._seen = 0
-        self._recent: collections.deque[set] = collections.deque(maxlen=settings.recent_windows)
-        # the same windows' units: what a checkpoint keeps, so a resumed run screens exactly as this one would
-        self._recent_units: collections.deque[list] = collections.deque(maxlen=settings.recent_windows)
         enc = [tok.encode(t) for t in canaries.values()]
         per_token = sum(len(t.encode("utf-8")) for t in canaries.values()) / max(sum(map(len, enc)), 1)
         self.n = max(4, round(settings.gram_bytes / per_token))  # 32 for bytes, ~8 for the World vocabulary
+        self.redundancy = RedundancyScreen(self.n, settings.redundant, settings.recent_windows)
         self._canary_grams = set().union(*(ngrams(e, self.n) for e in enc))
         self._screened: list[dict] = []  # windows skipped since the last record
         self.ref_grad: float | None = None  # the canary loss's start-state gradient norm at the run's start
         self._cgrad = None  # the canary loss's gradient at the last accepted state (for the projection)
         batch = self.probe.batch
         loss = lambda tr: loss_and_metrics(tr, params, batch, config=config, units=PLAIN, wkv_impl="chunked",
-                                           remat=False)
+                                           remat=False, keep_hidden=memory is not None)
         # value and gradient in one pass: the canary of the state just made, and the direction the next
         # update is projected against
         self._value_and_grad = jax.jit(jax.value_and_grad(loss, has_aux=True))
@@ -175,22 +237,11 @@ class UpdateGate(Hook):
 
     def screen(self, w: Window) -> str | None:
         seq = gram_seq(w.units, self.n)
-        grams = set(seq)
         # a verbatim canary passage of about 2 n-grams (64 bytes) or more: longer than shared phrases are
         run = longest_run(seq, self._canary_grams)
         if run > self.n:
             return f"holds a canary passage ({run + self.n - 1} units verbatim)"
-        seen = set().union(*self._recent) if self._recent else set()
-        # new information: distinct n-grams not seen in the recent windows, over all the n-grams it has (a
-        # window that repeats itself, a flood of one line, is redundant even the first time)
-        total = max(len(w.units) - self.n + 1, 1)
-        new = len(grams - seen)
-        self._recent.append(grams)
-        self._recent_units.append(np.asarray(w.units).tolist())
-        if 1 - new / total >= self.s.redundant:
-            return (f"redundant: {new} of its {total} {self.n}-grams are new (repeats within it and the last "
-                    f"{len(self._recent) - 1} windows)")
-        return None
+        return self.redundancy.check(w.units, seq)
 
     def _project(self, learner, before) -> float | None:
         """Project the start-state update onto {d : <d, grad canary loss> <= 0}; returns the share removed."""
@@ -219,8 +270,19 @@ class UpdateGate(Hook):
 
     def canary_and_grad(self, trainable):
         """Mean canary bits/byte under `trainable`, and the gradient of the canary loss there."""
+        return self._probe(trainable)[:2]
+
+    def _probe(self, trainable):
+        """(`canary_and_grad`, the final hidden states of the canaries: None without a session memory)."""
         (_, m), g = self._value_and_grad(trainable)
-        return float(np.mean(list(self.probe.per_text(to_host(m["window_nll"])).values()))), g
+        bpb = float(np.mean(list(self.probe.per_text(to_host(m["window_nll"])).values())))
+        return bpb, g, m.get("hidden")
+
+    def canary_mix(self, hidden, memory=None) -> float:
+        """Mean canary bits/byte of the mixture: the model whose hidden states these are, and a copy of the
+        session memory (`memory`, default the current one), which reads the canaries as one history."""
+        bits = self.memory.probe_bits(hidden, self.probe.batch.targets, self.probe.units, memory)
+        return float(np.mean(list(self.probe.per_text(bits * LN2 / self.probe.units).values())))
 
     def _bpb(self, trainable, windows: list[Window], *, batch_size: int, ctx_len: int) -> float | None:
         """Bits per byte of `windows` (one batch), each read from `trainable`; None without windows."""
@@ -237,24 +299,42 @@ class UpdateGate(Hook):
         if self._screened:
             rec["screened"], self._screened = self._screened, []
         self._steps += 1
+        h0 = None
         if self.start_canary is None:  # the state before the first update of this run
-            self.start_canary, g0 = self.canary_and_grad(learner.trainable0)
+            self.start_canary, g0, h0 = self._probe(learner.trainable0)
             self.ref_grad = float(state_norm(g0))
             # the state this update started from (a resumed run's is not the zero state)
             self.last_canary, self._cgrad = (self.start_canary, g0) if info.before is None else \
                 self.canary_and_grad(info.before.trainable)
+        if self.memory is not None and self.start_canary_mix is None:
+            # the frozen model with the memory as this run found it (a checkpoint from before the memory: empty)
+            if h0 is None:
+                h0 = self._probe(learner.trainable0)[2]
+            self.start_canary_mix = self.last_canary_mix = self.canary_mix(h0, self.memory.before())
         removed = self._project(learner, info.before)
         if removed is not None:
             rec["projected_share"] = removed
-        canary, cgrad = self.canary_and_grad(learner.trainable)
+        canary, cgrad, hidden = self._probe(learner.trainable)
+        mix = None
+        if self.memory is not None:
+            t_mix = time.perf_counter()
+            mix = self.canary_mix(hidden)
+            rec["canary_mix_s"] = time.perf_counter() - t_mix  # what the memory adds to the probe
         live = info.update.live
-        frozen = self._bpb(learner.trainable0, live, batch_size=len(live), ctx_len=learner.ctx_len)
+        # the frozen model reads base tokens: with dynamic merges the windows are expanded first (merged units
+        # are ids it does not have; read as they are, its figure was NaN and the quarantine rule never fired)
+        merged = any(w.slots is not None for w in live)
+        plain = [w if w.slots is None else base_window(w, self.vocab_size) for w in live]
+        frozen = self._bpb(learner.trainable0, plain, batch_size=len(live),
+                           ctx_len=learner.ctx_len * (2 if merged else 1))
         grad = float(info.update.metrics["state_grad_norm"]) / max(self.ref_grad, 1e-30)
         ood = None if frozen is None else frozen / self.start_canary
         delta = canary - self.last_canary
         rec.update(probed_canary_bpb=canary, canary_start_bpb=self.start_canary, canary_delta=delta,
                    ood_ratio=ood, write_ratio=grad,
                    frozen_live_bpb=frozen)
+        if mix is not None:
+            rec.update(probed_canary_mix_bpb=mix, canary_mix_start_bpb=self.start_canary_mix)
         if self._steps % self.s.slice_probe_every == 0:
             rec["heldout_slice_bpb"] = self._bpb(learner.trainable, self.slice, batch_size=self.s.slice_windows,
                                                  ctx_len=self.ctx_len)
@@ -272,6 +352,14 @@ class UpdateGate(Hook):
             reason = (f"out of distribution (frozen {frozen:.3f} bpb, {ood:.2f}x the canaries' >= "
                       f"{self.s.quarantine_bpb}) and a heavy write (start-state gradient {grad:.2f}x the canaries' "
                       f">= {self.s.quarantine_grad})")
+        memory_reason = None
+        if reason is None and mix is not None and mix > self.start_canary * (1 + self.s.canary_rel):
+            # the memory's learning of this step is undone, S0's update is judged by the model alone (above)
+            memory_reason = (f"canary with the session memory {mix:.4f} bpb is "
+                             f"{100 * (mix / self.start_canary - 1):.2f}% above the model's at the start "
+                             f"{self.start_canary:.4f} (bound {100 * self.s.canary_rel:.1f}%)")
+            self.memory.undo()
+            mix = self.canary_mix(hidden)  # the new start state with the memory as the step found it
         self.probe_seconds += time.perf_counter() - t0
         rec["probe_s"] = time.perf_counter() - t0
         if reason is None:
@@ -279,10 +367,19 @@ class UpdateGate(Hook):
             self.last_canary, self._cgrad = canary, cgrad
             self.counts["accepted"] += 1
             rec.update(gate="accepted", gate_reason=None, canary_bpb=canary)
+            if mix is not None:
+                self.last_canary_mix = rec["canary_mix_bpb"] = mix
+                rec.update(memory_gate="accepted" if memory_reason is None else "rolled_back",
+                           memory_gate_reason=memory_reason)
+                if memory_reason is not None:
+                    self.counts["memory_rolled_back"] += 1
+                    rec["memory"] = self.memory.memory.stats()
             return None
         decision = "quarantined" if quarantined else "rolled_back"
         self.counts[decision] += 1
         rec.update(gate=decision, gate_reason=reason, canary_bpb=self.last_canary)
+        if mix is not None:
+            rec["canary_mix_bpb"] = self.last_canary_mix
         return Veto(reason)
 
     def state_dict(self) -> dict:
@@ -290,8 +387,9 @@ class UpdateGate(Hook):
                 "deltas": list(self.deltas),
                 "counts": dict(self.counts), "seen": self._seen, "probe_seconds": self.probe_seconds,
                 "slices": {k: [w.to_dict() for w in v] for k, v in self.slices.items()}, "key": self.key,
-                "last_by_key": self._last, "recent_units": list(self._recent_units),
-                "screened_pending": self._screened}
+                "last_by_key": self._last, "recent_units": self.redundancy.state_dict(),
+                "screened_pending": self._screened, "start_canary_mix": self.start_canary_mix,
+                "last_canary_mix": self.last_canary_mix}
 
     def load_state_dict(self, d: dict) -> None:
         self.start_canary, self.last_canary, self.ref_grad = d["start_canary"], d["last_canary"], d["ref_grad"]
@@ -301,7 +399,7 @@ class UpdateGate(Hook):
             self.slices[k] = collections.deque((Window.from_dict(w) for w in v), maxlen=self.s.slice_windows)
         self._seen, self.probe_seconds, self.key = d["seen"], d["probe_seconds"], d["key"]
         self._last = dict(d["last_by_key"])
-        for u in d["recent_units"]:
-            self._recent_units.append(u)
-            self._recent.append(ngrams(u, self.n))
+        self.redundancy.load_state_dict(d["recent_units"])
         self._screened = list(d["screened_pending"])
+        # a checkpoint from before the session memory (or of a run without one) has none: measured afresh
+        self.start_canary_mix, self.last_canary_mix = d.get("start_canary_mix"), d.get("last_canary_mix")

@@ -71,7 +71,9 @@ class RunStats(Hook):
             rec["top_merges"] = [{"text": m.get("text"), "pair": m["pair"], "uses": m["uses"],
                                   "age_base_tokens": m["age_base_tokens"]} for m in dyntok.top_merges(self.top)]
         if self.gate is not None:
-            rec["gate_counts"] = {k: self.gate.counts.get(k, 0) for k in ("accepted", "rolled_back", "quarantined")}
+            keys = ("accepted", "rolled_back", "quarantined") + \
+                (("memory_rolled_back",) if getattr(self.gate, "memory", None) is not None else ())
+            rec["gate_counts"] = {k: self.gate.counts.get(k, 0) for k in keys}
 
 
 def priority_histogram(priority, bins: int, rule: str) -> dict:
@@ -100,7 +102,8 @@ class TensorBoardLog(Hook):
 
 
 class Progress(Hook):
-    """A tqdm bar with loss, bits/byte and speed (off without a terminal unless forced)."""
+    """A tqdm bar with loss, bits/byte (and the session memory's mixture's) and speed (off without a terminal
+    unless forced)."""
 
     def __init__(self, total: int | None, initial: int, enabled: bool | None = None):
         from tqdm import tqdm
@@ -110,7 +113,9 @@ class Progress(Hook):
     def after_step(self, info: StepInfo):
         r = info.record
         self.bar.update(info.step - self.bar.n)
+        mix = r.get("memory_live_bpb")  # live windows, model + session memory
         self.bar.set_postfix(loss=f"{r['loss']:.3f}", bpb=f"{r['bits_per_byte']:.3f}",
+                             **({} if mix is None else {"mix_bpb": f"{mix:.3f}"}),
                              tok_s=f"{r['tokens_per_s']:.0f}", merges=r.get("merges", 0),
                              replay=r.get("replay_size", 0), refresh=False)
 

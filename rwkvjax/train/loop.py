@@ -3,7 +3,9 @@
 Hooks are called in the order given, each every `every` steps (and once at the end). A hook that may
 undo a step (`may_veto = True`, e.g. an update gate) sees every step before the others; the loop
 snapshots the learner before each step while one is registered, and a returned `Veto` rolls the
-update back. The record the later hooks see (and log) says so.
+update back, and calls `undo` on the hooks that may veto and accepted it before (what they changed with
+the step, e.g. the session memory's learning, is part of the transaction). The record the later hooks
+see (and log) says so.
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ class Hook:
     def after_step(self, info: StepInfo) -> Veto | None:
         return None
 
+    def undo(self, info: StepInfo) -> None:
+        """A hook that may veto, called after it accepted a step that a later one vetoed: undo what its
+        `after_step` changed (the learner itself is rolled back by the loop)."""
+        return None
+
     def at_end(self, step: int, reason: str) -> None:
         return None
 
@@ -77,10 +84,12 @@ def train_loop(learner: Learner, batches: Iterable[Sequence[Window]], hooks: Seq
             upd = learner.update(live)
             step += 1
             info = StepInfo(step, upd, describe(step, upd), learner, snap)
-            for h in gates:
+            for i, h in enumerate(gates):
                 veto = h.after_step(info)
                 if veto is not None:
                     learner.rollback(snap)
+                    for done in gates[:i]:
+                        done.undo(info)
                     info.record["rolled_back"] = veto.reason
                     break
             info.record["loop_s"] = time.perf_counter() - t0

@@ -117,9 +117,14 @@ def hidden_under_policy(params, x_BTC, state, *, config: Config, wkv_impl="auto"
     return forward_hidden(params, x_BTC, state, config=config, wkv_impl=wkv_impl, remat=policy == "full")
 
 
-def window_nll(trainable: Trainable, params, batch: Batch, *, config: Config, units: UnitFns = PLAIN,
-               wkv_impl="auto", remat: str | bool = "full"):
+def window_nll(trainable: Trainable, params, batch: Batch, **kw):
     """Per-position NLL in nats [B,T] (masked positions are 0)."""
+    return window_nll_and_hidden(trainable, params, batch, **kw)[0]
+
+
+def window_nll_and_hidden(trainable: Trainable, params, batch: Batch, *, config: Config, units: UnitFns = PLAIN,
+                          wkv_impl="auto", remat: str | bool = "full"):
+    """(`window_nll`, the final hidden states [B,T,C] it was computed from)."""
     B = batch.inputs.shape[0]
     tables = None if batch.slots is None else batch.slots.tables
     per_pos = None if batch.slots is None else batch.slots.pos
@@ -133,13 +138,16 @@ def window_nll(trainable: Trainable, params, batch: Batch, *, config: Config, un
     else:
         nll = _frozen_head_nll(params, hidden, batch.targets, units, chunk)
     # where(): a masked position may score an unavailable (-inf) slot; it must not poison the sum
-    return jnp.where(batch.mask > 0, nll, 0.0)
+    return jnp.where(batch.mask > 0, nll, 0.0), hidden
 
 
-def loss_and_metrics(trainable: Trainable, params, batch: Batch, *, per_unit: bool = False, **kw):
+def loss_and_metrics(trainable: Trainable, params, batch: Batch, *, per_unit: bool = False,
+                     keep_hidden: bool = False, **kw):
     """Weighted token-mean NLL (the optimised loss) and summed bits/bytes for reporting; with `per_unit`,
-    also the NLL of every position (`unit_nll` [B,T], for the per-role figures of the training record)."""
-    nll_BT = window_nll(trainable, params, batch, **kw)
+    also the NLL of every position (`unit_nll` [B,T], for the per-role figures of the training record); with
+    `keep_hidden`, the final hidden states (`hidden` [B,T,C], no gradient: the update gate's canary probe reads
+    the session memory's mixture from them without a second forward pass)."""
+    nll_BT, hidden = window_nll_and_hidden(trainable, params, batch, **kw)
     tokens_B = jnp.sum(batch.mask, axis=1)
     loss = jnp.sum(batch.weight * jnp.sum(nll_BT, axis=1)) / jnp.maximum(jnp.sum(batch.weight * tokens_B), 1.0)
     live = (batch.weight > 0).astype(jnp.float32)
@@ -152,4 +160,6 @@ def loss_and_metrics(trainable: Trainable, params, batch: Batch, *, per_unit: bo
     }
     if per_unit:
         metrics["unit_nll"] = nll_BT
+    if keep_hidden:
+        metrics["hidden"] = jax.lax.stop_gradient(hidden)
     return loss, metrics

@@ -21,12 +21,13 @@ from rwkvjax.train.trainable import Trainable
 
 
 def store_trainable(store, name: str, trainable: Trainable, *, base_hash: str, tokenizer: str,
-                    parent: str | None = None, source: dict | None = None):
-    """Write a start state into a named-state store (replacing a state of that name; its id stays)."""
+                    parent: str | None = None, source: dict | None = None, memory=None):
+    """Write a start state into a named-state store (replacing a state of that name; its id stays), with the
+    session memory that goes with it (None: the state has none, and a stored one is removed)."""
     from rwkvjax.train.step import to_host
     tr = to_host(trainable)
     return store.put(state_safe_name(name), tr.wkv, base_hash=base_hash, tokenizer=tokenizer, replace=True,
-                     parent=parent, source=source, att_shift=tr.att_shift, ffn_shift=tr.ffn_shift)
+                     parent=parent, source=source, att_shift=tr.att_shift, ffn_shift=tr.ffn_shift, memory=memory)
 
 
 def state_safe_name(name: str) -> str:

@@ -1,12 +1,14 @@
 """A state-tuning run: everything `python cli.py train` builds from a `TrainConfig`, then the loop.
 
 `Trainer(cfg).run()` resumes from the newest checkpoint in `ckpt_dir` when there is one: trainables,
-optimizer moments, dynamic tokenizer, replay buffer, pending windows, ingestion cursor and RNG all
-come back, so a resumed run continues exactly where the last committed step left off.
+optimizer moments, dynamic tokenizer, replay buffer, pending windows, ingestion cursor, RNG and session
+memories all come back, so a resumed run continues exactly where the last committed step left off.
 
 Data flow: `LiveWindows` (ingestion thread -> events -> rendered text -> tokens -> windows) feeds
 `train_loop`, which makes one `Learner.update` per step (replay sample -> batch -> jitted step on the
-S0/hypernetwork trainables -> AdamW) and runs the hooks (metrics, progress, periodic eval, checkpoint).
+S0/hypernetwork trainables -> AdamW) and runs the hooks (session memory, gate, metrics, progress, periodic
+eval, checkpoint). The session memory (`train.session_memory`) reads each step's live windows with the model
+of the start state before the update, then learns them in its hook.
 """
 
 from __future__ import annotations
@@ -95,8 +97,9 @@ class Trainer:
                                n_slots=cfg.merge_slots) if cfg.merges else None
         render = RenderOptions(include_thinking=cfg.include_thinking, include_subagents=cfg.include_subagents,
                                max_tool_output=cfg.max_tool_output)
-        self.gate = self._make_gate() if cfg.gate else None
         per_project = cfg.state_scope == "per-project"
+        self.memory = self._make_memory(per_project) if cfg.memory else None
+        self.gate = self._make_gate() if cfg.gate else None
         self.projects = ProjectStates(self.learner, self._new_replay, trainable0) if per_project else None
         if self.gate is not None:
             self.gate.per_project = per_project
@@ -115,7 +118,16 @@ class Trainer:
                           ctx_len=c.ctx_len, settings=GateSettings(canary_rel=c.gate_canary_rel, z=c.gate_z,
                                                 quarantine_bpb=c.gate_quarantine_bpb,
                                                 quarantine_grad=c.gate_quarantine_grad,
-                                                slice_every=c.gate_slice_every))
+                                                slice_every=c.gate_slice_every), memory=self.memory)
+
+    def _make_memory(self, per_project: bool):
+        from rwkvjax.memory.memory import MemorySettings
+        from rwkvjax.train.session_memory import FloodScreen, RunMemory
+        c = self.cfg
+        settings = MemorySettings.for_vocab(self.config.vocab_size, c.memory_mb)
+        return RunMemory(settings, config=self.config, params=self.learner.params, ctx_len=c.ctx_len,
+                         live_per_step=c.live_per_step, merges=c.merges, per_project=per_project,
+                         screen=FloodScreen.for_memory(settings))
 
     def _new_replay(self) -> ReplayBuffer:
         c = self.cfg
@@ -139,6 +151,18 @@ class Trainer:
             raise CheckpointMismatch(
                 f"{cfg.ckpt_dir}: checkpoint was trained on a different base model (hash {host['base_hash']}, "
                 f"this model {self.base_hash}); use a new --ckpt-dir or the original --model")
+        saved = host["train_config"]
+        if "memory" in saved:  # (a checkpoint from before the session memory resumes with an empty one)
+            if saved["memory"] != cfg.memory:
+                had = "--memory" if saved["memory"] else "--no-memory"
+                raise CheckpointMismatch(
+                    f"{cfg.ckpt_dir}: this run was trained with {had}; resume it with {had}, or start a new "
+                    "--ckpt-dir (a memory cannot start in the middle of a run, nor be dropped without losing it)")
+            if cfg.memory and saved["memory_mb"] != cfg.memory_mb:
+                raise CheckpointMismatch(
+                    f"{cfg.ckpt_dir}: setting memory_mb={cfg.memory_mb!r} differs from the checkpoint's "
+                    f"{saved['memory_mb']!r} (a memory's tables cannot be resized exactly); resume with --memory-mb "
+                    f"{saved['memory_mb']:g}, or start a new --ckpt-dir")
 
     def _read_step(self, step: int):
         """Everything a resume needs from one step (raises on a damaged step, or on a checkpoint of another
@@ -150,14 +174,17 @@ class Trainer:
         if self.projects is not None and host.get("projects"):
             names = list(host["projects"]["replay"])
             trees = self.ckpt.restore_extra(step, dict(zip(("projects", "project_opt"), self.projects.like(names))))
-        return trainable, opt_state, host, trees
+        memories = None
+        if self.memory is not None:
+            memories = self.memory.restore(self.ckpt, step, host)
+        return trainable, opt_state, host, (trees, memories)
 
     def _restore(self):
         found = self.ckpt.newest_intact(self._read_step, set_aside=True)
         if found is None:
             return
         cfg, lr = self.cfg, self.learner
-        step, (trainable, opt_state, host, trees) = found
+        step, (trainable, opt_state, host, (trees, memories)) = found
         replay = host["replay"]
         if "replay_windows" in host:  # layout before the buffer held its windows
             replay = dict(replay, windows=[r["window"] for r in host["replay_windows"]],
@@ -173,6 +200,12 @@ class Trainer:
             self.gate.load_state_dict(host["gate"])
         if cfg.merges:
             self.source.asm.dyntok = DynamicTokenizer.from_state_dict(host["dyntok"], self.tok.decode_bytes)
+        if self.memory is not None:
+            if memories[0]:
+                self.memory.load(*memories, host.get("memory_run"), source=f"{cfg.ckpt_dir} step {step}")
+            else:
+                log.warning("%s: step %d holds no session memory (saved before the memory existed); the memory "
+                            "starts empty here and learns from the windows after it", cfg.ckpt_dir, step)
         log.info("resumed %s at step %d", cfg.ckpt_dir, self.step)
 
     def _adopt_consolidated(self, step: int) -> None:
@@ -193,7 +226,7 @@ class Trainer:
 
     def _host_state(self) -> dict:
         dyntok = self.source.asm.dyntok
-        return {
+        host = {
             "step": self.step, "tokens_seen": self.tokens_seen, "bytes_seen": self.bytes_seen,
             **self.source.state_dict(), "dyntok": None if dyntok is None else dyntok.state_dict(),
             "replay": self.learner.replay.to_dict(), "base_hash": self.base_hash,
@@ -203,6 +236,10 @@ class Trainer:
             "train_config": self.cfg.to_dict(), "ingest": {k: int(v) for k, v in self.source.metrics.items()},
             "saved_at": time.time(),
         }
+        if self.memory is not None:
+            host["memory"], _ = self.memory.tree()
+            host["memory_run"] = self.memory.host_state()
+        return host
 
     def save(self, step: int | None = None) -> None:
         if self.step == 0 or self._save_failed or self.step in self.ckpt.all_steps():
@@ -214,33 +251,40 @@ class Trainer:
             raise
 
     def _save(self) -> None:
+        # the memories are committed with the step: a resumed run finds the memory of that very step
+        extra = {} if self.memory is None else self.memory.extra_items()
         if self.projects is None:
-            self.ckpt.save(self.step, self.learner.trainable, self.learner.opt_state, self._host_state())
+            self.ckpt.save(self.step, self.learner.trainable, self.learner.opt_state, self._host_state(),
+                           extra=extra or None)
         else:  # the global state in the usual place (what `inspect` and `--checkpoint` readers see)
             g = self.projects.global_state
             trs, opts = self.projects.trees()
-            self.ckpt.save(self.step, g, self.learner.tx.init(g), self._host_state(),
-                           extra={"projects": trs, "project_opt": opts} if trs else None)
+            if trs:
+                extra.update(projects=trs, project_opt=opts)
+            self.ckpt.save(self.step, g, self.learner.tx.init(g), self._host_state(), extra=extra or None)
         if self.cfg.states:
             self._publish()
 
     def _publish(self, candidate=None) -> None:
-        """The tuned start state(s) into the named-state store (the server picks them up without a restart).
-        Per-project: the global state under the run's name, each project's as `<project>`, its child."""
+        """The tuned start state(s) into the named-state store (the server picks them up without a restart), each
+        with its session memory. Per-project: the global state under the run's name (with the run's memory), each
+        project's as `<project>`, its child (with the project's)."""
         from rwkvjax.io.states import StateStore
         from rwkvjax.text.tokenizer import tokenizer_id
+        from rwkvjax.train.session_memory import GLOBAL
         store, name = StateStore(self.cfg.states), self.cfg.state_name or Path(self.cfg.ckpt_dir).name
         source = {"checkpoint": str(self.ckpt.directory), "step": self.step}
         put = functools.partial(store_trainable, store, base_hash=self.base_hash, tokenizer=tokenizer_id(self.tok))
+        mem = (lambda n: None) if self.memory is None else self.memory.memories.get  # each state brings its memory
         if self.projects is None:
-            put(name, self.learner.trainable, source=source)
+            put(name, self.learner.trainable, source=source, memory=mem(GLOBAL))
             return
-        top = put(name, self.projects.global_state, source={**source, "scope": "global"})
+        top = put(name, self.projects.global_state, source={**source, "scope": "global"}, memory=mem(GLOBAL))
         if candidate is not None:
-            put(f"{name}.candidate", candidate.trainable, parent=top.id,
+            put(f"{name}.candidate", candidate.trainable, parent=top.id, memory=mem(GLOBAL),
                 source={**source, "scope": "consolidation candidate", "reason": candidate.reason})
         for p, tr in self.projects.trees()[0].items():
-            put(p, tr, parent=top.id, source={**source, "scope": "project", "project": p})
+            put(p, tr, parent=top.id, source={**source, "scope": "project", "project": p}, memory=mem(p))
 
     def consolidate_now(self) -> dict:
         """Sleep consolidation of the project states into the global one (`train.consolidate`); the outcome
@@ -264,6 +308,10 @@ class Trainer:
                 self.projects.switch(project)
                 if self.gate is not None:
                     self.gate.switch(project, self.learner.trainable)
+                if self.memory is not None:
+                    self.memory.switch(project)
+            if self.memory is not None:  # the model's opinion from the start state before this step's update
+                self.memory.prepare(live, self.learner.trainable)
             yield live
 
     # ----- one step's record -----
@@ -295,7 +343,12 @@ class Trainer:
     # ----- the run -----
     def hooks(self, progress: bool | None) -> list[hooks.Hook]:
         cfg = self.cfg
-        out: list[hooks.Hook] = [self.gate] if self.gate is not None else []
+        out: list[hooks.Hook] = []
+        if self.memory is not None:  # first: the gate's canary probe reads the memory that learned the step
+            from rwkvjax.train.session_memory import MemoryHook
+            out.append(MemoryHook(self.memory, transactional=self.gate is not None))
+        if self.gate is not None:
+            out.append(self.gate)
         if cfg.consolidate_every:
             from rwkvjax.train.consolidate import Consolidate
             out.append(Consolidate(cfg.consolidate_every, self.consolidate_now))

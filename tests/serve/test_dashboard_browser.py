@@ -154,7 +154,20 @@ def test_the_page_follows_a_training_run_in_chromium(training, tmp_path):
             assert (float(s["value"]), int(s["step"])) == (value, step), s
         assert {"loss"} <= by_chart["loss"] and {"live_bits_per_byte", "bits_per_byte"} <= by_chart["bpb"]
         assert {"canary_bpb", "canary_start_bpb"} <= by_chart["canary"] and by_chart["roles"]
-        assert {"gate_counts/accepted", "gate_counts/rolled_back", "gate_counts/quarantined"} == by_chart["gate"]
+        # the session memory: the mixture beside the models, the canaries with a copy of it, what it holds
+        assert {"memory_live_bpb", "frozen_live_bpb"} <= by_chart["bpb"]
+        assert {"canary_mix_bpb", "canary_mix_start_bpb"} <= by_chart["canary"]
+        assert by_chart["memory"] == {"memory/history_symbols", "memory/buckets_used", "memory/mb"}
+        # the checkpoint box (api/run, polled every 3 s) once it shows the last checkpoint, step 6
+        box_js = ("return Object.fromEntries([...document.querySelectorAll('#checkpoint dt')]"
+                  ".map(dt => [dt.textContent, dt.nextElementSibling.textContent]))")
+        shows_last = "return document.getElementById('ckpt-note').textContent.startsWith('step 6;')"
+        assert records[-1]["step"] == 6 and wait_for(lambda: d.execute_script(shows_last), 15)
+        box = d.execute_script(box_js)
+        assert "live bits/byte (last steps)" in box and "model + memory" in box["live bits/byte (last steps)"], box
+        assert f"{records[-1]['memory']['symbols_seen']:,} symbols seen" in box["session memory"], box
+        assert {"gate_counts/accepted", "gate_counts/rolled_back", "gate_counts/quarantined",
+                "gate_counts/memory_rolled_back"} == by_chart["gate"]
         assert {"promotion_rate", "merge_rate", "steps_per_base_token"} == by_chart["merges"]
         assert by_chart["speed"] == {"tokens_per_s"} and by_chart["replay"] == {"replay_size"}
         counts = d.execute_script("return document.querySelector('[data-chart=surprise] .plot').dataset.counts")
@@ -224,6 +237,9 @@ def test_the_data_routes_match_the_finished_run(training):
             assert v == field(rec, key), (row["step"], key)
     summary = info["checkpoint"]["summary"]
     assert info["checkpoint"]["step"] == summary["step"] == 6 and summary["train_config"]["merges"] is True
+    mem = summary["memory"]
+    assert mem["memories"]["_run"]["symbols_seen"] == records[5]["memory"]["symbols_seen"] > 0
+    assert mem["bits_per_byte"]["mixture"]["last"] > 0 and "frozen" in mem["bits_per_byte"]
     assert summary["gate"]["counts"]["accepted"] == records[5]["gate_counts"]["accepted"]
     assert info["states"]["folder"] == str(training.states) and info["states"]["origin"] == "the run's --states"
     root = next(n for n in info["states"]["tree"] if n["name"] == training.ckpt.name)

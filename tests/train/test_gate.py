@@ -133,6 +133,7 @@ def test_gate_state_round_trips(demo):
     other.load_state_dict(gate.state_dict())
     assert other.state_dict() == gate.state_dict()
     assert len(other.slice) == len(gate.slice) > 0
-    assert list(other._recent) == list(gate._recent) and len(gate._recent) > 0  # a resumed run screens alike
+    mine, theirs = gate.redundancy._recent, other.redundancy._recent
+    assert list(theirs) == list(mine) and len(mine) > 0  # a resumed run screens alike
     again = _windows(demo, "t", "some text that is long enough for a few windows " * 4)[0]
     assert other.screen(again) == gate.screen(again)

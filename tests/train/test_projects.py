@@ -71,11 +71,40 @@ def test_project_states_are_in_the_store_with_lineage(run):
         np.testing.assert_allclose(arr, np.asarray(to_host(run["trainer"].projects.trees()[0][p]).wkv))
 
 
+def test_each_project_has_a_memory_and_the_global_one_learns_them_all(run):
+    """A project's memory starts as a copy of the global one and learns its own windows; the global memory learns
+    every project's: replaying the records in order, each project's memory grows only by what it learned, and
+    what they learned adds up to the global memory."""
+    from rwkvjax.io.states import StateStore
+    from rwkvjax.memory.memory import SessionMemory
+    from rwkvjax.train.session_memory import GLOBAL
+    recs, mems = run["recs"], run["trainer"].memory.memories
+    assert set(mems) == {GLOBAL, ALPHA, BETA}
+    seen, total = {}, 0
+    for r in recs:
+        now = r["memory"]["symbols_seen"]
+        before = seen.get(r["project"], total)  # a new project's memory: the global one as it was
+        learned = r["memory_symbols"] if r["gate"] == "accepted" else 0
+        assert now - before == learned, r["step"]
+        seen[r["project"]], total = now, total + learned
+        assert r["memory_global_live_bpb"] is not None
+    assert mems[GLOBAL].symbols_seen == total > mems[ALPHA].symbols_seen
+    # published with the states: the run's state brings the global memory, each project's its own
+    store = StateStore(run["cfg"].states, create=False)
+    for state, name in (("ck", GLOBAL), (ALPHA, ALPHA), (BETA, BETA)):
+        saved = SessionMemory.load(store.memory_file(store.get(state))).state_dict()[1]
+        for k, v in mems[name].state_dict()[1].items():
+            np.testing.assert_array_equal(saved[k], v)
+
+
 def test_resume_restores_every_project(run):
     cfg = run["cfg"]
     chex.clear_trace_counter()
     with Trainer(cfg, model=rwkvjax.load(DEMO_MODEL)) as again:  # closed, so the folder is free for the next test
         assert set(again.projects.names) == {ALPHA, BETA}
+        for name, mem in run["trainer"].memory.memories.items():
+            for k, v in mem.state_dict()[1].items():
+                np.testing.assert_array_equal(again.memory.memories[name].state_dict()[1][k], v)
         for p in (ALPHA, BETA):
             np.testing.assert_allclose(np.asarray(to_host(again.projects.snapshot(p).trainable).wkv),
                                        np.asarray(to_host(run["trainer"].projects.snapshot(p).trainable).wkv))
@@ -107,6 +136,12 @@ def test_cli_consolidate_writes_the_store_and_a_resumed_run_adopts_it(run):
     store = StateStore(cfg.states, create=False)
     rec = store.get(out["state"])
     assert rec.source["consolidated"] == out["checkpoint_step"] and rec.source["reason"] == out["reason"]
+    # the state it writes keeps the run's memory (a promoted global state would otherwise lose it)
+    from rwkvjax.memory.memory import SessionMemory
+    from rwkvjax.train.session_memory import checkpoint_memory
+    saved, ck = SessionMemory.load(store.memory_file(rec)).state_dict()[1], checkpoint_memory(cfg.ckpt_dir)
+    for k, v in ck.state_dict()[1].items():
+        np.testing.assert_array_equal(saved[k], v)
     if out["promoted"]:
         assert out["state"] == "ck"
         chex.clear_trace_counter()

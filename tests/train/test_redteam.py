@@ -34,7 +34,7 @@ def scenario(tmp_path_factory):
     mixed, mixed_tr = run_arm(root / "mixed", root / "ck-mixed", model=model, steps=None, ctx_len=CTX)
     clean, clean_tr = run_arm(root / "clean", root / "ck-clean", model=model, steps=None, ctx_len=CTX)
     return dict(model=model, tok=tok, kinds=kinds, mixed=mixed, clean=clean, mixed_tr=mixed_tr,
-                clean_tr=clean_tr, held=held, canaries=canaries)
+                clean_tr=clean_tr, held=held, canaries=canaries, poison=poison, root=root)
 
 
 @pytest.mark.slow
@@ -49,6 +49,27 @@ def test_canaries_hold_over_the_whole_run(scenario):
                       wkv_impl="scan")
     final = float(np.mean(list(probe(scenario["mixed_tr"]).values())))
     assert final <= start * 1.01
+
+
+@pytest.mark.slow
+def test_the_memory_keeps_the_canaries_and_the_flood_out(scenario):
+    """The canaries scored with the session memory stay within the gate's bound (1% over the model's own canary
+    figure at the start: see train/gate.py for why not the mixture's); the memory never learned a canary passage
+    (the canary copy is screened, and the probe reads a copy of the memory) nor the flood."""
+    from rwkvjax.train.session_memory import checkpoint_memory
+    recs = scenario["mixed"]
+    start = recs[0]["canary_start_bpb"]
+    assert recs[0]["canary_mix_start_bpb"] < start  # the memory helps on the canaries too, at first
+    assert all(r["canary_mix_bpb"] <= start * 1.01 for r in recs)
+    mem = checkpoint_memory(scenario["root"] / "ck-mixed")
+    n = mem.symbols_seen
+    hist = bytes(mem.state_dict()[1]["hist"][:n].astype(np.uint8))
+    assert n == sum(r["memory_symbols"] for r in recs if r["gate"] == "accepted") > 0
+    for text in scenario["canaries"].values():
+        probe = text.encode()[:4096]
+        assert not any(probe[i:i + 64] in hist for i in range(0, len(probe) - 64, 16))
+    line = scenario["poison"]["repeated_line"].split("\n")[0].encode() + b"\n"
+    assert hist.count(line) <= 2 * (CTX // len(line) + 1)  # at most the windows where the flood begins
 
 
 @pytest.mark.slow

@@ -138,7 +138,8 @@ def test_inspect_and_merge_stats_cli(small_model_file, traces, tmp_path):
                                           env=_env(), capture_output=True, text=True, timeout=300)
     base, tuned = score(), score("--checkpoint", str(ck))
     assert base.returncode == tuned.returncode == 0, tuned.stderr[-2000:]
-    bpb = lambda r: float(r.stdout.strip().splitlines()[-1].split("\t")[-1].split()[0])
+    bpb = lambda r: float(next(f for f in r.stdout.strip().splitlines()[-1].split("\t")
+                               if f.endswith("bits/byte")).split()[0])  # the "total" line's "<x> bits/byte"
     assert bpb(base) != bpb(tuned)
     from rwkvjax.io.tuned_state import load_tuned_state
     st = load_tuned_state(ck, SMALL, rwkvjax.load(small_model_file)[1])

@@ -7,9 +7,10 @@ unreadable; the resumed run's record glued to its end (it starts with `{"step"`)
 run re-logs the steps after its last checkpoint: as `eval.inspect.read_metrics` does, the newest record of
 a step wins, so the rows from that step on are dropped and `version` changes.
 
-Rows keep the scalar fields (a dict of scalars, e.g. `gate_counts`, becomes `gate_counts/<key>`); list
-fields (replay histogram, top merges) are kept for the newest step only; gate decisions other than
-"accepted" and screened windows become events.
+Rows keep the scalar fields (a dict of scalars, e.g. `gate_counts` or `memory`, becomes `gate_counts/<key>`);
+list fields (replay histogram, top merges) are kept for the newest step only; gate decisions other than
+"accepted", screened windows, windows the session memory's flood screen skipped and steps whose learning by the
+memory the gate undid become events.
 """
 
 from __future__ import annotations
@@ -49,11 +50,16 @@ def split_record(rec: dict) -> tuple[dict, dict, list[dict]]:
             row[k] = v
         elif isinstance(v, dict) and all(_scalar(x) for x in v.values()):
             row.update({f"{k}/{sub}": x for sub, x in v.items()})
-        elif k not in ("screened", "live_sessions"):
+        elif k not in ("screened", "memory_screened", "live_sessions"):
             bulky[k] = v
     step, sessions = row["step"], ",".join(rec.get("live_sessions") or [])
     events = [{"step": step, "decision": "screened", "reason": w.get("reason"), "session": w.get("session")}
               for w in rec.get("screened") or []]
+    events += [{"step": step, "decision": "memory screened", "reason": w.get("reason"), "session": w.get("session")}
+               for w in rec.get("memory_screened") or []]
+    if rec.get("memory_gate") == "rolled_back":
+        events.append({"step": step, "decision": "memory learning undone", "reason": rec.get("memory_gate_reason"),
+                       "session": sessions})
     if rec.get("gate") in ("rolled_back", "quarantined"):
         events.append({"step": step, "decision": rec["gate"], "reason": rec.get("gate_reason"), "session": sessions})
     elif rec.get("rolled_back") and rec.get("gate") is None:  # a veto by another hook

@@ -14,11 +14,15 @@ const SPECS = {
     {key: "live_bits_per_byte", label: "live windows, before the update"},
     {key: "bits_per_byte", label: "batch (live + replay)"},
     {key: "frozen_live_bpb", label: "live windows, frozen model"},
+    {key: "memory_live_bpb", label: "live windows, model + session memory"},
+    {key: "memory_global_live_bpb", label: "live windows, model + the run's global memory"},
     {key: "heldout_slice_bpb", label: "held-out slice"}]},
   roles: {prefix: "role_bpb/", empty: "no per-role figures in these records"},
   canary: {series: [
     {key: "canary_bpb", label: "canaries (gate: last accepted state)"},
-    {key: "canary_start_bpb", label: "canaries at the start"}],
+    {key: "canary_start_bpb", label: "canaries at the start"},
+    {key: "canary_mix_bpb", label: "canaries, model + a copy of the session memory"},
+    {key: "canary_mix_start_bpb", label: "the same at the start"}],
     prefix: "eval/", empty: "no canary figures: the gate is off and --eval-every is 0"},
   gate: {series: [
     {key: "gate_counts/accepted", needs: "gate", label: "accepted",
@@ -26,10 +30,16 @@ const SPECS = {
     {key: "gate_counts/rolled_back", needs: "gate", label: "rolled back",
      derive: countOr("gate_counts/rolled_back", "gate", "rolled_back")},
     {key: "gate_counts/quarantined", needs: "gate", label: "quarantined (incl. screened windows)",
-     derive: countOr("gate_counts/quarantined", "gate", "quarantined")}],
+     derive: countOr("gate_counts/quarantined", "gate", "quarantined")},
+    {key: "gate_counts/memory_rolled_back", label: "session memory's learning undone (update kept)"}],
     empty: "the update gate is off in this run (--no-gate)"},
   speed: {series: [{key: "tokens_per_s", label: "tokens/s (training step)"}]},
   replay: {series: [{key: "replay_size", label: "windows in the buffer"}]},
+  memory: {series: [
+    {key: "memory/history_symbols", label: "history held (symbols)"},
+    {key: "memory/buckets_used", label: "context buckets in use"},
+    {key: "memory/mb", label: "size (MB)", scale: "r"}],
+    empty: "the session memory is off in this run (train --no-memory)"},
   merges: {series: [
     {key: "promotion_rate", needs: "promotions", label: "new merges per step", derive: rate("promotions")},
     {key: "merge_rate", needs: "merges", label: "merged pairs per step", derive: rate("merges")},
@@ -143,6 +153,7 @@ function applyRun(info) {
         `${g.counts.quarantined} (${g.screened_windows} screened)`],
         ["canaries", `${fmt(g.canary_start_bpb)} → ${fmt(g.canary_last_bpb)} bpb`]);
     }
+    pairs.push(...memoryPairs(s.memory));
     box.replaceChildren(...pairs.flatMap(([k, v]) => {
       const dt = document.createElement("dt"), dd = document.createElement("dd");
       dt.textContent = k;
@@ -155,6 +166,23 @@ function applyRun(info) {
   document.getElementById("states-note").textContent = st.folder ? `${st.folder}${st.note ? ": " + st.note : ""}` :
     st.note;
   document.getElementById("states").replaceChildren(...st.tree.map(stateNode));
+}
+
+// the checkpoint's session memories (size, what they hold) and the live bits/byte of the mixture beside the
+// tuned and frozen model's, over the last steps
+const MEMORY_FIGURES = [["mixture", "model + memory"], ["tuned", "tuned model"], ["frozen", "frozen model"],
+  ["global_mixture", "model + global memory"]];
+
+function memoryPairs(m) {
+  if (!m) return [["session memory", "off (train --no-memory)"]];
+  const out = Object.entries(m.memories).map(([name, st]) => [
+    name === "_run" ? "session memory" : `memory of ${name}`,
+    st ? `${fmt(st.mb)} MB of ${fmt(st.memory_mb)}, ${fmt(st.symbols_seen)} symbols seen, history ` +
+      `${fmt(st.history_symbols)} of ${fmt(st.history_capacity)}` : "no statistics in this checkpoint"]);
+  const figs = MEMORY_FIGURES.filter(([k]) => m.bits_per_byte[k])
+    .map(([k, label]) => `${label} ${fmt(m.bits_per_byte[k].last)}`);
+  if (figs.length) out.push(["live bits/byte (last steps)", figs.join(" · ")]);
+  return out;
 }
 
 function stateNode(n) {
