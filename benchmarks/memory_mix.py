@@ -153,7 +153,7 @@ def speed(sessions, vocab: int) -> dict:
     settings = MemorySettings.for_vocab(vocab)
     SessionMemory(settings).score(s["st"][:64], s["bits"][:64], s["tokens"][:64])  # compile
     best = {"score_MB_s": 0.0, "absorb_MB_s": 0.0}
-    for _ in range(3):
+    for _ in range(7):  # best of 7: the machine is shared, the best run is the least disturbed
         m = SessionMemory(settings)
         t = time.perf_counter()
         m.score(s["st"], s["bits"], s["tokens"])

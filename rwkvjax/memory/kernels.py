@@ -232,6 +232,13 @@ def kernel(mode, P, F, R, hist, hashes, table, mt, sm, W, wf, apm, rates, ST, SQ
                     keys[nib, j] = key
                     i = np.int64((key >> np.uint64(32)) & np.uint64(tmask)) & ~np.int64(1)
                     touch ^= table[i * 16] ^ table[i * 16 + 16]
+            if sse_w > 0.0 and mode == SCORE:  # and the SSE entries of the path's nodes, both ends of each (x1.03)
+                prev = (np.int64(hist[(R[R_POS] - 1) & hmask]) & 255) * n1
+                for k in range(nb):
+                    c0 = (sym >> (nb - k)) | (np.int64(1) << k)
+                    node = c0 if nb <= 8 else (k >> 2) * 16 + ((np.int64(1) << (k & 3)) | (c0 & ((np.int64(1) << (k & 3)) - 1)))
+                    ia = (prev + node) * 33
+                    touch ^= apm[ia] ^ apm[ia + 32]
             R[R_TOUCH] = touch
         for nib in range(nn):
             k0 = 4 * nib
@@ -330,7 +337,11 @@ def kernel(mode, P, F, R, hist, hashes, table, mt, sm, W, wf, apm, rates, ST, SQ
                             S[k, 0] = da
                             S[k, 1] = db
                             S[k, 2] = df
-                            pm = 1.0 / (1.0 + math.exp(-df))
+                            # squash by table, as the mixers learn (an exp per node cost a twentieth of the time)
+                            u = (df + ST_CLIP) * SQ_STEP
+                            iu = int(u)
+                            fu = u - iu
+                            pm = SQ[iu] * (1.0 - fu) + SQ[iu + 1] * fu
                             # secondary estimation (SSE): p refined by what followed this (node, previous symbol, p)
                             # before; measured on the sample sessions: -0.8% bits alone, -1.4% primed (a second map by
                             # surprise and match state beside it did not help)
