@@ -21,14 +21,16 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 
-def _server(model_path: str, **kw):
+def serve_process(model_path: str, *argv: str, **kw):
+    """`cli.py serve` in its own process on a free loopback port, with `argv` and `--key=value` flags from `kw`;
+    (url, process) once /health answers."""
     import subprocess
     import urllib.request
     with socket.socket() as sk:
         sk.bind(("127.0.0.1", 0))
         port = sk.getsockname()[1]
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in kw.items()]
-    proc = subprocess.Popen([sys.executable, "cli.py", "serve", "--model", model_path, "--port", str(port), *flags],
+    flags = [*argv, *(f"--{k.replace('_', '-')}={v}" for k, v in kw.items())]
+    proc = subprocess.Popen([sys.executable, "cli.py", "serve", "--model", str(model_path), "--port", str(port), *flags],
                             cwd=sys.path[0], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 900
@@ -113,7 +115,7 @@ def main():
         cfg = rwkvjax.PRESETS["0.1B"]
         path = str(Path(tempfile.mkdtemp()) / "random-0.1B.safetensors")
         save_official(init_params(cfg, 0), cfg, path, "fp32")
-    url, proc = _server(path, max_batch=max(a.streams), max_waiting=4 * max(a.streams))
+    url, proc = serve_process(path, max_batch=max(a.streams), max_waiting=4 * max(a.streams))
     try:
         for s in a.streams:
             asyncio.run(_case(url, s, 2, a.case_timeout))  # the server compiled its shapes at start; warm the path

@@ -146,30 +146,6 @@ def bench_generate(a) -> None:
                                       "text": bytes(rs[0][1][:80]).decode(errors="replace")}), flush=True)
 
 
-def _server(model: Path, argv: list[str]):
-    """`cli.py serve` in its own process on a free loopback port; (url, process) once /health answers."""
-    import socket
-    import subprocess
-    import urllib.request
-    with socket.socket() as sk:
-        sk.bind(("127.0.0.1", 0))
-        port = sk.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "cli.py", "serve", "--model", str(model), "--port", str(port), *argv],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 900
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url + "/health", timeout=5)
-            return url, proc
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError("the server exited during start-up")
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("the server did not start")
-
-
 def bench_serve(a) -> None:
     import asyncio
     import importlib.util
@@ -179,7 +155,7 @@ def bench_serve(a) -> None:
     variants = {"--no-memory": ["--no-memory"], "memory, K=0": ["--draft-tokens", "0"], "memory, default K": []}
     batch = ["--max-batch", str(max(a.streams)), "--max-waiting", str(4 * max(a.streams))]
     for name, argv in variants.items():
-        url, proc = _server(MODELS[a.model], argv + batch)
+        url, proc = sb.serve_process(MODELS[a.model], *argv, *batch)
         try:
             for s in a.streams:
                 asyncio.run(sb._case(url, s, 2, a.case_timeout))  # warm the path

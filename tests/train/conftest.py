@@ -18,3 +18,15 @@ def small_model_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "small.safetensors"
     save_official(init_params(SMALL, 0, live_output=True), SMALL, path)
     return path
+
+
+@pytest.fixture(scope="module")
+def model_file(small_model_file) -> Path:
+    """The small model's file, under the name the tests that train it use."""
+    return small_model_file
+
+
+@pytest.fixture(scope="module")
+def model(model_file):
+    """The small model, loaded once per test module."""
+    return rwkvjax.load(model_file)

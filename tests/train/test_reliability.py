@@ -25,16 +25,6 @@ from tests.conftest import REPO
 from tests.train.conftest import SMALL
 
 
-@pytest.fixture(scope="module")
-def model_file(small_model_file) -> Path:
-    return small_model_file
-
-
-@pytest.fixture(scope="module")
-def model(model_file):
-    return rwkvjax.load(model_file)
-
-
 def _cfg(ckpt, model_file, **kw):
     base = dict(ckpt_dir=str(ckpt), source=(str(DEMO_TRACES),), steps=3, ctx_len=16, merges=False,
                 replay_per_step=1, save_every=1, keep=5, model=str(model_file), gate=False)

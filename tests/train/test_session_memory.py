@@ -9,19 +9,15 @@ import dataclasses
 import json
 import logging
 import os
-import random
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import chex
 import numpy as np
 import pytest
 
-import rwkvjax
 from rwkvjax.errors import CheckpointMismatch, ConfigError
 from rwkvjax.io.checkpoint import TrainCheckpointer
 from rwkvjax.memory.memory import MemorySettings, SessionMemory
@@ -31,19 +27,10 @@ from rwkvjax.train.run import DEMO_TRACES, Trainer
 from rwkvjax.train.session_memory import GLOBAL, FloodScreen, RunMemory, checkpoint_memory, window_paths
 from rwkvjax.train.trainable import init_trainable
 from tests.conftest import REPO
+from tests.tools.kill_resume import run_killed
 from tests.tools.synth_sessions import write_session
 
 MB = 8.0  # small memories: the per-step copies stay cheap
-
-
-@pytest.fixture(scope="module")
-def model_file(small_model_file) -> Path:
-    return small_model_file
-
-
-@pytest.fixture(scope="module")
-def model(model_file):
-    return rwkvjax.load(model_file)
 
 
 @pytest.fixture(autouse=True)
@@ -288,25 +275,7 @@ def test_resume_after_sigkill_restores_the_memory_bit_for_bit(model_file, tmp_pa
     assert r.returncode == 0, r.stderr[-3000:]
 
     killed = tmp_path / "killed"
-    rng = random.Random()
-    kills = 0
-    for attempt in range(6):
-        p = subprocess.Popen(_train_argv(model_file, traces, killed, steps), env=_env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        if attempt < 2:  # kill twice at a random moment after a checkpoint exists, then let it finish
-            deadline = time.time() + 600
-            while time.time() < deadline and p.poll() is None and not any(killed.glob("[0-9]*")):
-                time.sleep(0.2)
-            time.sleep(rng.uniform(0.0, 3.0))
-            if p.poll() is None:
-                p.send_signal(signal.SIGKILL)
-                kills += 1
-            p.communicate(timeout=60)
-            continue
-        out, err = p.communicate(timeout=900)
-        assert p.returncode == 0, err[-3000:]
-        break
-    assert kills >= 1
+    assert run_killed(_train_argv(model_file, traces, killed, steps), killed, _env()) >= 1
 
     a, b = _step_memories(ref), _step_memories(killed)
     assert max(a) == max(b) == steps and set(b) <= set(a)

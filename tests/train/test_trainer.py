@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -21,6 +20,7 @@ from rwkvjax.io.checkpoint import TrainCheckpointer
 from rwkvjax.model.init import init_params
 from rwkvjax.train.run import DEMO_TRACES, TrainConfig, Trainer
 from tests.conftest import REPO
+from tests.tools.kill_resume import run_killed
 from tests.train.conftest import SMALL
 
 
@@ -56,25 +56,7 @@ def test_resume_after_sigkill_neither_loses_nor_repeats(small_model_file, traces
     assert r.returncode == 0, r.stderr[-3000:]
 
     killed = tmp_path / "killed"
-    rng = random.Random()
-    kills = 0
-    for attempt in range(6):
-        p = subprocess.Popen(_train_argv(small_model_file, traces, killed, steps), env=_env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        if attempt < 2:  # kill twice at a random moment after a checkpoint exists, then let it finish
-            deadline = time.time() + 600
-            while time.time() < deadline and p.poll() is None and not any(killed.glob("[0-9]*")):
-                time.sleep(0.2)
-            time.sleep(rng.uniform(0.0, 3.0))
-            if p.poll() is None:
-                p.send_signal(signal.SIGKILL)
-                kills += 1
-            p.communicate(timeout=60)
-            continue
-        out, err = p.communicate(timeout=900)
-        assert p.returncode == 0, err[-3000:]
-        break
-    assert kills >= 1
+    assert run_killed(_train_argv(small_model_file, traces, killed, steps), killed, _env()) >= 1
 
     a_ref, h_ref = _final(ref)
     a_kill, h_kill = _final(killed)
