@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import math
 import time
 
 import jax
@@ -32,6 +31,7 @@ from rwkvjax.merges.hypernet_io import save_hypernet
 from rwkvjax.merges.units import MERGED, PLAIN
 from rwkvjax.model.params import params_hash
 from rwkvjax.model.state import zero_state
+from rwkvjax.model.units import LN2
 from rwkvjax.train.corpus import corpus_files, read_text_files
 from rwkvjax.train.data import make_batch, stream_windows
 from rwkvjax.train.optim import Group, make_optimizer
@@ -41,7 +41,6 @@ from rwkvjax.train.trainable import group_labels, init_trainable
 
 __all__ = ["HyperTrainConfig", "run_hyper_train"]
 
-LN2 = math.log(2.0)
 
 
 # ----- training and measurement -----

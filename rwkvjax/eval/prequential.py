@@ -15,7 +15,6 @@ compressors are primed with. Protocol: Dawid's prequential principle (https://do
 from __future__ import annotations
 
 import dataclasses
-import math
 import threading
 import time
 
@@ -37,6 +36,7 @@ from rwkvjax.memory.memory import MemorySettings, SessionMemory
 from rwkvjax.merges.units import MERGED, PLAIN
 from rwkvjax.model.params import params_hash
 from rwkvjax.model.state import State
+from rwkvjax.model.units import LN2
 from rwkvjax.train.data import Window, stream_windows
 from rwkvjax.train.learner import Learner
 from rwkvjax.train.loop import train_loop
@@ -47,7 +47,6 @@ from rwkvjax.train.trainable import Trainable, init_trainable, initial_state
 
 __all__ = ["ARMS", "EvalConfig", "ROLES", "Session", "load_sessions", "run_eval", "POSITION_BUCKETS"]
 
-LN2 = math.log(2.0)
 POSITION_BUCKETS = ((0, 256), (256, 1024), (1024, 4096), (4096, None))
 LEARNERS = ("tuned", "tuned_tbptt", "tuned_replay", "tuned_replay_reducible", "tuned_gated", "merges")
 RESET_OF = {"frozen_reset": "frozen", "tuned_reset": "tuned"}

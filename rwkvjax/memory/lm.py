@@ -9,7 +9,6 @@ bit level over the vocabulary), so the host receives nbits numbers per position 
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -19,9 +18,9 @@ from rwkvjax.memory.memory import SessionMemory
 from rwkvjax.model.config import Config
 from rwkvjax.model.rwkv7 import embed, forward_hidden, head_logits, piece_lengths
 from rwkvjax.model.state import State
+from rwkvjax.model.units import LN2
 from rwkvjax.model.wkv import WkvImpl
 
-LN2 = math.log(2.0)
 
 
 def path_stretch(logits_TV, syms_T, nbits: int):

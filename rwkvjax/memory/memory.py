@@ -243,7 +243,7 @@ class SessionMemory:
 
     def stats(self) -> dict:
         """What `inspect` and the dashboard show: size, what it holds, and how full it is."""
-        a, (hbits, tbits, mbits) = self.a, self.settings.sizes()
+        a, (hbits, tbits, _) = self.a, self.settings.sizes()
         used = int(np.count_nonzero(a["table"][::16]))
         return {"symbols_seen": self.symbols_seen, "history_symbols": min(self.symbols_seen, 1 << hbits),
                 "history_capacity": 1 << hbits, "buckets_used": used, "buckets": 1 << tbits,

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import math
 import time
 
 import jax
@@ -39,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rwkvjax.merges.units import PLAIN
+from rwkvjax.model.units import LN2
 from rwkvjax.model.wkv import WkvImpl
 from rwkvjax.train.data import Window, make_batch
 from rwkvjax.train.loop import Hook, StepInfo, Veto
@@ -46,7 +46,6 @@ from rwkvjax.train.objective import loss_and_metrics
 from rwkvjax.train.probe import TextProbe
 from rwkvjax.train.step import make_eval_fn, state_norm, to_host
 
-LN2 = math.log(2.0)
 # the dispatcher's default: with nothing differentiated it runs the fastest forward (benchmarks/RESULTS.md, WKV kernels)
 FORWARD_WKV = WkvImpl.AUTO
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -17,10 +16,10 @@ import optax
 from rwkvjax.merges.units import PLAIN, SlotBatch, UnitFns
 from rwkvjax.model.config import Config
 from rwkvjax.model.rwkv7 import forward_hidden
+from rwkvjax.model.units import LN2
 from rwkvjax.train.remat import POLICIES
 from rwkvjax.train.trainable import Trainable, initial_state
 
-LN2 = math.log(2.0)
 
 
 @jax.tree_util.register_dataclass

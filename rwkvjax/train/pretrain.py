@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import platform
 import shutil
 import time
@@ -36,6 +35,7 @@ from rwkvjax.io.lock import LOCK_NAME, RunLock
 from rwkvjax.model.init import init_params
 from rwkvjax.model.rwkv7 import embed, forward_hidden, head_logits
 from rwkvjax.model.state import zero_state
+from rwkvjax.model.units import LN2
 from rwkvjax.train.config import PretrainConfig
 from rwkvjax.train.corpus import build_corpus, default_roots
 from rwkvjax.train.hooks import repair_torn_tail
@@ -48,7 +48,6 @@ _DECAYED = {"emb", "head", "W_r", "W_k", "W_v", "W_o", "ffn_key", "ffn_value"}
 # settings a resumed run must keep (the rest, e.g. steps, lr or eval cadence, may change)
 FIXED = ("vocab", "n_layer", "n_embd", "ctx_len", "windows_per_segment", "batch", "seed", "corpus",
          "heldout_every", "heldout_packages", "max_file_bytes", "max_bytes")
-LN2 = math.log(2.0)
 
 
 def _lr_mask(params):

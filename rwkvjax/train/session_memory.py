@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import os
 import time
 
@@ -39,6 +38,7 @@ from rwkvjax.memory.memory import MemorySettings, SessionMemory
 from rwkvjax.merges.dyntok import expand
 from rwkvjax.model.config import Config
 from rwkvjax.model.rwkv7 import embed, forward_hidden, head_logits
+from rwkvjax.model.units import LN2
 from rwkvjax.model.wkv import WkvImpl
 from rwkvjax.train.data import Window, base_per_window
 from rwkvjax.train.loop import Hook, StepInfo
@@ -48,7 +48,6 @@ from rwkvjax.train.trainable import Trainable, initial_state
 ITEM = "memory"
 SCREEN_ITEM = "memory_screen"  # the flood screen's table (`train` only)
 GLOBAL = "_run"
-LN2 = math.log(2.0)
 
 
 # ----- the checkpoint layout (read by generate, score and serve too) -----

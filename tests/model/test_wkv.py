@@ -10,6 +10,7 @@ form under `jax.vjp` (the shared test). Relative error = max|got - ref| / max|re
 from __future__ import annotations
 
 import functools
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -59,7 +60,8 @@ def _params():
 def _reference(case):
     """Inputs, cotangents and the float64 reference for a case (shared by all implementations)."""
     B, T, H, N, s0, dtype = case
-    xs = rwkv_inputs(hash(case) % 2**31, B, T, H, N, dtype=dtype, s0=s0)
+    # seeded from the case's id, so a failure reproduces from its test id (hash() of a str changes per process)
+    xs = rwkv_inputs(zlib.crc32(_case_id(case).encode()), B, T, H, N, dtype=dtype, s0=s0)
     rng = np.random.default_rng(7)
     cot_y = jnp.asarray(rng.standard_normal((B, T, H, N)), F32)
     cot_sT = jnp.asarray(rng.standard_normal((B, H, N, N)), F32)
