@@ -12,6 +12,7 @@ pending steps, so it starts from the state they made.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import queue
@@ -40,6 +41,7 @@ class TTTSettings:
     ctx_len: int = 256     # tokens per training window
     windows: int = 2       # windows per update: the newest, and the one before it
     wait_s: float = 30.0   # a new turn waits at most this long for its conversation's pending steps
+    log_turns: int = 256   # the last turns' records kept in memory (`ConversationTuner.log`)
 
 
 class ConversationTuner:
@@ -54,9 +56,10 @@ class ConversationTuner:
                                live_per_step=settings.windows, wkv_impl="chunked")
         self.gate = UpdateGate(config, params, tok, canaries or read_texts(default_canaries()),
                                ctx_len=settings.ctx_len, settings=GateSettings(slice_every=0))
-        self.trained: dict[str, int] = {}      # conversation -> tokens already trained on
+        # conversations with steps queued or running (an entry goes when they are done: the server may see
+        # millions of conversations; what each has been trained on is in its stored state's record)
         self.pending: dict[str, threading.Event] = {}
-        self.log: list[dict] = []              # one record per turn tuned
+        self.log: collections.deque[dict] = collections.deque(maxlen=settings.log_turns)  # the last turns tuned
         self._jobs: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="ttt", daemon=True)
@@ -100,27 +103,29 @@ class ConversationTuner:
             finally:
                 with self._lock:
                     if self._jobs.empty() or all(j is None or j[0] != name for j in list(self._jobs.queue)):
-                        self.pending[name].set()
+                        self.pending.pop(name).set()
 
     def _start(self, name: str, parent: str | None):
-        """The conversation's state if it has one, else its parent's, else zeros; and the parent's id."""
+        """The conversation's state if it has one, else its parent's, else zeros; the parent's id; and the tokens
+        of the conversation its state was trained on (0 without one)."""
         names = {r.name: r for r in self.store.records()}
         parent_rec = names.get(parent) if parent else None
-        src = names.get(name) or parent_rec
+        own = names.get(state_safe_name(name))
+        src = own or parent_rec
         tr = init_trainable(self.config)
         if src is not None:
             _, arr = self.store.load(src.id, base_hash=self.base_hash, tokenizer=self.tokenizer_id)
             tr = dataclasses.replace(tr, wkv=jnp.asarray(arr["wkv"]))
-        return tr, None if parent_rec is None else parent_rec.id
+        done = int((own.source or {}).get("tokens", 0)) if own is not None else 0
+        return tr, None if parent_rec is None else parent_rec.id, done
 
     def tune(self, name: str, parent: str | None, text: str, memory=None, mark: dict | None = None) -> dict:
         t0 = time.perf_counter()
         tokens = self.tok.encode(text)
-        done = self.trained.get(name, 0)
+        trainable, parent_id, done = self._start(name, parent)
         # the new text, and one window of what came before it for context
         start = max(0, min(done, len(tokens)) - self.s.ctx_len)
         windows = stream_windows(name, tokens[start:], self.s.ctx_len, self.tok)
-        trainable, parent_id = self._start(name, parent)
         self.learner.rollback(Snapshot(trainable, self.tx.init(trainable), None, 0))
         self.gate.switch(name, self.learner.trainable)
         recs = []
@@ -141,7 +146,6 @@ class ConversationTuner:
         rec = self.store.put(state_safe_name(name), tr.wkv, base_hash=self.base_hash, tokenizer=self.tokenizer_id,
                              replace=True, parent=parent_id, source=source, att_shift=tr.att_shift,
                              ffn_shift=tr.ffn_shift, memory=memory)
-        self.trained[name] = len(tokens)
         return {"conversation": name, "state_id": rec.id, "tokens": len(tokens), "steps": len(recs),
                 "accepted": accepted, "decisions": [r.get("gate") for r in recs],
                 "reasons": [r.get("gate_reason") for r in recs if r.get("gate_reason")],

@@ -67,6 +67,8 @@ class GateSettings:
     gram_bytes: int = 32           # n-grams of about this many bytes (8 World tokens, 32 bytes) for the screens
     redundant: float = 0.9         # skip a window when this share of its n-grams was seen in the recent windows
     recent_windows: int = 64       # windows whose 8-grams count as recent
+    remember_states: int = 64      # other states (projects, conversations) whose last canary figure and gradient are
+                                   # kept; a state switched back to after more others is probed again (same figure)
 
 
 def base_window(w: Window, vocab_size: int) -> Window:
@@ -225,8 +227,16 @@ class UpdateGate(Hook):
         if key == self.key:
             return
         if self.last_canary is not None:
+            # most recently left last: a server's conversations come and go, so only the newest are remembered (an
+            # S0-sized gradient each; one per conversation for the server's life was a leak)
+            self._last.pop(self.key, None)
+            self._grads.pop(self.key, None)
             self._last[self.key] = self.last_canary
             self._grads[self.key] = self._cgrad
+            while len(self._last) > self.s.remember_states:
+                oldest = next(iter(self._last))
+                del self._last[oldest]
+                self._grads.pop(oldest, None)
         self.key = key
         if self.start_canary is not None:
             if key in self._last:

@@ -71,3 +71,35 @@ def test_conversation_state_is_tuned_between_turns_and_shared_states_are_untouch
     assert after == before  # the shared state was never written
     assert sorted(r.name for r in store.records()) == ["proj", "proj/s1"]
     shutil.rmtree(tmp_path / "states")
+
+
+def test_the_tuner_keeps_nothing_per_conversation_but_a_bounded_window(tmp_path):
+    """A server sees conversation after conversation: what the tuner and its gate hold in memory stays bounded
+    (the gate's per-state canary gradients, the turn log; nothing per finished conversation), and a conversation's
+    next turn still trains only on its new text (read from its stored state's record)."""
+    import dataclasses
+
+    from rwkvjax.model.params import params_hash
+    from rwkvjax.serve.ttt import ConversationTuner, TTTSettings
+    from rwkvjax.text.tokenizer import for_vocab, tokenizer_id
+    config, params = rwkvjax.load(DEMO_MODEL)
+    tok = for_vocab(config.vocab_size)
+    store = StateStore(tmp_path / "states")
+    tuner = ConversationTuner(config, params, tok, store, base_hash=params_hash(params), tokenizer_id=tokenizer_id(tok),
+                              settings=TTTSettings(steps=1, ctx_len=64, windows=1, log_turns=3))
+    tuner.gate.s = dataclasses.replace(tuner.gate.s, remember_states=2)
+    try:
+        text = "User: list the files\n\nAssistant: ls -la shows README.md and src/\n\n"
+        for i in range(6):
+            tuner.submit(f"base/c{i}", None, text + f"turn {i}\n")
+            assert tuner.wait(f"base/c{i}") < tuner.s.wait_s
+            assert len(tuner.gate._grads) <= 2 and len(tuner.gate._last) <= 2
+        assert len(tuner.log) == 3 and not tuner.pending
+        assert [r["conversation"] for r in tuner.log] == ["base/c3", "base/c4", "base/c5"]
+        # the next turn of c0 (forgotten by the gate, its state in the store) trains on its new text only
+        assert tuner._start("base/c0", None)[2] == len(tok.encode(text + "turn 0\n"))
+        more = text + "turn 0\n" + "User: and the tests?\n\nAssistant: pytest -q\n\n"
+        rec = tuner.tune("base/c0", None, more)
+        assert rec["tokens"] == len(tok.encode(more)) == tuner._start("base/c0", None)[2]
+    finally:
+        tuner.stop()
