@@ -150,6 +150,16 @@ def _is_word(c):
     return (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122) or c == 95 or c >= 128
 
 
+@njit(cache=True, inline="always")
+def _sse_node(c0, k, nb):
+    """The SSE map's node of tree node c0 at bit k: c0 itself for bytes; for wider ids the node within its nibble
+    (a leading 1 and the nibble's bits known so far) in the nibble's place."""
+    if nb <= 8:
+        return c0
+    kk = k & 3
+    return (k >> 2) * 16 + ((np.int64(1) << kk) | (c0 & ((np.int64(1) << kk) - 1)))
+
+
 SCORE, DIST, ABSORB = 0, 1, 2
 
 
@@ -236,7 +246,7 @@ def kernel(mode, P, F, R, hist, hashes, table, mt, sm, W, wf, apm, rates, ST, SQ
                 prev = (np.int64(hist[(R[R_POS] - 1) & hmask]) & 255) * n1
                 for k in range(nb):
                     c0 = (sym >> (nb - k)) | (np.int64(1) << k)
-                    node = c0 if nb <= 8 else (k >> 2) * 16 + ((np.int64(1) << (k & 3)) | (c0 & ((np.int64(1) << (k & 3)) - 1)))
+                    node = _sse_node(c0, k, nb)
                     ia = (prev + node) * 33
                     touch ^= apm[ia] ^ apm[ia + 32]
             R[R_TOUCH] = touch
@@ -348,7 +358,7 @@ def kernel(mode, P, F, R, hist, hashes, table, mt, sm, W, wf, apm, rates, ST, SQ
                             u = (min(max(df, -7.999), 7.999) + 8.0) * 2.0
                             ju = int(u)
                             fu = u - ju
-                            node = c0 if nb <= 8 else (k >> 2) * 16 + ni
+                            node = _sse_node(c0, k, nb)
                             # laid out by previous symbol first: the 8 nodes of one symbol's path lie close together
                             ia = ((np.int64(hist[(R[R_POS] - 1) & hmask]) & 255) * n1 + node) * 33 + ju
                             SETS[k, 2] = ia
