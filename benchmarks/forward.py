@@ -96,7 +96,7 @@ def weight_bytes_per_token(params) -> int:
     return total - sum(a.nbytes for a in jax.tree.leaves(emb)) + emb_row
 
 
-def matmul_flops_per_token(cfg: rwkvjax.Config) -> int:
+def matmul_flops_per_token(cfg: rwkvjax.Architecture) -> int:
     """2 x (weights touched by matmuls per token): the four att linears, LoRAs, FFN and head (not emb)."""
     C, F = cfg.n_embd, cfg.dim_ffn
     lora = cfg.d_decay + cfg.d_aaa + cfg.d_mv + cfg.d_gate

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 
 _PUBLIC = {
-    "Config": "rwkvjax.model.config", "PRESETS": "rwkvjax.model.config",
+    "Architecture": "rwkvjax.model.config", "PRESETS": "rwkvjax.model.config",
     "Params": "rwkvjax.model.params", "CheckpointError": "rwkvjax.errors",
     "State": "rwkvjax.model.state", "zero_state": "rwkvjax.model.state",
     "forward": "rwkvjax.model.rwkv7", "WkvImpl": "rwkvjax.model.wkv",

@@ -15,7 +15,7 @@ import numpy as np
 import optax
 
 from rwkvjax.merges.hypernet import SlotTables, UnitPositions, unit_embeddings, unit_logits
-from rwkvjax.model.config import Config
+from rwkvjax.model.config import Architecture
 from rwkvjax.model.rwkv7 import embed, forward_hidden, head_logits, piece_lengths
 from rwkvjax.model.state import State
 from rwkvjax.model.wkv import WkvImpl
@@ -27,7 +27,7 @@ _SCORE_WKV = WkvImpl.AUTO
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _nll_plain(params, state: State, inputs_1T, targets_1T, *, config: Config):
+def _nll_plain(params, state: State, inputs_1T, targets_1T, *, config: Architecture):
     B = state.wkv.shape[1]
     inputs = jnp.broadcast_to(inputs_1T, (B,) + inputs_1T.shape[1:])
     hidden, state = forward_hidden(params, embed(params, inputs), state, config=config, wkv_impl=_SCORE_WKV)
@@ -37,14 +37,14 @@ def _nll_plain(params, state: State, inputs_1T, targets_1T, *, config: Config):
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def _nll_units(params, hyper, state: State, inputs_1T, targets_1T, tables: SlotTables, pos: UnitPositions, *,
-               config: Config):
+               config: Architecture):
     x = unit_embeddings(params, hyper, inputs_1T, tables)
     hidden, state = forward_hidden(params, x, state, config=config, wkv_impl=_SCORE_WKV)
     logits = unit_logits(params, hyper, hidden, tables, pos)
     return optax.softmax_cross_entropy_with_integer_labels(logits, targets_1T), state
 
 
-def score_stream(params, config: Config, units: np.ndarray, state: State, *, prev_unit: int = 0,
+def score_stream(params, config: Architecture, units: np.ndarray, state: State, *, prev_unit: int = 0,
                  max_len: int = 512, hyper=None, tables=None) -> tuple[np.ndarray, State]:
     """NLL in nats of every unit given the ones before it (the first given `prev_unit`), and the final state.
 
@@ -74,7 +74,7 @@ def score_stream(params, config: Config, units: np.ndarray, state: State, *, pre
     return (nll[0] if B == 1 else nll), state
 
 
-def score_reset(params, config: Config, units: np.ndarray, state1: State, every: int, rows: int = 32) -> np.ndarray:
+def score_reset(params, config: Architecture, units: np.ndarray, state1: State, every: int, rows: int = 32) -> np.ndarray:
     """NLL in nats of every unit when the state returns to `state1` (batch 1) every `every` units.
 
     Chunk i is scored from `state1`, its first unit given the last unit of chunk i-1 (0 for the first), so
@@ -99,12 +99,12 @@ def score_reset(params, config: Config, units: np.ndarray, state1: State, every:
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _nll_rows(params, state: State, inputs_BT, targets_BT, *, config: Config):
+def _nll_rows(params, state: State, inputs_BT, targets_BT, *, config: Architecture):
     hidden, state = forward_hidden(params, embed(params, inputs_BT), state, config=config, wkv_impl=_SCORE_WKV)
     return optax.softmax_cross_entropy_with_integer_labels(head_logits(params, hidden), targets_BT), state
 
 
-def score_windows(params, config: Config, windows, state: State, *, hyper, max_len: int = 512):
+def score_windows(params, config: Architecture, windows, state: State, *, hyper, max_len: int = 512):
     """Consecutive merged windows (one dyntok segment each) scored with the state and previous unit carried.
 
     Returns (NLL in nats per window, each [n_units], final State).

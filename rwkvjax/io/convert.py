@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rwkvjax.errors import ConfigError
-from rwkvjax.model.config import Config
+from rwkvjax.model.config import Architecture
 from rwkvjax.model.params import Params, dequantize_official, from_official, quantize_official, to_official
 from rwkvjax.model.quant import MARKER, MARKER_KEY, SCALE_SUFFIX
 
@@ -20,7 +20,7 @@ from rwkvjax.model.quant import MARKER, MARKER_KEY, SCALE_SUFFIX
 DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16, "fp16": jnp.float16, "int8": jnp.int8}
 
 
-def save_official(params: Params, config: Config, path: str | os.PathLike, dtype: str = "bf16",
+def save_official(params: Params, config: Architecture, path: str | os.PathLike, dtype: str = "bf16",
                   meta: dict | None = None) -> str:
     """Official-name safetensors, loadable by `rwkvjax.load` and convertible to `.pth`; written atomically.
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rwkvjax.errors import CheckpointError
-from rwkvjax.model.config import Config
+from rwkvjax.model.config import Architecture
 from rwkvjax.model.params import Params, from_official
 from rwkvjax.model.quant import MARKER, MARKER_KEY
 
@@ -28,7 +28,7 @@ _SAFETENSORS_INDEX = "model.safetensors.index.json"
 
 
 def load(source: str | os.PathLike, dtype=jnp.float32, *, revision: str | None = None,
-         cache_dir: str | None = None) -> tuple[Config, Params]:
+         cache_dir: str | None = None) -> tuple[Architecture, Params]:
     """Load a model from a file, a folder or a Hugging Face repo id -> (config, params).
 
     `dtype`: weight dtype (float32, bfloat16, float16), or `jnp.int8` to quantize the large matrices on load

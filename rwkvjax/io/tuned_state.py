@@ -8,12 +8,12 @@ import numpy as np
 
 from rwkvjax.errors import CheckpointMismatch
 from rwkvjax.io.checkpoint import TrainCheckpointer
-from rwkvjax.model.config import Config
+from rwkvjax.model.config import Architecture
 from rwkvjax.model.params import Params, params_hash
 from rwkvjax.model.state import State, start_state
 
 
-def load_tuned_state(ckpt_dir: str | os.PathLike, config: Config, params: Params, *, dtype: str = "fp32",
+def load_tuned_state(ckpt_dir: str | os.PathLike, config: Architecture, params: Params, *, dtype: str = "fp32",
                      batch_size: int = 1) -> State:
     """S0 (and, if they were trained, the shift states) of the newest intact step of `ckpt_dir`, checked
     against the model it is for: the same base model (hash) loaded with the same weight dtype (`dtype`)."""

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rwkvjax.memory.memory import SessionMemory
-from rwkvjax.model.config import Config
+from rwkvjax.model.config import Architecture
 from rwkvjax.model.rwkv7 import embed, forward_hidden, head_logits, piece_lengths
 from rwkvjax.model.state import State
 from rwkvjax.model.units import LN2
@@ -44,7 +44,7 @@ def path_stretch(logits_TV, syms_T, nbits: int):
 
 
 @functools.partial(jax.jit, static_argnames=("config", "nbits"))
-def _paths(params, state: State, inputs_1T, targets_1T, *, config: Config, nbits: int):
+def _paths(params, state: State, inputs_1T, targets_1T, *, config: Architecture, nbits: int):
     B = state.wkv.shape[1]
     inputs = jnp.broadcast_to(inputs_1T, (B,) + inputs_1T.shape[1:])
     hidden, state = forward_hidden(params, embed(params, inputs), state, config=config, wkv_impl=WkvImpl.AUTO)
@@ -52,7 +52,7 @@ def _paths(params, state: State, inputs_1T, targets_1T, *, config: Config, nbits
     return st, nll, state
 
 
-def stream_paths(params, config: Config, units, state: State, *, nbits: int, prev_unit: int = 0,
+def stream_paths(params, config: Architecture, units, state: State, *, nbits: int, prev_unit: int = 0,
                  max_len: int = 512) -> tuple[np.ndarray, np.ndarray, State]:
     """For every batch row of `state`: (st [B, n, nbits] float32, NLL [B, n] nats, final state) of `units`
     read teacher-forced with the state carried (the first unit given `prev_unit`)."""
@@ -71,7 +71,7 @@ def stream_paths(params, config: Config, units, state: State, *, nbits: int, pre
     return np.concatenate(sts, axis=1), np.concatenate(nlls, axis=1), state
 
 
-def mixture_bits(params, config: Config, units, state: State, memory: SessionMemory, *, learn: bool = True,
+def mixture_bits(params, config: Architecture, units, state: State, memory: SessionMemory, *, learn: bool = True,
                  max_len: int = 512) -> tuple[np.ndarray, np.ndarray, State]:
     """(mixture bits [n], the model's own bits [n], final state) of `units` read from `state` (batch 1), every
     unit scored by the mixture before the memory learns it (prequential)."""

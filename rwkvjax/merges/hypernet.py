@@ -38,7 +38,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from rwkvjax.model.config import Config
+from rwkvjax.model.config import Architecture
 from rwkvjax.model.params import Params
 from rwkvjax.model.rwkv7 import embed, forward_hidden, head_logits, head_rows, vocab_rows
 from rwkvjax.model.state import State
@@ -73,7 +73,7 @@ def _init_mlp(C: int, out_dim: int, key) -> PairMLP:
                    w2=jnp.zeros((C, out_dim), jnp.float32), b2=jnp.zeros((out_dim,), jnp.float32))
 
 
-def init_hypernet(config: Config, key) -> HyperParams:
+def init_hypernet(config: Architecture, key) -> HyperParams:
     k_in, k_out = jax.random.split(key)
     C = config.n_embd
     return HyperParams(inp=_init_mlp(C, C, k_in), out=_init_mlp(C, C + 1, k_out))
@@ -204,7 +204,7 @@ def unit_logits(params: Params, hyper: HyperParams, hidden_BTC, tables: SlotTabl
 
 @functools.partial(jax.jit, static_argnames=("config", "wkv_impl", "remat"))
 def forward_units(params: Params, hyper: HyperParams, units_BT, state: State, tables: SlotTables,
-                  pos: UnitPositions, *, config: Config, wkv_impl: WkvImpl | str = WkvImpl.AUTO, remat: bool = False):
+                  pos: UnitPositions, *, config: Architecture, wkv_impl: WkvImpl | str = WkvImpl.AUTO, remat: bool = False):
     """Units [B,T] -> (logits [B,T,V+S], new State); one recurrent step per unit."""
     x = unit_embeddings(params, hyper, units_BT, tables)
     hidden, new_state = forward_hidden(params, x, state, config=config, wkv_impl=wkv_impl, remat=remat)
@@ -212,7 +212,7 @@ def forward_units(params: Params, hyper: HyperParams, units_BT, state: State, ta
 
 
 def unit_loss(params: Params, hyper: HyperParams, inputs_BT, targets_BT, state: State, tables: SlotTables,
-              pos: UnitPositions, mask_BT=None, *, config: Config, wkv_impl: WkvImpl | str = WkvImpl.AUTO,
+              pos: UnitPositions, mask_BT=None, *, config: Architecture, wkv_impl: WkvImpl | str = WkvImpl.AUTO,
               remat: bool = False):
     """Teacher-forced CE on the canonical unit stream.
 

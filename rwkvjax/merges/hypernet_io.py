@@ -14,7 +14,7 @@ from safetensors.numpy import load_file, safe_open, save_file
 
 from rwkvjax.errors import CheckpointError, CheckpointMismatch, MissingFile
 from rwkvjax.merges.hypernet import HyperParams, PairMLP, init_hypernet
-from rwkvjax.model.config import Config
+from rwkvjax.model.config import Architecture
 
 FORMAT = "rwkvjax-hypernet-1"
 
@@ -24,7 +24,7 @@ def _flat(hyper: HyperParams) -> dict[str, np.ndarray]:
             for side in ("inp", "out") for f in dataclasses.fields(PairMLP)}
 
 
-def save_hypernet(path: str | Path, hyper: HyperParams, config: Config, model_hash: str, meta: dict) -> None:
+def save_hypernet(path: str | Path, hyper: HyperParams, config: Architecture, model_hash: str, meta: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     md = {"format": FORMAT, "n_embd": str(config.n_embd), "vocab_size": str(config.vocab_size),
@@ -34,7 +34,7 @@ def save_hypernet(path: str | Path, hyper: HyperParams, config: Config, model_ha
     tmp.replace(path)  # a crash never leaves a half-written file under the final name
 
 
-def load_hypernet(path: str | Path, config: Config, model_hash: str | None = None) -> HyperParams:
+def load_hypernet(path: str | Path, config: Architecture, model_hash: str | None = None) -> HyperParams:
     """Read a `save_hypernet` file and check it fits the model; errors name the file and the field."""
     path = Path(path)
     if not path.is_file():
@@ -64,7 +64,7 @@ def load_hypernet(path: str | Path, config: Config, model_hash: str | None = Non
     return HyperParams(inp=mlp("inp"), out=mlp("out"))
 
 
-def start_hypernet(config: Config, path: str | None, seed: int, model_hash: str | None = None) -> HyperParams:
+def start_hypernet(config: Architecture, path: str | None, seed: int, model_hash: str | None = None) -> HyperParams:
     """A trained hypernetwork file when given, else the exact untrained init."""
     if path:
         return load_hypernet(path, config, model_hash)

@@ -1,4 +1,5 @@
-"""Model configuration, inferred from tensor shapes (never from file names)."""
+"""The model's architecture (its sizes), inferred from tensor shapes (never from file names). Named
+Architecture, not Config, so it cannot be confused with the run settings (`TrainConfig`, `ServeConfig`, ...)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import dataclasses
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Architecture:
     """RWKV-7 x070 dimensions. Hashable, so it can be a static jit argument."""
 
     vocab_size: int
@@ -38,9 +39,9 @@ class Config:
 
 # Shapes of released models (the configs of BlinkDL's RWKV-7 World releases, https://huggingface.co/BlinkDL/rwkv-7-world);
 # used for full-size shape tests.
-PRESETS: dict[str, Config] = {
-    "0.1B": Config(65536, 768, 12, 3072, 64, 64, 32, 128),
-    "0.4B": Config(65536, 1024, 24, 4096, 64, 64, 32, 128),
-    "1.5B": Config(65536, 2048, 24, 8192, 96, 96, 64, 256),
-    "2.9B": Config(65536, 2560, 32, 10240, 96, 96, 64, 320),
+PRESETS: dict[str, Architecture] = {
+    "0.1B": Architecture(65536, 768, 12, 3072, 64, 64, 32, 128),
+    "0.4B": Architecture(65536, 1024, 24, 4096, 64, 64, 32, 128),
+    "1.5B": Architecture(65536, 2048, 24, 8192, 96, 96, 64, 256),
+    "2.9B": Architecture(65536, 2560, 32, 10240, 96, 96, 64, 320),
 }

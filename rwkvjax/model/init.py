@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from rwkvjax.model.config import Config
+from rwkvjax.model.config import Architecture
 from rwkvjax.model.params import Block, Params
 
 
@@ -21,7 +21,7 @@ def _orthogonal(rng: np.random.Generator, shape, gain: float) -> np.ndarray:
     return (gain * q[: shape[0], : shape[1]]).astype(np.float32)
 
 
-def init_params(config: Config, seed: int = 0, *, live_output: bool = False, dtype=jnp.float32) -> Params:
+def init_params(config: Architecture, seed: int = 0, *, live_output: bool = False, dtype=jnp.float32) -> Params:
     rng = np.random.default_rng(seed)
     C, L, N, F, V = config.n_embd, config.n_layer, config.head_size, config.dim_ffn, config.vocab_size
     n = np.arange(C)

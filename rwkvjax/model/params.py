@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rwkvjax.errors import CheckpointError
-from rwkvjax.model.config import Config
+from rwkvjax.model.config import Architecture
 from rwkvjax.model.quant import SCALE_SUFFIX, QInt8, dequantize_rows, quantize_rows
 
 
@@ -101,8 +101,8 @@ QUANTIZED = ("W_r", "W_k", "W_v", "W_o", "ffn_key", "ffn_value", "head", "emb")
 _DEEPEMBED = re.compile(r"ffn\.s_emb|ffn\.s[012]$|s_emb_x")
 
 
-def infer_config(sd: Mapping[str, np.ndarray], source: str = "checkpoint") -> Config:
-    """Config from official-name tensor shapes (L from block indices, H/N from r_k, D* from LoRAs)."""
+def infer_config(sd: Mapping[str, np.ndarray], source: str = "checkpoint") -> Architecture:
+    """Architecture from official-name tensor shapes (L from block indices, H/N from r_k, D* from LoRAs)."""
     _reject_unknown_variants(sd, source)
     for name in ("emb.weight", "blocks.0.att.r_k", "blocks.0.att.w1", "blocks.0.ffn.key.weight"):
         if name not in sd:
@@ -114,7 +114,7 @@ def infer_config(sd: Mapping[str, np.ndarray], source: str = "checkpoint") -> Co
         raise CheckpointError(f"{source}: tensor 'blocks.0.att.r_k' has shape {(H, N)} but n_embd is {C}")
     v_layer = 1 if n_layer > 1 else 0
     d_mv = _shape(sd, f"blocks.{v_layer}.att.v1")[1] if f"blocks.{v_layer}.att.v1" in sd else 32
-    return Config(
+    return Architecture(
         vocab_size=V, n_embd=C, n_layer=n_layer,
         dim_ffn=_shape(sd, "blocks.0.ffn.key.weight")[0],
         d_decay=_shape(sd, "blocks.0.att.w1")[1], d_aaa=_shape(sd, "blocks.0.att.a1")[1],
@@ -138,9 +138,9 @@ def _reject_unknown_variants(sd, source):
             "load the base model and pass this file as a tuned state")
 
 
-def _reject_unknown_tensors(sd, cfg: Config, source):
+def _reject_unknown_tensors(sd, arch: Architecture, source):
     """Every tensor must map to a parameter: an unknown one means an unsupported variant, never dropped data."""
-    known = set(_TOP_NAMES.values()) | {f"blocks.{i}.{suffix}" for i in range(cfg.n_layer)
+    known = set(_TOP_NAMES.values()) | {f"blocks.{i}.{suffix}" for i in range(arch.n_layer)
                                         for suffix, _ in _BLOCK_NAMES.values()}
     known |= {name + SCALE_SUFFIX for name in known if _quantizable(name)}
     unknown = sorted(set(sd) - known)
@@ -155,13 +155,13 @@ def _reject_unknown_tensors(sd, cfg: Config, source):
         f"{len(unknown)} unexpected tensor(s)); rwkvjax refuses to drop weights silently")
 
 
-def expected_shapes(cfg: Config, layer: int) -> dict[str, tuple[int, ...]]:
+def expected_shapes(arch: Architecture, layer: int) -> dict[str, tuple[int, ...]]:
     """Official-layout shape of every tensor of one block (vectors may also be [1,1,C] or [C])."""
-    C, F, H, N = cfg.n_embd, cfg.dim_ffn, cfg.n_head, cfg.head_size
+    C, F, H, N = arch.n_embd, arch.dim_ffn, arch.n_head, arch.head_size
     s = {
         "ln1_w": (C,), "ln1_b": (C,), "ln2_w": (C,), "ln2_b": (C,),
-        "w1": (C, cfg.d_decay), "w2": (cfg.d_decay, C), "a1": (C, cfg.d_aaa), "a2": (cfg.d_aaa, C),
-        "v1": (C, cfg.d_mv), "v2": (cfg.d_mv, C), "g1": (C, cfg.d_gate), "g2": (cfg.d_gate, C),
+        "w1": (C, arch.d_decay), "w2": (arch.d_decay, C), "a1": (C, arch.d_aaa), "a2": (arch.d_aaa, C),
+        "v1": (C, arch.d_mv), "v2": (arch.d_mv, C), "g1": (C, arch.d_gate), "g2": (arch.d_gate, C),
         "r_k": (H, N), "W_r": (C, C), "W_k": (C, C), "W_v": (C, C), "W_o": (C, C),
         "lnx_w": (C,), "lnx_b": (C,), "ffn_key": (F, C), "ffn_value": (C, F),
     }
@@ -170,22 +170,22 @@ def expected_shapes(cfg: Config, layer: int) -> dict[str, tuple[int, ...]]:
 
 
 def from_official(sd: Mapping[str, np.ndarray], dtype=jnp.float32, source: str = "checkpoint"
-                  ) -> tuple[Config, Params]:
-    """Official-name tensors (PyTorch layout) -> (Config, Params). Validates every shape first.
+                  ) -> tuple[Architecture, Params]:
+    """Official-name tensors (PyTorch layout) -> (Architecture, Params). Validates every shape first.
 
     `dtype` is the weight dtype; `jnp.int8` quantizes the `QUANTIZED` matrices (`rwkvjax.model.quant`) and keeps
     every other tensor float32. Int8 tensors that come with their `<name>_scale` (a quantized file) stay int8
     whatever `dtype` is, which then applies to the float tensors only.
     """
-    cfg = infer_config(sd, source)
-    _reject_unknown_tensors(sd, cfg, source)
+    arch = infer_config(sd, source)
+    _reject_unknown_tensors(sd, arch, source)
     quantize = jnp.dtype(dtype) == jnp.int8
     float_dtype = jnp.float32 if quantize else dtype
     stored = {k[:-len(SCALE_SUFFIX)] for k in sd if k.endswith(SCALE_SUFFIX)}
     quant_fields = {f for f in QUANTIZED if quantize or any(_field_of(n) == f for n in stored)}
     layers: dict[str, list] = {f: [] for f in _BLOCK_NAMES}
-    for i in range(cfg.n_layer):
-        want = expected_shapes(cfg, i)
+    for i in range(arch.n_layer):
+        want = expected_shapes(arch, i)
         for field, (suffix, transposed) in _BLOCK_NAMES.items():
             name = f"blocks.{i}.{suffix}"
             if name not in sd:
@@ -212,7 +212,7 @@ def from_official(sd: Mapping[str, np.ndarray], dtype=jnp.float32, source: str =
         if name not in sd:
             raise CheckpointError(f"{source}: tensor '{name}' is missing")
         top[field] = np.asarray(sd[name])
-    V, C = cfg.vocab_size, cfg.n_embd
+    V, C = arch.vocab_size, arch.n_embd
     for field, want in (("ln0_w", (C,)), ("ln0_b", (C,)), ("ln_out_w", (C,)), ("ln_out_b", (C,)),
                         ("head", (V, C))):
         if tuple(top[field].shape) != want:
@@ -235,7 +235,7 @@ def from_official(sd: Mapping[str, np.ndarray], dtype=jnp.float32, source: str =
         emb=top_matrix("emb", False), ln0_w=cast(top["ln0_w"]), ln0_b=cast(top["ln0_b"]), blocks=blocks,
         ln_out_w=cast(top["ln_out_w"]), ln_out_b=cast(top["ln_out_b"]), head=top_matrix("head", True),
     )
-    return cfg, params
+    return arch, params
 
 
 def _field_of(name: str) -> str | None:
@@ -278,7 +278,7 @@ def _stack_int8(pairs: list[tuple[np.ndarray, np.ndarray]]) -> QInt8:
     return QInt8(jnp.asarray(np.stack([q for q, _ in pairs])), jnp.asarray(np.stack([s for _, s in pairs])))
 
 
-def to_official(params: Params, cfg: Config) -> dict[str, np.ndarray]:
+def to_official(params: Params, arch: Architecture) -> dict[str, np.ndarray]:
     """Params -> official names and PyTorch layout (vectors as [1,1,C], as BlinkDL stores them).
 
     An int8 matrix gives its int8 tensor and `<name>_scale` (float32 [out])."""
@@ -295,7 +295,7 @@ def to_official(params: Params, cfg: Config) -> dict[str, np.ndarray]:
         put(name, getattr(params, field), field == "head")
     for field, (suffix, transposed) in _BLOCK_NAMES.items():
         stacked = getattr(params.blocks, field)
-        for i in range(cfg.n_layer):
+        for i in range(arch.n_layer):
             if i == 0 and field in _LAYER0_OPTIONAL:
                 continue
             name = f"blocks.{i}.{suffix}"

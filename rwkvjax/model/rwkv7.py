@@ -12,7 +12,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rwkvjax.model.config import Config
+from rwkvjax.model.config import Architecture
 from rwkvjax.model.params import Block, OutIn, Params
 from rwkvjax.model.quant import QInt8, embed_rows
 from rwkvjax.model.state import State
@@ -156,7 +156,7 @@ def vocab_rows(params: Params) -> int:
     return (params.emb.q if isinstance(params.emb, QInt8) else params.emb).shape[0]
 
 
-def forward_hidden(params: Params, x_BTC, state: State, *, config: Config,
+def forward_hidden(params: Params, x_BTC, state: State, *, config: Architecture,
                    wkv_impl: WkvImpl | str = WkvImpl.AUTO, remat: bool = False):
     """Raw embeddings -> final hidden states (after ln_out) [B,T,C] and the new state."""
     H, N = config.n_head, config.head_size
@@ -191,7 +191,7 @@ def head_logits(params: Params, hidden_BTC) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("config", "wkv_impl", "remat"))
-def forward(params: Params, tokens_BT, state: State, *, config: Config,
+def forward(params: Params, tokens_BT, state: State, *, config: Architecture,
             wkv_impl: WkvImpl | str = WkvImpl.AUTO, remat: bool = False):
     """Tokens [B,T] (any T >= 1) -> (logits [B,T,V] float32, new State)."""
     hidden, new_state = forward_hidden(params, embed(params, tokens_BT), state, config=config,

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rwkvjax.model.config import Config
+from rwkvjax.model.config import Architecture
 
 
 class State(NamedTuple):
@@ -22,7 +22,7 @@ class State(NamedTuple):
     wkv: jax.Array
 
 
-def zero_state(config: Config, batch_size: int) -> State:
+def zero_state(config: Architecture, batch_size: int) -> State:
     L, C, H, N = config.n_layer, config.n_embd, config.n_head, config.head_size
     return State(
         att_shift=jnp.zeros((L, batch_size, C), jnp.float32),

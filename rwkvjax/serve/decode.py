@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rwkvjax.model.config import Config
+from rwkvjax.model.config import Architecture
 from rwkvjax.model.rwkv7 import embed, forward_hidden, head_logits, piece_lengths
 from rwkvjax.model.state import State
 from rwkvjax.model.wkv import WkvImpl
@@ -42,7 +42,7 @@ class Carry:
     keys: jax.Array    # [B] PRNG keys
 
 
-def _step_logits(params, carry: Carry, rows: SamplingRows, weight_V, config: Config) -> tuple[Carry, jax.Array]:
+def _step_logits(params, carry: Carry, rows: SamplingRows, weight_V, config: Architecture) -> tuple[Carry, jax.Array]:
     hidden, state = forward_hidden(params, embed(params, carry.token[:, None]), carry.state, config=config,
                                    wkv_impl=_FWD_WKV)
     logits = head_logits(params, hidden)[:, -1]
@@ -51,7 +51,7 @@ def _step_logits(params, carry: Carry, rows: SamplingRows, weight_V, config: Con
     return Carry(token, state, observe(carry.pen, token, weight_V, rows.decay), later), logits
 
 
-def _step(params, carry: Carry, rows: SamplingRows, weight_V, config: Config) -> Carry:
+def _step(params, carry: Carry, rows: SamplingRows, weight_V, config: Architecture) -> Carry:
     return _step_logits(params, carry, rows, weight_V, config)[0]
 
 
@@ -59,7 +59,7 @@ decode_step = jax.jit(_step, static_argnames=("config",), donate_argnums=(1,))
 
 
 @functools.partial(jax.jit, static_argnames=("config",), donate_argnums=(1,))
-def decode_step_probs(params, carry: Carry, rows: SamplingRows, weight_V, feed_B, host_B, *, config: Config):
+def decode_step_probs(params, carry: Carry, rows: SamplingRows, weight_V, feed_B, host_B, *, config: Architecture):
     """`decode_step`, and every row's softmax of the logits it sampled from ([B, V] float32): rows without a
     memory keep the token sampled here; rows with one choose theirs on the host from the mixture. Rows where
     `host_B` [B] bool is set feed `feed_B` [B] int32 (the host's last choice) instead of the carried token:
@@ -70,7 +70,7 @@ def decode_step_probs(params, carry: Carry, rows: SamplingRows, weight_V, feed_B
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def forward_probs(params, tokens_1T, state: State, *, config: Config):
+def forward_probs(params, tokens_1T, state: State, *, config: Architecture):
     """Feed tokens [1, T] of one row: (softmax of the logits after each of them [T, V] float32, the state after
     all of them). T = 1 is the decode step's forward; longer T is one chunked forward (speculative verification)."""
     hidden, state = forward_hidden(params, embed(params, tokens_1T), state, config=config, wkv_impl=_FWD_WKV)
@@ -78,7 +78,7 @@ def forward_probs(params, tokens_1T, state: State, *, config: Config):
 
 
 @functools.partial(jax.jit, static_argnames=("config", "n"), donate_argnums=(1,))
-def decode_n(params, carry: Carry, rows: SamplingRows, weight_V, stop_S, limit, *, config: Config, n: int):
+def decode_n(params, carry: Carry, rows: SamplingRows, weight_V, stop_S, limit, *, config: Architecture, n: int):
     """Up to `limit` (<= n, traced: any value without recompiling) steps in one call, ending early once every row
     has sampled a token of `stop_S` [S] int32 -> (carry, tokens [n, B] int32 with -1 after the last step, steps)."""
     B = carry.token.shape[0]
@@ -99,12 +99,12 @@ def decode_n(params, carry: Carry, rows: SamplingRows, weight_V, stop_S, limit, 
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _prefill_piece(params, tokens_BT, state: State, *, config: Config) -> State:
+def _prefill_piece(params, tokens_BT, state: State, *, config: Architecture) -> State:
     _, state = forward_hidden(params, embed(params, tokens_BT), state, config=config, wkv_impl=_FWD_WKV)
     return state
 
 
-def prefill(params, config: Config, tokens, state: State, *, chunk: int = 256) -> State:
+def prefill(params, config: Architecture, tokens, state: State, *, chunk: int = 256) -> State:
     """Feed tokens [T] (one row) and return the state after them. Pieces are powers of two of at most
     `chunk` tokens, so only a few shapes are ever compiled. The last prompt token is not prefilled: the
     first decode step feeds it and samples the first new token from its logits."""

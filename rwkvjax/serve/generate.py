@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rwkvjax.errors import ConfigError
-from rwkvjax.model.config import Config
+from rwkvjax.model.config import Architecture
 from rwkvjax.model.params import Params
 from rwkvjax.model.rwkv7 import piece_lengths
 from rwkvjax.model.state import State, zero_state
@@ -25,7 +25,7 @@ BLOCK = 16  # tokens per compiled decode call at most: streaming stays responsiv
 PREFILL_CHUNK = 256  # prompt tokens per prefill piece at most (`decode.prefill`)
 
 
-def generate_ids(params: Params, config: Config, prompt_ids: Sequence[int], *, max_tokens: int = 100,
+def generate_ids(params: Params, config: Architecture, prompt_ids: Sequence[int], *, max_tokens: int = 100,
                  temperature: float = 1.0, top_p: float = 0.85, top_k: int = 0, presence_penalty: float = 0.0,
                  frequency_penalty: float = 0.0, seed: int = 0, state: State | None = None,
                  stop_ids: Sequence[int] = (0,), weights=None, memory=None, draft_tokens: int = 0,
@@ -71,7 +71,7 @@ def generate_ids(params: Params, config: Config, prompt_ids: Sequence[int], *, m
             yield t
 
 
-def _mixture_ids(params, config: Config, prompt_ids: list[int], state: State, decoder: MemoryDecoder, *,
+def _mixture_ids(params, config: Architecture, prompt_ids: list[int], state: State, decoder: MemoryDecoder, *,
                  max_tokens: int, stop_ids: Sequence[int], stats: dict | None, recover: str,
                  costs: Costs) -> Iterator[int]:
     """The memory's decoding loop for one row. `feed`: the tokens not yet in `state` (the last one chosen, and
@@ -134,12 +134,12 @@ def _mixture_ids(params, config: Config, prompt_ids: list[int], state: State, de
 _COMPILED: dict[tuple, set] = {}
 
 
-def _compiled(params, config: Config) -> set:
+def _compiled(params, config: Architecture) -> set:
     leaves, tree = jax.tree.flatten(params)
     return _COMPILED.setdefault((config, tree, tuple((a.shape, str(a.dtype)) for a in leaves)), set())
 
 
-def _compile_pieces(params, config: Config, state: State, K: int, compiled: set) -> None:
+def _compile_pieces(params, config: Architecture, state: State, K: int, compiled: set) -> None:
     """Compile the prefill pieces a refeed of up to K tokens needs, in a background thread: the reply starts
     at once, and refeeds use the pieces as they become ready (a compile takes seconds on a small CPU)."""
     missing = [n for n in (1 << i for i in range(K.bit_length())) if n <= K and n not in compiled]
@@ -154,7 +154,7 @@ def _compile_pieces(params, config: Config, state: State, K: int, compiled: set)
     threading.Thread(target=work, name="compile-refeed", daemon=True).start()
 
 
-def _refeed(params, config: Config, feed: list[int], state: State, costs: Costs, timer: Timer,
+def _refeed(params, config: Architecture, feed: list[int], state: State, costs: Costs, timer: Timer,
             compiled: set) -> State:
     """The state after all of `feed` but its last token (that one is fed by the next step): prefilled in
     compiled pieces, else one token per step (a compile would stall the reply for seconds)."""

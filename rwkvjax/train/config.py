@@ -7,7 +7,7 @@ import math
 
 from rwkvjax.errors import ConfigError
 from rwkvjax.memory import DEFAULT_MB
-from rwkvjax.model.config import Config
+from rwkvjax.model.config import Architecture
 from rwkvjax.options import option
 from rwkvjax.train.remat import CHOICES as REMAT_CHOICES
 
@@ -195,11 +195,11 @@ class PretrainConfig:
         if self.n_embd % 64:
             raise ConfigError(f"--n-embd {self.n_embd}: must be a multiple of the head size 64")
 
-    def model_config(self) -> Config:
+    def model_config(self) -> Architecture:
         C = self.n_embd
         V = 256 if self.vocab == "byte" else 65536
         lora = lambda k: max(32, int(round(k * math.sqrt(C) / 32)) * 32)
-        return Config(vocab_size=V, n_embd=C, n_layer=self.n_layer, dim_ffn=4 * C, d_decay=lora(1.8),
+        return Architecture(vocab_size=V, n_embd=C, n_layer=self.n_layer, dim_ffn=4 * C, d_decay=lora(1.8),
                       d_aaa=lora(1.8), d_mv=lora(1.3), d_gate=max(32, int(round(0.6 * C ** 0.8 / 32)) * 32),
                       head_size=64)
 

@@ -16,7 +16,7 @@ import numpy as np
 import optax
 
 from rwkvjax.merges.units import PLAIN, UnitFns
-from rwkvjax.model.config import Config
+from rwkvjax.model.config import Architecture
 from rwkvjax.train.data import Window, make_batch
 from rwkvjax.train.replay import ReplayBuffer
 from rwkvjax.train.step import make_eval_fn, make_train_step, replicate, shard_batch, to_host
@@ -58,7 +58,7 @@ class Learner:
     `remat`: the train step's rematerialisation policy ('none', 'dots' or 'full'; `rwkvjax.train.remat`).
     """
 
-    def __init__(self, config: Config, params, trainable0: Trainable, tx: optax.GradientTransformation, *,
+    def __init__(self, config: Architecture, params, trainable0: Trainable, tx: optax.GradientTransformation, *,
                  ctx_len: int, live_per_step: int, replay_per_step: int = 0, replay: ReplayBuffer | None = None,
                  units: UnitFns = PLAIN, n_slots: int | None = None, mesh=None, wkv_impl="auto",
                  max_traces: int | None = 1, window_text: Callable[[Window], str] | None = None,

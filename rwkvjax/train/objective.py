@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from rwkvjax.merges.units import PLAIN, SlotBatch, UnitFns
-from rwkvjax.model.config import Config
+from rwkvjax.model.config import Architecture
 from rwkvjax.model.rwkv7 import forward_hidden
 from rwkvjax.model.units import LN2
 from rwkvjax.train.remat import POLICIES
@@ -97,7 +97,7 @@ def _frozen_head_bwd(units, chunk, dh_BTC, g_BT):
 _frozen_head_nll.defvjp(_frozen_head_fwd, _frozen_head_bwd)
 
 
-def hidden_under_policy(params, x_BTC, state, *, config: Config, wkv_impl="auto", remat: str | bool = "full"):
+def hidden_under_policy(params, x_BTC, state, *, config: Architecture, wkv_impl="auto", remat: str | bool = "full"):
     """`forward_hidden` with a rematerialisation policy of `rwkvjax.train.remat` (True = 'full', False = 'none').
 
     'dots' wraps the whole forward in one checkpoint that keeps the unbatched matmul outputs (jax's
@@ -121,7 +121,7 @@ def window_nll(trainable: Trainable, params, batch: Batch, **kw):
     return window_nll_and_hidden(trainable, params, batch, **kw)[0]
 
 
-def window_nll_and_hidden(trainable: Trainable, params, batch: Batch, *, config: Config, units: UnitFns = PLAIN,
+def window_nll_and_hidden(trainable: Trainable, params, batch: Batch, *, config: Architecture, units: UnitFns = PLAIN,
                           wkv_impl="auto", remat: str | bool = "full"):
     """(`window_nll`, the final hidden states [B,T,C] it was computed from)."""
     B = batch.inputs.shape[0]

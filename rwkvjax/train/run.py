@@ -30,7 +30,7 @@ from rwkvjax.io.lock import LOCK_NAME, RunLock
 from rwkvjax.merges.dyntok import DynamicTokenizer, expand, for_tokenizer
 from rwkvjax.merges.hypernet_io import start_hypernet
 from rwkvjax.merges.units import MERGED, PLAIN
-from rwkvjax.model.config import Config
+from rwkvjax.model.config import Architecture
 from rwkvjax.model.params import params_hash
 from rwkvjax.text.tokenizer import for_vocab
 from rwkvjax.train import hooks
@@ -70,7 +70,7 @@ class Trainer:
             from rwkvjax.io.convert import DTYPES
             from rwkvjax.io.formats import load
             model = load(cfg.model, dtype=DTYPES[cfg.dtype])
-        self.config: Config
+        self.config: Architecture
         self.config, params = model
         self.tok = for_vocab(self.config.vocab_size)
         self.base_hash = params_hash(params)

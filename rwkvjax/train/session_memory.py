@@ -36,7 +36,7 @@ from rwkvjax.io.checkpoint import TrainCheckpointer
 from rwkvjax.memory.lm import path_stretch
 from rwkvjax.memory.memory import MemorySettings, SessionMemory
 from rwkvjax.merges.dyntok import expand
-from rwkvjax.model.config import Config
+from rwkvjax.model.config import Architecture
 from rwkvjax.model.rwkv7 import embed, forward_hidden, head_logits
 from rwkvjax.model.units import LN2
 from rwkvjax.model.wkv import WkvImpl
@@ -107,13 +107,13 @@ def local(tree):
 
 
 @functools.partial(jax.jit, static_argnames=("config", "nbits"))
-def _window_paths(params, trainable: Trainable, inputs_BT, targets_BT, *, config: Config, nbits: int):
+def _window_paths(params, trainable: Trainable, inputs_BT, targets_BT, *, config: Architecture, nbits: int):
     hidden, _ = forward_hidden(params, embed(params, inputs_BT), initial_state(trainable, inputs_BT.shape[0]),
                                config=config, wkv_impl=WkvImpl.AUTO)
     return _head_paths(params, hidden, targets_BT, nbits)
 
 
-def window_paths(params, config: Config, trainable: Trainable, windows: list[np.ndarray], *, rows: int,
+def window_paths(params, config: Architecture, trainable: Trainable, windows: list[np.ndarray], *, rows: int,
                  length: int, nbits: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(st [n, nbits], bits [n]) of each token sequence, each read from the start state `trainable` as a
     training window is (input 0, then its tokens). Padded to one [rows, length] batch: one compiled shape."""
@@ -239,7 +239,7 @@ class RunMemory:
     """The run's session memories: `GLOBAL` and, per project, one each; which one the learner's state mixes with
     (`current`); per-step scoring and learning; the copies an undo and the canary probe need."""
 
-    def __init__(self, settings: MemorySettings, *, config: Config, params, ctx_len: int, live_per_step: int,
+    def __init__(self, settings: MemorySettings, *, config: Architecture, params, ctx_len: int, live_per_step: int,
                  merges: bool, per_project: bool, screen: FloodScreen | None = None):
         if settings.vocab_size != config.vocab_size:
             raise DataError(f"session memory for {settings.vocab_size} symbols, model vocabulary {config.vocab_size}")

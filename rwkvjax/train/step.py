@@ -12,7 +12,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from rwkvjax.merges.units import PLAIN, UnitFns
-from rwkvjax.model.config import Config
+from rwkvjax.model.config import Architecture
 from rwkvjax.train.objective import Batch, loss_and_metrics
 from rwkvjax.train.remat import POLICIES, available_memory
 from rwkvjax.train.trainable import Trainable
@@ -67,7 +67,7 @@ def to_host(tree):
     return jax.tree.map(one, tree)
 
 
-def make_train_step(config: Config, tx: optax.GradientTransformation, *, units: UnitFns = PLAIN,
+def make_train_step(config: Architecture, tx: optax.GradientTransformation, *, units: UnitFns = PLAIN,
                     wkv_impl="auto", max_traces: int | None = 1, remat: str = "full"):
     """Returns step(trainable, opt_state, params, batch) -> (trainable, opt_state, metrics).
 
@@ -100,7 +100,7 @@ def state_norm(tr: Trainable) -> jax.Array:
     return optax.tree.norm([tr.wkv, tr.att_shift, tr.ffn_shift])
 
 
-def make_eval_fn(config: Config, *, units: UnitFns = PLAIN, wkv_impl="auto"):
+def make_eval_fn(config: Architecture, *, units: UnitFns = PLAIN, wkv_impl="auto"):
     """Loss and metrics without an update (scoring before training, replay surprise refresh)."""
     return jax.jit(functools.partial(loss_and_metrics, config=config, units=units, wkv_impl=wkv_impl,
                                      remat=False))

@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rwkvjax.model.config import Config
+from rwkvjax.model.config import Architecture
 from rwkvjax.model.state import State, start_state
 
 
@@ -24,7 +24,7 @@ class Trainable:
     hyper: Any = None                 # hypernetwork params (optional)
 
 
-def init_trainable(config: Config, *, train_shift: bool = False, hyper: Any = None) -> Trainable:
+def init_trainable(config: Architecture, *, train_shift: bool = False, hyper: Any = None) -> Trainable:
     L, C, H, N = config.n_layer, config.n_embd, config.n_head, config.head_size
     shift = jnp.zeros((L, C), jnp.float32) if train_shift else None
     return Trainable(wkv=jnp.zeros((L, H, N, N), jnp.float32), att_shift=shift,

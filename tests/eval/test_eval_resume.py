@@ -20,7 +20,7 @@ from rwkvjax.eval.report import summarize
 from rwkvjax.train.run import DEMO_TRACES
 from tests.conftest import REPO
 
-TINY = rwkvjax.Config(256, 32, 1, 64, 16, 16, 16, 16, head_size=16)
+TINY = rwkvjax.Architecture(256, 32, 1, 64, 16, 16, 16, 16, head_size=16)
 
 
 def _fake_results(gains: list[float], heldout: list[bool]) -> dict:

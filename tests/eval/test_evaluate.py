@@ -22,7 +22,7 @@ from rwkvjax.model.init import init_params
 from rwkvjax.text.tokenizer import ByteTokenizer
 from rwkvjax.train.run import DEMO_TRACES
 
-SMALL = rwkvjax.Config(256, 64, 1, 128, 32, 32, 32, 32)
+SMALL = rwkvjax.Architecture(256, 64, 1, 128, 32, 32, 32, 32)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from rwkvjax.text.tokenizer import ByteTokenizer
 from rwkvjax.train.data import stream_windows
 from rwkvjax.train.run import DEMO_TRACES
 
-SMALL = rwkvjax.Config(256, 64, 1, 128, 32, 32, 32, 32)
+SMALL = rwkvjax.Architecture(256, 64, 1, 128, 32, 32, 32, 32)
 LN2 = np.log(2.0)
 
 
@@ -92,7 +92,7 @@ def test_bad_hypernet_files_raise_errors_naming_file_and_field(run, tmp_path):
         load_hypernet(tmp_path / "nope.safetensors", config)
     with pytest.raises(ValueError, match="trained for model"):
         load_hypernet(cfg.out, config, "0" * 32)
-    other = rwkvjax.Config(256, 128, 1, 256, 32, 32, 32, 32)
+    other = rwkvjax.Architecture(256, 128, 1, 256, 32, 32, 32, 32)
     with pytest.raises(ValueError, match=r"'inp.w1' has shape"):
         load_hypernet(cfg.out, other)
     t = load_file(cfg.out)

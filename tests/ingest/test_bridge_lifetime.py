@@ -24,7 +24,7 @@ from rwkvjax.io.convert import save_official
 from rwkvjax.model.init import init_params
 from tests.conftest import CLAUDE_PROJECTS, REPO
 
-SMALL = rwkvjax.Config(256, 64, 1, 128, 32, 32, 32, 32)
+SMALL = rwkvjax.Architecture(256, 64, 1, 128, 32, 32, 32, 32)
 SESSION = CLAUDE_PROJECTS / "-Users-yoav-projects-alignment-hive" / "agent-a6b700c.jsonl"
 
 

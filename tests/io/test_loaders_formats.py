@@ -119,7 +119,7 @@ def test_official_names_without_layer0_v_lora(tmp_path, official_sd, reference):
     assert_same_model(rwkvjax.load(tmp_path / "m.safetensors"), reference)
 
 
-def write_hf_folder(folder: Path, sd: dict[str, np.ndarray], cfg: rwkvjax.Config, n_shards: int = 2) -> None:
+def write_hf_folder(folder: Path, sd: dict[str, np.ndarray], cfg: rwkvjax.Architecture, n_shards: int = 2) -> None:
     folder.mkdir()
     hf = to_hf(sd, packed=False)
     names = sorted(hf)

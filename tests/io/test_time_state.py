@@ -87,7 +87,7 @@ def test_import_from_a_model_with_merged_time_state_and_refusals(tmp_path):
 
     from rwkvjax.io.convert import save_official
     from rwkvjax.model.init import init_params
-    config = rwkvjax.Config(256, 128, 3, 256, 32, 32, 32, 32)  # byte vocab: the store records its tokenizer
+    config = rwkvjax.Architecture(256, 128, 3, 256, 32, 32, 32, 32)  # byte vocab: the store records its tokenizer
     model = save_official(init_params(config, 0), config, tmp_path / "byte.safetensors", "fp32")
     config, params = rwkvjax.load(model)
     sd = load_file(model)

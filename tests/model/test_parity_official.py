@@ -149,7 +149,7 @@ def test_rwkvcpp_expected_logits(variant, expected_rwkvcpp_logits):
 _VECTOR_FIELDS = {"x_r", "x_w", "x_k", "x_v", "x_a", "x_g", "w0", "a0", "v0", "k_k", "k_a", "ffn_x_k"}
 
 
-def param_spec(cfg: rwkvjax.Config, dtype) -> Params:
+def param_spec(cfg: rwkvjax.Architecture, dtype) -> Params:
     """Params as ShapeDtypeStructs: official shapes (rwkvjax/model/params.py), linear weights [in, out], stacked on L."""
     sds = lambda *shape: jax.ShapeDtypeStruct(shape, dtype)
     official = expected_shapes(cfg, 1)

@@ -16,7 +16,7 @@ from rwkvjax.serve.server import serve
 from rwkvjax.text.tokenizer import ByteTokenizer, tokenizer_id
 from tests.tools.local_server import free_socket, in_thread
 
-SMALL = rwkvjax.Config(256, 64, 2, 128, 32, 32, 32, 32)
+SMALL = rwkvjax.Architecture(256, 64, 2, 128, 32, 32, 32, 32)
 
 
 @contextlib.contextmanager

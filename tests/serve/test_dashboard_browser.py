@@ -30,7 +30,7 @@ from tests.serve.dashboard_util import get_json, running_dashboard
 
 pytestmark = pytest.mark.slow
 
-SMALL = rwkvjax.Config(256, 64, 1, 128, 32, 32, 32, 32)
+SMALL = rwkvjax.Architecture(256, 64, 1, 128, 32, 32, 32, 32)
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

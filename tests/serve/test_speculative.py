@@ -34,7 +34,7 @@ def _primed(vocab: int):
     """A tiny random model and a memory that has read (scored, so its mixers trust it) text repeating itself,
     and a prompt that starts one of the repeated passages again: the mixture's reply copies, with drafts
     accepted and some rejected where passages diverge."""
-    cfg = rwkvjax.Config(vocab, 64, 2, 128, 32, 32, 32, 32)
+    cfg = rwkvjax.Architecture(vocab, 64, 2, 128, 32, 32, 32, 32)
     params = init_params(cfg, 0, live_output=True)
     rng = np.random.default_rng(vocab)
     if vocab == 256:

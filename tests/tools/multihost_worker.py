@@ -36,7 +36,7 @@ def main():
     from rwkvjax.train.step import data_mesh, to_host
     from rwkvjax.train.trainable import init_trainable
 
-    config = rwkvjax.Config(256, 64, 2, 128, 32, 32, 32, 32)
+    config = rwkvjax.Architecture(256, 64, 2, 128, 32, 32, 32, 32)
     params = init_params(config, 0, live_output=True)
     tr0 = init_trainable(config)
     # plain SGD: S0 is then linear in the summed gradients, so the comparison is not blurred by Adam's

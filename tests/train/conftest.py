@@ -10,7 +10,7 @@ import rwkvjax
 from rwkvjax.io.convert import save_official
 from rwkvjax.model.init import init_params
 
-SMALL = rwkvjax.Config(256, 64, 1, 128, 32, 32, 32, 32)
+SMALL = rwkvjax.Architecture(256, 64, 1, 128, 32, 32, 32, 32)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from rwkvjax.train.optim import OptimConfig, state_tuning_optimizer
 from rwkvjax.train.replay import ReplayBuffer, ReplaySettings
 from rwkvjax.train.trainable import init_trainable
 
-SMALL = rwkvjax.Config(256, 64, 1, 128, 32, 32, 32, 32)
+SMALL = rwkvjax.Architecture(256, 64, 1, 128, 32, 32, 32, 32)
 
 
 def _learner(replay_per_step=1):

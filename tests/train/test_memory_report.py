@@ -9,7 +9,7 @@ import pytest
 import rwkvjax
 from benchmarks.memory import paper
 
-SMALL = rwkvjax.Config(256, 64, 2, 256, 32, 32, 32, 32)
+SMALL = rwkvjax.Architecture(256, 64, 2, 256, 32, 32, 32, 32)
 
 
 def test_paper_report_for_a_small_config():

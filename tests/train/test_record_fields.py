@@ -24,7 +24,7 @@ from rwkvjax.train.replay import ReplayBuffer, ReplaySettings
 from rwkvjax.train.trainable import init_trainable
 
 TOK = ByteTokenizer()
-SMALL = rwkvjax.Config(256, 64, 1, 128, 32, 32, 32, 32)
+SMALL = rwkvjax.Architecture(256, 64, 1, 128, 32, 32, 32, 32)
 
 
 def _events():

@@ -20,7 +20,7 @@ from rwkvjax.train.trainable import init_trainable
 from tests.model.test_parity_official import param_spec
 
 GB = 2 ** 30
-SMALL = rwkvjax.Config(256, 64, 2, 256, 32, 32, 32, 32)
+SMALL = rwkvjax.Architecture(256, 64, 2, 256, 32, 32, 32, 32)
 
 
 def test_auto_rule_prefers_no_recomputation_while_it_fits():
@@ -120,7 +120,7 @@ def _temp_bytes(cfg, T, B, policy):
 @pytest.mark.parametrize("policy", ["none", "dots"])
 def test_activation_estimate_matches_the_compiled_step(policy):
     """The auto rule's per-token estimate against XLA's buffer assignment, on a config it was not fitted on."""
-    cfg = rwkvjax.Config(256, 256, 3, 1024, 32, 32, 32, 32)
+    cfg = rwkvjax.Architecture(256, 256, 3, 1024, 32, 32, 32, 32)
     B, T = 2, 128
     measured = _temp_bytes(cfg, 2 * T, B, policy) - _temp_bytes(cfg, T, B, policy)
     est = activation_bytes(policy, ctx_len=T, batch=B, n_layer=cfg.n_layer, n_embd=cfg.n_embd,

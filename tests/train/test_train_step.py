@@ -24,7 +24,7 @@ from rwkvjax.train.trainable import init_trainable
 from tests.conftest import REPO
 
 CODE = b"def add(a, b):\n    return a + b\n\nprint(add(1, 2))\n" * 4
-SMALL = rwkvjax.Config(256, 64, 2, 256, 32, 32, 32, 32)
+SMALL = rwkvjax.Architecture(256, 64, 2, 256, 32, 32, 32, 32)
 
 
 def _batch(T=32, B=2, lengths=None):
@@ -113,7 +113,7 @@ from rwkvjax.train.objective import Batch
 from rwkvjax.train.optim import OptimConfig, state_tuning_optimizer
 from rwkvjax.train.step import data_mesh, make_train_step, replicate, shard_batch
 from rwkvjax.train.trainable import init_trainable
-cfg = rwkvjax.Config(256, 64, 2, 256, 32, 32, 32, 32)
+cfg = rwkvjax.Architecture(256, 64, 2, 256, 32, 32, 32, 32)
 mesh = data_mesh()
 params = replicate(init_params(cfg, 0, live_output=True), mesh)
 tr = init_trainable(cfg)
