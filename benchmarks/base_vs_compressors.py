@@ -93,7 +93,8 @@ def main():
     out["copy"] = {"xz -9e": {n: {"second_bpb": sum(alone_bits("xz -9e", c + c) - alone_bits("xz -9e", c)
                                                      for c in cs) / (n * len(cs))} for n, cs in chunks.items()}}
     for m in a.model:
-        config, params = rwkvjax.load(m)
+        loaded = rwkvjax.load(m)
+        config, params = loaded.arch, loaded.params
         tok = for_vocab(config.vocab_size)
         for name, items in texts.items():
             bits = 0.0

@@ -60,7 +60,8 @@ def main():
     from rwkvjax.train.probe import default_canaries, read_texts
     from rwkvjax.train.step import state_norm
     from rwkvjax.train.trainable import init_trainable
-    config, params = rwkvjax.load(a.model)
+    loaded = rwkvjax.load(a.model)
+    config, params = loaded.arch, loaded.params
     tok = for_vocab(config.vocab_size)
     tr0 = init_trainable(config)
     gate = UpdateGate(config, params, tok, read_texts(default_canaries()), ctx_len=a.ctx_len)

@@ -61,8 +61,9 @@ def main() -> None:
         texts.append(f.read_bytes())
     print(f"demo model, {len(files)} held-out stdlib files, {sum(map(len, texts))} bytes: "
           + ", ".join(f.name for f in files))
-    cfg, fp32 = rwkvjax.load(DEMO)
-    _, int8 = rwkvjax.load(DEMO, dtype=jnp.int8)
+    loaded = rwkvjax.load(DEMO)
+    cfg, fp32 = loaded.arch, loaded.params
+    int8 = rwkvjax.load(DEMO, dtype="int8").params
     b32, b8 = bits_per_byte(fp32, cfg, texts), bits_per_byte(int8, cfg, texts)
     print(f"| demo model held-out | fp32 | int8 | int8 vs fp32 |\n|---|---|---|---|\n"
           f"| bits per byte | {b32:.4f} | {b8:.4f} | {100 * (b8 - b32) / b32:+.3f}% |")

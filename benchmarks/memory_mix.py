@@ -42,7 +42,8 @@ def _sessions(traces: str, model: str):
     from rwkvjax.memory.lm import stream_paths
     from rwkvjax.model.state import zero_state
     from rwkvjax.text.tokenizer import for_vocab
-    config, params = load(model)
+    loaded = load(model)
+    config, params = loaded.arch, loaded.params
     sessions = split_by_time(load_sessions(traces, for_vocab(config.vocab_size)), 1 / 3)
     out = []
     for s in sessions:

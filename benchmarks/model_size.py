@@ -58,7 +58,8 @@ def main() -> None:
         t0 = time.perf_counter()
         rec = pretrain(cfg, log=lambda s: None)
         wall = time.perf_counter() - t0
-        config, params = rwkvjax.load(rec["model"])
+        loaded = rwkvjax.load(rec["model"])
+        config, params = loaded.arch, loaded.params
         copies = copy_costs(params, config, chunks)
         print(json.dumps({"L": L, "C": C, "params": timed["params"], "steps": steps,
                           "tokens": rec["tokens_seen"], "train_wall_s": round(wall),

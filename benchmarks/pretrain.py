@@ -40,7 +40,7 @@ def matmul_params(cfg) -> int:
     return cfg.n_layer * (4 * C * C + 2 * C * F + 2 * C * lora) + C * cfg.vocab_size
 
 
-def run_case(L: int, C: int, ctx: int, batch: int, impl: str, remat: bool) -> dict:
+def run_case(L: int, C: int, ctx: int, batch: int, impl: str, remat: str) -> dict:
     from rwkvjax.model.init import init_params
     from rwkvjax.model.state import zero_state
     from rwkvjax.train.config import PretrainConfig
@@ -73,7 +73,7 @@ def main():
     ap.add_argument("--ctx", type=int, nargs="+", default=[256])
     ap.add_argument("--batch", type=int, nargs="+", default=[16])
     ap.add_argument("--impls", default="scan,chunked")
-    ap.add_argument("--remat", default="off,on")
+    ap.add_argument("--remat", default="none,full", help="policies of rwkvjax.train.remat, comma-separated")
     a = ap.parse_args()
     anchor = matmul_rate()
     print(json.dumps({"anchor_matmul_gflops": round(anchor / 1e9, 1), "devices": jax.device_count()}), flush=True)
@@ -83,7 +83,7 @@ def main():
             for batch in a.batch:
                 for impl in a.impls.split(","):
                     for remat in a.remat.split(","):
-                        r = run_case(L, C, ctx, batch, impl, remat == "on")
+                        r = run_case(L, C, ctx, batch, impl, remat)
                         r["mfu"] = round(r.pop("flops_per_s") / anchor, 3)
                         print(json.dumps(r), flush=True)
 

@@ -49,7 +49,7 @@ def main():
     from rwkvjax.eval.sessions import load_sessions
     from rwkvjax.text.tokenizer import for_vocab
     model = rwkvjax.load(a.model)
-    tok = for_vocab(model[0].vocab_size)
+    tok = for_vocab(model.arch.vocab_size)
     texts = [s.text for s in load_sessions(a.traces, tok)]
     out = {"model": a.model, "date": time.strftime("%Y-%m-%d")}
     if a.part in ("all", "training"):
@@ -72,7 +72,7 @@ def heldout_mixture_bits(model, trainable, memory, texts: list[str], ctx_len: in
     from rwkvjax.text.tokenizer import for_vocab
     from rwkvjax.train.data import stream_windows
     from rwkvjax.train.session_memory import window_paths
-    config, params = model
+    config, params = model.arch, model.params
     tok = for_vocab(config.vocab_size)
     mem = memory.copy()
     bits, nbytes = [], []
@@ -117,7 +117,7 @@ def training(a, model, tok, texts) -> dict:
         write_session(work / "mixed" / "-p", reread, start=f"2026-01-01T01:{k:02d}:00Z", sid=sid)
         kinds[sid] = "file_reread_x50"
     write_stream(work / "clean" / "-p", train, {}, every=1)
-    probe = TextProbe(model[0], model[1], tok, canaries, ctx_len=512, max_windows=1, wkv_impl="scan")
+    probe = TextProbe(model.arch, model.params, tok, canaries, ctx_len=512, max_windows=1, wkv_impl="scan")
     arms = {}
     for name, folder, gate in (("poisoned_gate", "mixed", True), ("poisoned_no_gate", "mixed", False),
                                ("clean_gate", "clean", True)):
@@ -183,7 +183,7 @@ def flood(a, model, texts) -> dict:
     from rwkvjax.train.gate import RedundancyScreen
     from rwkvjax.train.session_memory import FloodScreen, window_paths
     from rwkvjax.train.trainable import init_trainable
-    config, params = model
+    config, params = model.arch, model.params
     ctx = 512  # train's default --ctx-len
     tr = init_trainable(config)
     allb = "".join(texts).encode()

@@ -95,7 +95,8 @@ def bench_generate(a) -> None:
     from rwkvjax.serve.sampling import token_weights
     from rwkvjax.text.tokenizer import for_vocab
     path = MODELS[a.model]
-    config, params = rwkvjax.load(path)
+    loaded = rwkvjax.load(path)
+    config, params = loaded.arch, loaded.params
     dec = unstack_layers(params)
     weights = token_weights(for_vocab(config.vocab_size).decode_bytes, config.vocab_size)
     memfile = primed_memory(path, config, params, a.prime_kb)
@@ -180,7 +181,8 @@ def bench_engine(a) -> None:
     from rwkvjax.serve.config import DEFAULT_DRAFT_TOKENS
     from rwkvjax.serve.engine import Engine, Request, Sampling
     from rwkvjax.text.tokenizer import for_vocab
-    config, params = rwkvjax.load(MODELS[a.model])
+    loaded = rwkvjax.load(MODELS[a.model])
+    config, params = loaded.arch, loaded.params
     dec, tok = unstack_layers(params), for_vocab(config.vocab_size)
     engines = {"--no-memory": Engine(dec, config, tok, max_batch=max(a.streams)),
                "memory, K=0": Engine(dec, config, tok, max_batch=max(a.streams), memory=True),

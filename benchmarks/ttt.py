@@ -53,7 +53,8 @@ def main():
     from rwkvjax.model.state import start_state, zero_state
     from rwkvjax.serve.ttt import ConversationTuner, TTTSettings
     from rwkvjax.text.tokenizer import for_vocab, tokenizer_id
-    config, params = rwkvjax.load(a.model)
+    loaded = rwkvjax.load(a.model)
+    config, params = loaded.arch, loaded.params
     tok = for_vocab(config.vocab_size)
     sessions = split_by_time(load_sessions(a.traces, tok), 0.3)
     held = [s for s in sessions if s.heldout][-a.sessions:]

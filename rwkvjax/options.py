@@ -20,3 +20,16 @@ def option(default: Any = MISSING, *, help: str = "", choices: Sequence | None =
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=md)
     return dataclasses.field(default=default, metadata=md)
+
+
+# The WKV-7 implementations a run can ask for (`--wkv-impl`), named here without jax so the CLI can offer
+# them as choices; `rwkvjax.model.wkv.WkvImpl` is built from this table, so the two cannot drift apart.
+WKV_IMPLS: dict[str, str] = {
+    "auto": "the Pallas kernel on a GPU (falling back to chunked where it does not compile), loop_chunked elsewhere",
+    "scan": "per-token lax.scan (the reference; stores every state under autodiff)",
+    "loop": "per-token loop laid out for XLA:CPU (rwkvjax.model.wkv_loop); stores every state under autodiff",
+    "chunked": "exact chunked pure-JAX form, checkpointed per chunk (rwkvjax.model.wkv_chunked)",
+    "loop_chunked": "loop when not differentiated, chunked's forward and VJP when differentiated",
+    "pallas": "Pallas kernels with a custom VJP (pallas_kernels.wkv7); compiled, GPU only",
+    "pallas_interpret": "the same Pallas kernels under interpret=True (slow; runs on CPU)",
+}

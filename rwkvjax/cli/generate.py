@@ -23,22 +23,21 @@ def add_arguments(p):
 
 
 def run(args) -> None:
-    from rwkvjax.io.convert import DTYPES, refuse_slow_dtype
+    from rwkvjax.io.convert import refuse_slow_dtype
     from rwkvjax.io.formats import load
     from rwkvjax.serve.config import draft_tokens_of
     from rwkvjax.serve.generate import generate_ids, stream_text
-    from rwkvjax.text.tokenizer import for_vocab
     cfg = dataclass_from_args(GenerateConfig, args)
     refuse_slow_dtype(cfg.dtype)
-    config, params = load(cfg.model, dtype=DTYPES[cfg.dtype])
-    tok = for_vocab(config.vocab_size)
+    model = load(cfg.model, dtype=cfg.dtype)
+    tok = model.tokenizer
     state = None
     if cfg.checkpoint:
         from rwkvjax.io.tuned_state import load_tuned_state
-        state = load_tuned_state(cfg.checkpoint, config, params, dtype=cfg.dtype)
-    memory = _memory(cfg, config.vocab_size) if cfg.memory else None
-    from rwkvjax.model.params import unstack_layers
-    ids = generate_ids(unstack_layers(params), config, tok.encode(unescape(cfg.prompt)), max_tokens=cfg.max_tokens,
+        state = load_tuned_state(cfg.checkpoint, model)
+    memory = _memory(cfg, model.arch.vocab_size) if cfg.memory else None
+    model = model.decoding()
+    ids = generate_ids(model.params, model.arch, tok.encode(unescape(cfg.prompt)), max_tokens=cfg.max_tokens,
                        temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, state=state, memory=memory,
                        draft_tokens=draft_tokens_of(cfg))
     for piece in stream_text(ids, tok.decode_bytes):

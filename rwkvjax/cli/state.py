@@ -55,22 +55,20 @@ def import_state(store, cfg):
     from rwkvjax.errors import CheckpointMismatch
     from rwkvjax.io.formats import load
     from rwkvjax.io.time_state import read_time_state
-    from rwkvjax.model.params import params_hash
-    from rwkvjax.text.tokenizer import for_vocab, tokenizer_id
     wkv = read_time_state(cfg.file)
-    config, params = load(cfg.model)
-    want = (config.n_layer, config.n_head, config.head_size, config.head_size)
+    model = load(cfg.model)
+    a = model.arch
+    want = (a.n_layer, a.n_head, a.head_size, a.head_size)
     if wkv.shape != want:
         raise CheckpointMismatch(f"{cfg.file}: time_state has shape {wkv.shape}, model {cfg.model} needs {want}")
     parent = store.get(cfg.parent).id if cfg.parent else None
-    return store.put(cfg.name, wkv, base_hash=params_hash(params), tokenizer=tokenizer_id(for_vocab(config.vocab_size)),
+    return store.put(cfg.name, wkv, base_hash=model.hash, tokenizer=model.tokenizer_id,
                      parent=parent, source={"file": str(cfg.file)})
 
 
 def _model_hash(model: str) -> str:
     from rwkvjax.io.formats import load
-    from rwkvjax.model.params import params_hash
-    return params_hash(load(model)[1])
+    return load(model).hash
 
 
 def _when(t: float) -> str:

@@ -20,7 +20,6 @@ def run(args) -> None:
     if cfg.stats and cfg.model:
         from rwkvjax.io.formats import load
         from rwkvjax.merges.stats import TokenStats
-        from rwkvjax.text.tokenizer import for_vocab
-        tokens = TokenStats(for_vocab(load(cfg.model)[0].vocab_size))
+        tokens = TokenStats(load(cfg.model).tokenizer)
     traces_command(list(cfg.source), fmt=cfg.format, stats=cfg.stats, token_stats=tokens, reader=cfg.reader,
                    opts=opts, projects=cfg.projects_dir)

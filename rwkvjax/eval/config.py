@@ -9,15 +9,91 @@ from rwkvjax.memory import DEFAULT_MB
 from rwkvjax.options import option
 from rwkvjax.train.config import DEFAULT_MODEL, check_positive
 
-# learners and the protocols scored from them (`*_reset`: the state goes back to the start state every
-# --reset-every tokens; `tuned_tbptt`: S0 trained on each session's first tbptt_windows x ctx_len tokens as one
-# sequence, the gradient flowing through the carried state across its windows)
-# `tuned_gated`: tuned_replay with every update through the update gate (train/gate.py), as `train` runs it)
-# session memory arms (rwkvjax/memory): `memory_alone` the frozen model mixed with a memory emptied at each session,
-# `memory` with the memory of every earlier session (prequential), `tuned_memory` the same from tuned_replay's S0
-ARMS = ("frozen", "frozen_reset", "carry", "tuned", "tuned_reset", "tuned_tbptt", "tuned_replay",
-        "tuned_replay_reducible", "tuned_gated", "merges", "memory_alone", "memory", "tuned_memory")
-MEMORY_ARMS = {"memory_alone": "frozen", "memory": "frozen", "tuned_memory": "tuned_replay"}  # -> the model's arm
+REPLAY_PRIORITIES = ("surprise", "reducible")  # `rwkvjax.train.replay.ReplaySettings.priority`
+
+
+@dataclasses.dataclass(frozen=True)
+class ArmSpec:
+    """What one evaluation arm is; `rwkvjax.eval.prequential` runs any of them by the same code.
+
+    An arm either has a model of its own (it reads every session from its start state S0, trained or not), or
+    reads another arm's model: `reset_of` (that arm's S0, returned to every --reset-every tokens) or `memory_of`
+    (that arm's predictions mixed with a session memory, `rwkvjax.memory`, every byte scored before the memory
+    learns it)."""
+
+    learns: bool = False  # S0 trained on each training session after it is scored (`rwkvjax.train.learner`)
+    replay: str | None = None  # a replay buffer of earlier windows, by this priority (REPLAY_PRIORITIES)
+    gate: bool = False  # every update through the update gate (`rwkvjax.train.gate`), as `train` runs it
+    tbptt: bool = False  # trained on each session's first tbptt_windows x ctx_len tokens as one sequence, the
+    #                      gradient flowing through the carried state across its windows
+    merges: bool = False  # read and trained in dynamic-merge units (`rwkvjax.merges`), with a hypernetwork
+    carry: bool = False  # each session starts from the state the previous one ended in, not from S0
+    reset_of: str | None = None
+    memory_of: str | None = None
+    memory_keeps: bool = True  # the memory keeps every earlier session (False: emptied at each session)
+
+    def __post_init__(self):
+        if self.reset_of and self.memory_of:
+            raise ConfigError("an arm reads one other arm's model: reset_of or memory_of, not both")
+        borrowed = self.reset_of or self.memory_of
+        if borrowed and (self.learns or self.merges or self.carry):
+            raise ConfigError(f"an arm that reads arm {borrowed}'s model has no model of its own to train, merge "
+                              "or carry")
+        if (self.replay or self.gate or self.tbptt) and not self.learns:
+            raise ConfigError("replay, gate and tbptt shape the updates of an arm that learns (learns=True)")
+        if self.replay is not None and self.replay not in REPLAY_PRIORITIES:
+            raise ConfigError(f"replay {self.replay!r}: choose from {REPLAY_PRIORITIES}")
+        if self.gate and not self.replay:  # the gate's rollback restores the replay buffer too
+            raise ConfigError("a gated arm needs a replay buffer (replay=...)")
+        if self.merges and (self.carry or self.tbptt):
+            raise ConfigError("a merges arm reads each session from S0 in its own windows (no carry, no tbptt)")
+
+    @property
+    def own_model(self) -> bool:
+        return not (self.reset_of or self.memory_of)
+
+    @property
+    def base(self) -> str | None:
+        """The arm whose model this arm reads (None: its own)."""
+        return self.reset_of or self.memory_of
+
+
+# The arms of `eval`, in report order. `*_reset`: the state goes back to the start state every --reset-every
+# tokens. Session memory arms (rwkvjax/memory): `memory_alone` the frozen model mixed with a memory emptied at
+# each session, `memory` with the memory of every earlier session (prequential), `tuned_memory` the same from
+# tuned_replay's S0.
+ARM_SPECS = {
+    "frozen": ArmSpec(),
+    "frozen_reset": ArmSpec(reset_of="frozen"),
+    "carry": ArmSpec(carry=True),
+    "tuned": ArmSpec(learns=True),
+    "tuned_reset": ArmSpec(reset_of="tuned"),
+    "tuned_tbptt": ArmSpec(learns=True, tbptt=True),
+    "tuned_replay": ArmSpec(learns=True, replay="surprise"),
+    "tuned_replay_reducible": ArmSpec(learns=True, replay="reducible"),
+    "tuned_gated": ArmSpec(learns=True, replay="surprise", gate=True),
+    "merges": ArmSpec(learns=True, replay="reducible", merges=True),
+    "memory_alone": ArmSpec(memory_of="frozen", memory_keeps=False),
+    "memory": ArmSpec(memory_of="frozen"),
+    "tuned_memory": ArmSpec(memory_of="tuned_replay"),
+}
+ARMS = tuple(ARM_SPECS)
+MEMORY_ARMS = {n: s.memory_of for n, s in ARM_SPECS.items() if s.memory_of}  # -> the model's arm
+
+
+def check_arms(specs: dict[str, ArmSpec]) -> None:
+    """Raises `ConfigError` unless every arm that reads another arm's model runs beside that arm, and that arm
+    has a model of its own that reads the plain token stream (the pass a memory or a reset arm is read from)."""
+    for name, spec in specs.items():
+        base = spec.base
+        if base is None:
+            continue
+        if base not in specs:
+            what = ("is scored from the {} arm's state" if spec.reset_of else
+                    "mixes the {} arm's model with a memory").format(base)
+            raise ConfigError(f"arm {name} {what}; add {base} to --arms")
+        if not specs[base].own_model or specs[base].merges:
+            raise ConfigError(f"arm {name} reads arm {base}, which has no plain-token model of its own")
 
 
 
@@ -55,19 +131,15 @@ class EvalConfig:
         check_positive(self, "replay_per_step", "lr_final", "hyper_lr", allow_zero=True)
         if not 0 < self.heldout_fraction < 1:
             raise ConfigError(f"--heldout-fraction {self.heldout_fraction}: must be in (0, 1)")
-        for base in ("frozen", "tuned"):
-            if f"{base}_reset" in self.arms and base not in self.arms:
-                raise ConfigError(f"arm {base}_reset is scored from the {base} arm's state; add {base} to --arms")
-        for arm, base in MEMORY_ARMS.items():
-            if arm in self.arms and base not in self.arms:
-                raise ConfigError(f"arm {arm} mixes the {base} arm's model with a memory; add {base} to --arms")
+        check_arms({n: s for n, s in ARM_SPECS.items() if n in self.arms})
         if not (self.memory_mb >= 1):
             raise ConfigError(f"--memory-mb {self.memory_mb}: must be at least 1 (MB)")
         for name in self.arms:
             if name not in ARMS:
                 raise ConfigError(f"unknown arm {name!r}; choose from {ARMS}")
-        if self.hypernet and "merges" not in self.arms:
-            raise ConfigError(f"--hypernet {self.hypernet} is only used by the 'merges' arm, which --arms leaves out")
+        if self.hypernet and not any(ARM_SPECS[n].merges for n in self.arms):
+            users = ", ".join(repr(n) for n, s in ARM_SPECS.items() if s.merges)
+            raise ConfigError(f"--hypernet {self.hypernet} is only used by the {users} arm, which --arms leaves out")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,7 +29,6 @@ from rwkvjax.merges.dyntok import for_tokenizer
 from rwkvjax.merges.hypernet import init_hypernet
 from rwkvjax.merges.hypernet_io import save_hypernet
 from rwkvjax.merges.units import MERGED, PLAIN
-from rwkvjax.model.params import params_hash
 from rwkvjax.model.state import zero_state
 from rwkvjax.model.units import LN2
 from rwkvjax.train.corpus import corpus_files, read_text_files
@@ -109,9 +108,7 @@ def _corpus_streams(cfg: HyperTrainConfig, tok) -> tuple[list[tuple[str, list[in
 
 
 def run_hyper_train(cfg: HyperTrainConfig, model, *, log=print) -> dict:
-    from rwkvjax.text.tokenizer import for_vocab
-    config, params = model
-    tok = for_vocab(config.vocab_size)
+    config, params, tok = model.arch, model.params, model.tokenizer
     sessions = load_sessions(cfg.traces, tok)
     split_by_time(sessions, cfg.heldout_fraction)
     heldout = [s for s in sessions if s.heldout]
@@ -134,7 +131,7 @@ def run_hyper_train(cfg: HyperTrainConfig, model, *, log=print) -> dict:
     rng = np.random.default_rng(cfg.seed)
     mk = lambda ws: make_batch(ws, [1.0] * len(ws), batch_size=cfg.batch, ctx_len=cfg.ctx_len, n_slots=cfg.n_slots)
     order, curve, t_train, done = [], [], time.perf_counter(), 0
-    model_hash = params_hash(params)
+    model_hash = model.hash
     split = {"train_sessions": [] if cfg.corpus else [s.sid for s in train], "corpus": corpus_stats,
              "heldout_sessions": [s.sid for s in heldout]}
     with StopSignals() as signals:  # Ctrl-C/SIGTERM: the step in flight finishes, what is trained is saved

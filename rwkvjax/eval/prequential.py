@@ -10,6 +10,10 @@ order, on the same bytes. The memory arms (`MEMORY_ARMS`) mix another arm's mode
 (`rwkvjax.memory`): every byte is scored before the memory learns it, and the memory of `memory` and
 `tuned_memory` has learned every earlier session, held-out ones included, in time order: the history the
 compressors are primed with. Protocol: Dawid's prequential principle (https://doi.org/10.2307/2981683).
+
+Each arm is an `ArmSpec` (`rwkvjax.eval.config.ARM_SPECS`); one code path runs any of them: the arms that read
+the plain token stream from a model of their own share one batched pass per session, the others (dynamic merges,
+periodic resets, memories) are read one by one, and every arm that learns then trains on the session.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import numpy as np
 
 from rwkvjax.errors import DataError
 from rwkvjax.eval import compressors
-from rwkvjax.eval.config import ARMS, MEMORY_ARMS, EvalConfig
+from rwkvjax.eval.config import ARM_SPECS, ARMS, ArmSpec, EvalConfig, check_arms
 from rwkvjax.eval.progress import Progress, as_stored, fingerprint
 from rwkvjax.eval.scoring import score_reset, score_stream, score_windows
 from rwkvjax.eval.sessions import ROLES, Session, load_sessions, split_by_time
@@ -34,7 +38,6 @@ from rwkvjax.merges.hypernet_io import start_hypernet
 from rwkvjax.memory.lm import stream_paths
 from rwkvjax.memory.memory import MemorySettings, SessionMemory
 from rwkvjax.merges.units import MERGED, PLAIN
-from rwkvjax.model.params import params_hash
 from rwkvjax.model.state import State
 from rwkvjax.model.units import LN2
 from rwkvjax.train.data import Window, stream_windows
@@ -48,35 +51,35 @@ from rwkvjax.train.trainable import Trainable, init_trainable, initial_state
 __all__ = ["ARMS", "EvalConfig", "ROLES", "Session", "load_sessions", "run_eval", "POSITION_BUCKETS"]
 
 POSITION_BUCKETS = ((0, 256), (256, 1024), (1024, 4096), (4096, None))
-LEARNERS = ("tuned", "tuned_tbptt", "tuned_replay", "tuned_replay_reducible", "tuned_gated", "merges")
-RESET_OF = {"frozen_reset": "frozen", "tuned_reset": "tuned"}
 
 
 class Arm:
-    """One learning arm (or the frozen/carry baseline): its learner and, for merges, its dynamic tokenizer."""
+    """An arm with a model of its own (`ArmSpec.own_model`): its start state S0 and, as its spec says, a learner
+    (replay buffer, update gate), dynamic merges with a hypernetwork, a state carried across sessions."""
 
-    def __init__(self, name: str, cfg: EvalConfig, config, params, tok, model_hash: str | None = None):
+    stateful = True  # saved between sessions, counted, scored on the canaries under its own name
+
+    def __init__(self, name: str, cfg: EvalConfig, config, params, tok, model_hash: str | None = None, *,
+                 spec: ArmSpec | None = None):
         self.name, self.cfg, self.config, self.tok = name, cfg, config, tok
-        self.merges = name == "merges"
-        hyper = start_hypernet(config, cfg.hypernet, cfg.seed, model_hash) if self.merges else None
+        self.spec = spec = ARM_SPECS[name] if spec is None else spec
+        hyper = start_hypernet(config, cfg.hypernet, cfg.seed, model_hash) if spec.merges else None
         self.trainable0 = init_trainable(config, hyper=hyper)
-        self.dyntok = for_tokenizer(tok) if self.merges else None
-        self.ctx_len = cfg.ctx_len * (cfg.tbptt_windows if name == "tuned_tbptt" else 1)
+        self.dyntok = for_tokenizer(tok) if spec.merges else None
+        self.ctx_len = cfg.ctx_len * (cfg.tbptt_windows if spec.tbptt else 1)
         self.learner = None
-        if name in LEARNERS:
-            replay = None
-            if name in ("tuned_replay", "tuned_replay_reducible", "tuned_gated", "merges"):
-                replay = ReplayBuffer(ReplaySettings(
-                    priority="surprise" if name in ("tuned_replay", "tuned_gated") else "reducible"), seed=cfg.seed)
+        if spec.learns:
+            replay = None if spec.replay is None else ReplayBuffer(ReplaySettings(priority=spec.replay),
+                                                                   seed=cfg.seed)
             tx = state_tuning_optimizer(self.trainable0, OptimConfig(
                 state_lr=cfg.lr, state_lr_final=cfg.lr_final, hyper_lr=cfg.hyper_lr, decay_steps=1000))
-            live = 1 if name == "tuned_tbptt" else cfg.live_per_step
+            live = 1 if spec.tbptt else cfg.live_per_step  # one long sequence per update
             self.learner = Learner(config, params, self.trainable0, tx, ctx_len=self.ctx_len, live_per_step=live,
                                    replay_per_step=cfg.replay_per_step, replay=replay,
-                                   units=MERGED if self.merges else PLAIN,
-                                   n_slots=self.dyntok.settings.n_slots if self.merges else None, max_traces=None)
+                                   units=MERGED if spec.merges else PLAIN,
+                                   n_slots=self.dyntok.settings.n_slots if spec.merges else None, max_traces=None)
         self.gate = None
-        if name == "tuned_gated":  # the same transaction `train` runs: probe, commit or roll back
+        if spec.gate:  # the same transaction `train` runs: probe, commit or roll back
             from rwkvjax.train.gate import GateSettings, UpdateGate
             # the canaries `train --canaries` would give it: this run's
             self.gate = UpdateGate(config, params, tok, read_texts(cfg.canaries or default_canaries()),
@@ -94,10 +97,26 @@ class Arm:
     def updates(self) -> int:
         return 0 if self.learner is None else self.learner.updates
 
+    @property
+    def batched(self) -> bool:
+        """Read in the session's shared pass over the plain token stream (`score_plain`), a batch row per arm."""
+        return not self.spec.merges
+
     def start_state(self) -> State:
-        if self.name == "carry" and self.carried is not None:
+        if self.spec.carry and self.carried is not None:
             return self.carried
         return initial_state(self.trainable, 1)
+
+    def read(self, params, s: Session, paths: dict) -> tuple[np.ndarray, list[Window] | None]:
+        """Bits per token of session `s` and the windows it was read in, when they are this arm's own (merges:
+        the ones it trains on); a batched arm's bits come from the shared pass (`paths`)."""
+        if self.batched:
+            return paths[self.name][1], None
+        return self.score_merged(params, s)
+
+    def moves(self, s: Session) -> bool:
+        """Whether session `s` changes this arm's start state (and so its canary scores)."""
+        return self.learner is not None and not s.heldout
 
     def segments(self, s: Session) -> list[Window]:
         """The session as consecutive windows of <= ctx_len units (dynamic merges applied causally)."""
@@ -118,10 +137,10 @@ class Arm:
         return bits, wins
 
     def train(self, s: Session, wins: list[Window]):
-        """Update on the session's windows; tuned_tbptt on its first long window only (the one S0 reaches)."""
+        """Update on the session's windows; a tbptt arm on its first long window only (the one S0 reaches)."""
         if self.learner is None:
             return
-        if self.name == "tuned_tbptt":
+        if self.spec.tbptt:
             wins = self.segments(s)[:1]
         live_all = wins[: self.cfg.max_windows_per_session]
         n = self.learner.live_per_step
@@ -155,7 +174,7 @@ class Arm:
         trees = {}
         if self.learner is not None:
             trees.update(trainable=self.learner.trainable, opt=self.learner.opt_state)
-        if self.name == "carry":  # (the start state stands in as the layout before the first session)
+        if self.spec.carry:  # (the start state stands in as the layout before the first session)
             trees["carried"] = self.carried if self.carried is not None else initial_state(self.trainable, 1)
         return host, trees
 
@@ -166,7 +185,7 @@ class Arm:
         if self.learner is not None:
             replay = None if host["replay"] is None else ReplayBuffer.from_dict(host["replay"], source=f"arm {self.name}")
             self.learner.load(trees["trainable"], trees["opt"], replay, host["updates"])
-        if self.name == "carry" and host["carried"]:
+        if self.spec.carry and host["carried"]:
             self.carried = trees["carried"]
         if self.gate is not None:
             self.gate.load_state_dict(host["gate"])
@@ -279,9 +298,7 @@ def run_eval(cfg: EvalConfig, model, *, log=print) -> dict:
 
 
 def _run_eval(cfg: EvalConfig, model, log) -> dict:
-    from rwkvjax.text.tokenizer import for_vocab
-    config, params = model
-    tok = for_vocab(config.vocab_size)
+    config, params, tok = model.arch, model.params, model.tokenizer
     sessions = load_sessions(cfg.traces, tok)
     if len(sessions) < 2:
         raise DataError(f"{cfg.traces}: {len(sessions)} session(s); the evaluation needs at least 2")
@@ -289,7 +306,7 @@ def _run_eval(cfg: EvalConfig, model, log) -> dict:
     texts = read_texts(cfg.canaries or default_canaries())
     canaries = {name: np.asarray(tok.encode(t), np.int32) for name, t in texts.items()}
     store = Progress(cfg.out)
-    mhash = params_hash(params)
+    mhash = model.hash
     fp = fingerprint(cfg, mhash, dataclasses.asdict(config), sessions, texts)
     saved = store.open(fp, cfg)
     limit = len(sessions) if cfg.max_sessions is None else min(cfg.max_sessions, len(sessions))
@@ -358,7 +375,7 @@ def score_memory_canaries(arms: dict, params, canaries: dict[str, np.ndarray], c
 def score_session(s: Session, arms: dict[str, Arm], names: list[str], model, tok, cfg: EvalConfig,
                   prime: bytes, score_seconds: dict[str, float]) -> dict:
     """Score session `s` with every arm, then (a training session) train the learners on it."""
-    config, params = model
+    config, params = model.arch, model.params
     rec = {"sid": s.sid, "group": s.group, "start": s.start, "heldout": s.heldout, "bytes": int(s.nbytes.sum()),
            "tokens": int(len(s.tokens)), "roles": s.roles, "nbytes": s.nbytes, "bits": {},
            "compressors": compressors.table(s.text.encode(), prime)}

@@ -27,11 +27,13 @@ import numpy as np
 
 from rwkvjax.atomic import atomic_write
 from rwkvjax.errors import CheckpointMismatch, DataError
+from rwkvjax.train.resume import ResumeRule
 
 FORMAT = 1
 # settings that may change between a run and its continuation: where it is, how much of it, how it is
 # reported; `traces` and `canaries` are compared by content (the sessions, the canary texts), not by path
 FREE = ("traces", "out", "max_sessions", "bootstrap", "canaries")
+RESUME = ResumeRule(free=FREE, as_flags=True, saved_as="the saved run's")
 
 
 def as_stored(bits: np.ndarray) -> np.ndarray:
@@ -60,7 +62,7 @@ def _load_npz(path: Path, *, meta_only: bool = False) -> tuple[dict, dict[str, n
 
 def fingerprint(cfg, model_hash: str, model_config: dict, sessions, canary_texts: dict[str, str]) -> dict:
     """Everything that fixes the results of a run, in JSON form."""
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in FREE}
+    settings = RESUME.settings(dataclasses.asdict(cfg))
     canary = hashlib.sha256(json.dumps(sorted(canary_texts.items())).encode()).hexdigest()[:16]
     sess = [{"sid": s.sid, "heldout": s.heldout,
              "digest": hashlib.sha256(np.ascontiguousarray(s.tokens).tobytes()).hexdigest()[:16]} for s in sessions]
@@ -75,9 +77,9 @@ def _mismatch(saved: dict, now: dict, cfg) -> str | None:
     if saved["model_hash"] != now["model_hash"] or saved["model_config"] != now["model_config"]:
         return (f"it was run with another base model (hash {saved['model_hash']}, --model {cfg.model} is "
                 f"{now['model_hash']})")
-    for k, v in now["settings"].items():
-        if saved["settings"].get(k) != v:
-            return f"setting --{k.replace('_', '-')} {v!r} differs from the saved run's {saved['settings'].get(k)!r}"
+    changed = RESUME.change(saved["settings"], now["settings"])
+    if changed:
+        return changed
     if saved["canaries"] != now["canaries"]:
         return "the canary texts (--canaries) differ from the saved run's"
     a, b = saved["sessions"], now["sessions"]
@@ -126,7 +128,7 @@ class Progress:
         if path.is_file():
             try:
                 run = json.loads(path.read_text())
-                mine = json.loads(json.dumps({k: v for k, v in dataclasses.asdict(cfg).items() if k not in FREE}))
+                mine = RESUME.settings(dataclasses.asdict(cfg))
                 if run["fingerprint"]["settings"] == mine:
                     self.run = run
             except (OSError, json.JSONDecodeError, KeyError, TypeError):

@@ -12,36 +12,34 @@ from typing import Iterator
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from rwkvjax.merges.hypernet import SlotTables, UnitPositions, unit_embeddings, unit_logits
+from rwkvjax.merges.hypernet import SlotTables, UnitPositions
+from rwkvjax.merges.units import MERGED
 from rwkvjax.model.config import Architecture
-from rwkvjax.model.rwkv7 import embed, forward_hidden, head_logits, piece_lengths
+from rwkvjax.model.rwkv7 import piece_lengths
 from rwkvjax.model.state import State
 from rwkvjax.model.wkv import WkvImpl
+from rwkvjax.train.objective import nll_per_token
 
 
 # The dispatcher's default: with nothing differentiated it runs the fastest forward
 # (benchmarks/RESULTS.md, WKV kernels).
-_SCORE_WKV = WkvImpl.AUTO
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def _nll_plain(params, state: State, inputs_1T, targets_1T, *, config: Architecture):
+    """One stream scored from every start state of the batch of `state`."""
     B = state.wkv.shape[1]
     inputs = jnp.broadcast_to(inputs_1T, (B,) + inputs_1T.shape[1:])
-    hidden, state = forward_hidden(params, embed(params, inputs), state, config=config, wkv_impl=_SCORE_WKV)
-    targets = jnp.broadcast_to(targets_1T, inputs.shape)
-    return optax.softmax_cross_entropy_with_integer_labels(head_logits(params, hidden), targets), state
+    return nll_per_token(params, inputs, jnp.broadcast_to(targets_1T, inputs.shape), state, config=config,
+                         wkv_impl=WkvImpl.AUTO)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def _nll_units(params, hyper, state: State, inputs_1T, targets_1T, tables: SlotTables, pos: UnitPositions, *,
                config: Architecture):
-    x = unit_embeddings(params, hyper, inputs_1T, tables)
-    hidden, state = forward_hidden(params, x, state, config=config, wkv_impl=_SCORE_WKV)
-    logits = unit_logits(params, hyper, hidden, tables, pos)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, targets_1T), state
+    return nll_per_token(params, inputs_1T, targets_1T, state, config=config, units=MERGED, hyper=hyper,
+                         tables=tables, pos=pos, wkv_impl=WkvImpl.AUTO)
 
 
 def score_stream(params, config: Architecture, units: np.ndarray, state: State, *, prev_unit: int = 0,
@@ -92,16 +90,13 @@ def score_reset(params, config: Architecture, units: np.ndarray, state1: State, 
     state = jax.tree.map(lambda a: jnp.broadcast_to(a, (a.shape[0], rows) + a.shape[2:]), state1)
     out = []
     for i in range(0, total, rows):
-        nll, _ = _nll_rows(params, state, jnp.asarray(inputs[i:i + rows]), jnp.asarray(targets[i:i + rows]),
+        nll, _ = _nll_rows(params, jnp.asarray(inputs[i:i + rows]), jnp.asarray(targets[i:i + rows]), state,
                            config=config)
         out.append(np.array(nll))  # a host copy, not a view that keeps the device buffer (score_stream)
     return np.concatenate(out).reshape(-1)[:n]
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
-def _nll_rows(params, state: State, inputs_BT, targets_BT, *, config: Architecture):
-    hidden, state = forward_hidden(params, embed(params, inputs_BT), state, config=config, wkv_impl=_SCORE_WKV)
-    return optax.softmax_cross_entropy_with_integer_labels(head_logits(params, hidden), targets_BT), state
+_nll_rows = jax.jit(functools.partial(nll_per_token, wkv_impl=WkvImpl.AUTO), static_argnames=("config",))
 
 
 def score_windows(params, config: Architecture, windows, state: State, *, hyper, max_len: int = 512):
@@ -129,17 +124,13 @@ def score_files(cfg, *, log=None) -> Iterator[tuple[str, int, float, float | Non
     from pathlib import Path
 
     from rwkvjax.errors import DataError, MissingFile
-    from rwkvjax.io.convert import DTYPES
     from rwkvjax.io.formats import load
     from rwkvjax.io.tuned_state import load_tuned_state
     from rwkvjax.memory.lm import mixture_bits
     from rwkvjax.memory.memory import MemorySettings, SessionMemory
-    from rwkvjax.model.state import zero_state
-    from rwkvjax.text.tokenizer import for_vocab
-    config, params = load(cfg.model, dtype=DTYPES[cfg.dtype])
-    tok = for_vocab(config.vocab_size)
-    state = load_tuned_state(cfg.checkpoint, config, params, dtype=cfg.dtype) if cfg.checkpoint else \
-        zero_state(config, 1)
+    model = load(cfg.model, dtype=cfg.dtype)
+    config, params, tok = model.arch, model.params, model.tokenizer
+    state = load_tuned_state(cfg.checkpoint, model) if cfg.checkpoint else model.initial_state(1)
     memory = None
     if cfg.checkpoint and cfg.memory is not False:
         from rwkvjax.train.session_memory import checkpoint_memory

@@ -12,6 +12,7 @@ writer moves those aside (`<step>.damaged`, never deleted). A save that fails (a
 
 from __future__ import annotations
 
+import abc
 import logging
 import os
 import re
@@ -102,6 +103,72 @@ def abstract(tree):
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+class StatePart(abc.ABC):
+    """One part of a run's state (the learner, the ingestion cursor, the gate, the session memories, ...), which
+    saves and restores itself in a checkpoint step: entries of the step's host JSON (top-level keys, the names
+    steps have always used) and orbax array items. A part without arrays keeps the defaults."""
+
+    def checkpoint_host(self) -> dict:
+        """Its entries of the step's host JSON."""
+        return {}
+
+    def checkpoint_arrays(self) -> dict:
+        """Its array items, {item name: array tree}."""
+        return {}
+
+    def arrays_like(self, host: dict) -> dict:
+        """Templates of the array items a step with this host JSON holds for it (none: nothing to read)."""
+        return {}
+
+    def check_checkpoint(self, host: dict) -> None:
+        """Raise (a `UserError`) when the step cannot be resumed by this run (another model, other settings)."""
+        return None
+
+    @abc.abstractmethod
+    def restore_checkpoint(self, host: dict, arrays: dict) -> None:
+        """Take the state the step holds (`arrays`: the items `arrays_like` named, read back)."""
+
+
+class RunState:
+    """The parts of a run's state, each registered once under a name; the checkpointer walks them in
+    registration order to save a step (`TrainCheckpointer.save_state`) and to read one back (`read_state`),
+    and they restore in that order (a later part may build on an earlier one)."""
+
+    def __init__(self):
+        self.parts: dict[str, StatePart] = {}
+
+    def register(self, name: str, part: StatePart) -> StatePart:
+        if name in self.parts:
+            raise ValueError(f"run state: a part named {name!r} is registered already")
+        self.parts[name] = part
+        return part
+
+    def host(self) -> dict:
+        out: dict = {}
+        for name, part in self.parts.items():
+            entries = part.checkpoint_host()
+            clash = set(entries) & set(out)
+            if clash:
+                raise ValueError(f"run state: part {name!r} writes host entries {sorted(clash)} another part wrote")
+            out.update(entries)
+        return out
+
+    def arrays(self) -> dict:
+        out: dict = {}
+        for name, part in self.parts.items():
+            items = part.checkpoint_arrays()
+            clash = set(items) & set(out)
+            if clash:
+                raise ValueError(f"run state: part {name!r} saves items {sorted(clash)} another part saved")
+            out.update(items)
+        return out
+
+    def restore(self, host: dict, arrays: dict[str, dict]) -> None:
+        """Every part from what `TrainCheckpointer.read_state` read (its arrays by part name)."""
+        for name, part in self.parts.items():
+            part.restore_checkpoint(host, arrays[name])
+
+
 class TrainCheckpointer:
     """Steps of a training run: items `trainable`, `opt_state` (arrays) and `host` (JSON)."""
 
@@ -158,10 +225,26 @@ class TrainCheckpointer:
         log.warning("%s: damaged checkpoint step%s %s%s; using step %d", self.directory,
                     "s" if len(damaged) > 1 else "", ", ".join(f"{s} ({why})" for s, why in damaged), moved, used)
 
-    def save(self, step: int, trainable, opt_state, host: dict, extra: dict | None = None) -> None:
-        """`extra`: more array trees saved in the same step (per-project states), read back by `restore_extra`.
-        Waits for the step to be committed, so a failure (a full disk) stops the run at this step."""
-        more = {k: ocp.args.StandardSave(v) for k, v in (extra or {}).items()}
+    def save_state(self, step: int, state: RunState) -> None:
+        """Every registered part of the run's state, as one step."""
+        self.save_items(step, state.arrays(), state.host())
+
+    def read_state(self, step: int, state: RunState) -> tuple[dict, dict[str, dict]]:
+        """(host JSON, {part name: its array items}) of `step`, after every part checked that it can resume it.
+        Nothing is restored yet: a damaged step raises here, before any part took anything from it."""
+        host = self._host(step)
+        for part in state.parts.values():
+            part.check_checkpoint(host)
+        likes = {name: part.arrays_like(host) for name, part in state.parts.items()}
+        flat = {k: v for like in likes.values() for k, v in like.items()}
+        read = self.restore_extra(step, flat) if flat else {}
+        return host, {name: {k: read[k] for k in like} for name, like in likes.items()}
+
+    def save_items(self, step: int, items: dict, host: dict) -> None:
+        """Array trees `items` ({item name: tree}; `trainable` and `opt_state` are what readers look for) and the
+        JSON `host`, as one step. Waits for the step to be committed, so a failure (a full disk) stops the run at
+        this step."""
+        more = {k: ocp.args.StandardSave(v) for k, v in items.items()}
         _quiet_late_writer_reports()
         self._check_space(step)
         # Owner-only from the first byte: the host state and the session memory hold the user's (redacted) text,
@@ -169,9 +252,7 @@ class TrainCheckpointer:
         # The umask is the process's, so it is set only for the save, which this thread waits for.
         mask = os.umask(0o077)
         try:
-            self._mngr.save(step, args=ocp.args.Composite(
-                trainable=ocp.args.StandardSave(trainable), opt_state=ocp.args.StandardSave(opt_state),
-                host=ocp.args.JsonSave(host), **more))
+            self._mngr.save(step, args=ocp.args.Composite(host=ocp.args.JsonSave(host), **more))
             self._mngr.wait_until_finished()
         except Exception as e:
             self._failed = True

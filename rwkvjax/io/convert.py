@@ -11,13 +11,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rwkvjax.atomic import atomic_path
 from rwkvjax.errors import ConfigError
 from rwkvjax.model.config import Architecture
 from rwkvjax.model.params import Params, dequantize_official, from_official, quantize_official, to_official
 from rwkvjax.model.quant import MARKER, MARKER_KEY, SCALE_SUFFIX
-
-# int8: weight-only, one scale per output row (rwkvjax.model.quant); every other tensor float32
-DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16, "fp16": jnp.float16, "int8": jnp.int8}
+from rwkvjax.model.value import DTYPES
 
 
 def save_official(params: Params, config: Architecture, path: str | os.PathLike, dtype: str = "bf16",
@@ -44,9 +43,8 @@ def save_official(params: Params, config: Architecture, path: str | os.PathLike,
         cast = lambda a: jnp.asarray(a, DTYPES[dtype])
     tensors = {k: cast(np.ascontiguousarray(v)) for k, v in sd.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=md)
-    tmp.replace(path)  # never leave a half-written file under the final name
+    with atomic_path(path, private=False) as tmp:  # never leave a half-written file under the final name
+        save_file(tensors, str(tmp), metadata=md)
     return str(path)
 
 

@@ -14,29 +14,57 @@ import struct
 from pathlib import Path
 from typing import Mapping
 
-import jax.numpy as jnp
 import numpy as np
 
 from rwkvjax.errors import CheckpointError
-from rwkvjax.model.config import Architecture
-from rwkvjax.model.params import Params, from_official
-from rwkvjax.model.quant import MARKER, MARKER_KEY
+from rwkvjax.model.params import from_official
+from rwkvjax.model.quant import MARKER, MARKER_KEY, SCALE_SUFFIX
+from rwkvjax.model.value import Model, weight_dtype
+from rwkvjax.text.tokenizer import for_model
 
 RWKVCPP_MAGIC = 0x67676D66
 RWKVCPP_VERSION = 101
 _SAFETENSORS_INDEX = "model.safetensors.index.json"
+_TIME_STATE_KEY = re.compile(r"^blocks\.(\d+)\.att\.time_state$")  # RWKV-PEFT's name for a layer's S0
 
 
-def load(source: str | os.PathLike, dtype=jnp.float32, *, revision: str | None = None,
-         cache_dir: str | None = None) -> tuple[Architecture, Params]:
-    """Load a model from a file, a folder or a Hugging Face repo id -> (config, params).
+def load(source: str | os.PathLike, dtype: str = "fp32", *, revision: str | None = None,
+         cache_dir: str | None = None) -> Model:
+    """Load a model from a file, a folder or a Hugging Face repo id -> `Model` (architecture, weights, tokenizer,
+    content hash, and the start state the file ships with when it holds merged `time_state` tensors).
 
-    `dtype`: weight dtype (float32, bfloat16, float16), or `jnp.int8` to quantize the large matrices on load
-    (`rwkvjax.model.quant`). An int8 file (`cli.py convert --dtype int8`) loads quantized whatever `dtype` is.
+    `dtype`: the weight dtype, one of `model.value.DTYPES` ("fp32", "bf16", "fp16", or "int8" to quantize the
+    large matrices on load, `rwkvjax.model.quant`). An int8 file (`cli.py convert --dtype int8`) loads quantized
+    whatever `dtype` is (its other tensors in `dtype`).
     """
+    jdtype = weight_dtype(dtype)
     sd, where = read_official(source, revision=revision, cache_dir=cache_dir)
     check_finite(sd, where)
-    return from_official(sd, dtype=dtype, source=where)
+    start = split_time_state(sd, where) if "emb.weight" in sd else None
+    arch, params = from_official(sd, dtype=jdtype, source=where)
+    stored_int8 = any(k.endswith(SCALE_SUFFIX) for k in sd)
+    return Model(arch, params, for_model(arch.vocab_size), dtype="int8" if stored_int8 else dtype, source=where,
+                 start_wkv_LHNN=start)
+
+
+def split_time_state(tensors: dict[str, np.ndarray], path) -> np.ndarray | None:
+    """Take the `blocks.{i}.att.time_state` tensors out of `tensors` (a state file, or a model file that
+    ships its start state) as S0 [L,H,N,N] float32; None when there are none. Refuses an incomplete set."""
+    layers = {int(m.group(1)): tensors.pop(k) for k in list(tensors) if (m := _TIME_STATE_KEY.match(k))}
+    if not layers:
+        return None
+    L = max(layers) + 1
+    missing = sorted(set(range(L)) - set(layers))
+    if missing:
+        raise CheckpointError(f"{path}: time_state of layer(s) {missing} missing (layers 0..{L - 1} expected)")
+    shapes = {np.shape(v) for v in layers.values()}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[1] != next(iter(shapes))[2]:
+        raise CheckpointError(f"{path}: time_state tensors must all be [H, N, N]; found shapes {sorted(shapes)}")
+    wkv = np.stack([np.asarray(layers[i], np.float32) for i in range(L)])
+    if not np.isfinite(wkv).all():
+        bad = next(i for i in range(L) if not np.isfinite(wkv[i]).all())
+        raise CheckpointError(f"{path}: 'blocks.{bad}.att.time_state' holds non-finite values")
+    return wkv
 
 
 def check_finite(sd: dict[str, np.ndarray], where: str) -> None:
@@ -208,9 +236,6 @@ def read_pth(path: Path) -> dict[str, np.ndarray]:
 
 
 # --- Hugging Face / fla names -----------------------------------------------------------------------
-
-_HF_LORA = {"w": ("w", "tanh"), "a": ("a", None), "v": ("v", None), "g": ("g", None)}
-
 
 def to_official_names(sd: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
     """Accept official names unchanged; map HF/fla names (separate x_* or packed attn.x_x)."""

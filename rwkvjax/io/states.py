@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rwkvjax.atomic import atomic_path, atomic_write
 from rwkvjax.errors import CheckpointMismatch, ConfigError, DataError, MissingFile
 
 BASE = "base"
@@ -137,9 +138,8 @@ class StateStore:
         for k, v in (("att_shift", att_shift), ("ffn_shift", ffn_shift)):
             if v is not None:
                 tensors[k] = np.ascontiguousarray(np.asarray(v, np.float32))
-        tmp = self.root / f".{sid}.safetensors.tmp"
-        save_file(tensors, str(tmp))
-        os.replace(tmp, self.root / f"{sid}.safetensors")
+        with atomic_path(self.root / f"{sid}.safetensors", private=False) as tmp:
+            save_file(tensors, str(tmp))
         mem = self.root / f"{sid}.memory.safetensors"
         if memory is not None:
             memory.save(mem)  # written whole before the record points at it
@@ -154,9 +154,7 @@ class StateStore:
         return path if path.is_file() else None
 
     def _write_record(self, rec: StateRecord) -> None:
-        tmp = self.root / f".{rec.id}.json.tmp"
-        tmp.write_text(json.dumps(rec.to_json(), indent=1))
-        os.replace(tmp, self.root / f"{rec.id}.json")
+        atomic_write(self.root / f"{rec.id}.json", json.dumps(rec.to_json(), indent=1).encode(), private=False)
 
     def fork(self, src: str, name: str, *, base_hash: str | None = None) -> StateRecord:
         """A copy of `src` under a new name, with `src` as its parent; onto the same base model only."""
@@ -186,7 +184,6 @@ class _FileCopy:
         self.path = path
 
     def save(self, path) -> None:
-        from rwkvjax.atomic import atomic_write
         atomic_write(path, self.path.read_bytes(), private=True)
 
 

@@ -8,14 +8,13 @@ refuses anything that is not a complete, finite set of layers.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 
+from rwkvjax.atomic import atomic_path
 from rwkvjax.errors import CheckpointError, ConfigError, MissingFile
 
-_KEY = re.compile(r"^blocks\.(\d+)\.att\.time_state$")
 
 
 def write_time_state(path: str | os.PathLike, wkv_LHNN: np.ndarray, dtype: str = "fp32") -> str:
@@ -25,13 +24,12 @@ def write_time_state(path: str | os.PathLike, wkv_LHNN: np.ndarray, dtype: str =
         raise ConfigError(f"--dtype {dtype!r}: a time_state file is fp32 or bf16")
     wkv = np.asarray(wkv_LHNN, np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     if path.suffix == ".safetensors":
         import ml_dtypes
         from safetensors.numpy import save_file
         cast = (lambda a: a.astype(ml_dtypes.bfloat16)) if dtype == "bf16" else (lambda a: a)
-        save_file({f"blocks.{i}.att.time_state": np.ascontiguousarray(cast(wkv[i])) for i in range(len(wkv))},
-                  str(tmp), metadata={"format": "rwkv-peft-time_state"})
+        write = lambda tmp: save_file({f"blocks.{i}.att.time_state": np.ascontiguousarray(cast(wkv[i]))
+                                       for i in range(len(wkv))}, str(tmp), metadata={"format": "rwkv-peft-time_state"})
     elif path.suffix == ".pth":
         try:
             import torch
@@ -39,11 +37,12 @@ def write_time_state(path: str | os.PathLike, wkv_LHNN: np.ndarray, dtype: str =
             raise ConfigError(f"{path}: writing a .pth needs torch (`pip install -e '.[reference]'`); or write "
                               ".safetensors") from None
         tdtype = torch.bfloat16 if dtype == "bf16" else torch.float32
-        torch.save({f"blocks.{i}.att.time_state": torch.from_numpy(wkv[i].copy()).to(tdtype) for i in range(len(wkv))},
-                   str(tmp))
+        write = lambda tmp: torch.save({f"blocks.{i}.att.time_state": torch.from_numpy(wkv[i].copy()).to(tdtype)
+                                        for i in range(len(wkv))}, str(tmp))
     else:
         raise ConfigError(f"{path}: a time_state file ends in .pth or .safetensors")
-    tmp.replace(path)
+    with atomic_path(path, private=False) as tmp:
+        write(tmp)
     return str(path)
 
 
@@ -64,19 +63,8 @@ def read_time_state(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise MissingFile(f"{path}: no such file")
-    tensors = _read_tensors(path)
-    layers = {int(m.group(1)): v for k, v in tensors.items() if (m := _KEY.match(k))}
-    if not layers:
+    from rwkvjax.io.formats import split_time_state
+    wkv = split_time_state(_read_tensors(path), path)
+    if wkv is None:
         raise CheckpointError(f"{path}: no 'blocks.{{i}}.att.time_state' tensors (not an RWKV-PEFT state file)")
-    L = max(layers) + 1
-    missing = sorted(set(range(L)) - set(layers))
-    if missing:
-        raise CheckpointError(f"{path}: time_state of layer(s) {missing} missing (layers 0..{L - 1} expected)")
-    shapes = {np.shape(v) for v in layers.values()}
-    if len(shapes) != 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[1] != next(iter(shapes))[2]:
-        raise CheckpointError(f"{path}: time_state tensors must all be [H, N, N]; found shapes {sorted(shapes)}")
-    wkv = np.stack([np.asarray(layers[i], np.float32) for i in range(L)])
-    if not np.isfinite(wkv).all():
-        bad = next(i for i in range(L) if not np.isfinite(wkv[i]).all())
-        raise CheckpointError(f"{path}: 'blocks.{bad}.att.time_state' holds non-finite values")
     return wkv

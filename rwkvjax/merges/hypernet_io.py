@@ -12,6 +12,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, safe_open, save_file
 
+from rwkvjax.atomic import atomic_path
 from rwkvjax.errors import CheckpointError, CheckpointMismatch, MissingFile
 from rwkvjax.merges.hypernet import HyperParams, PairMLP, init_hypernet
 from rwkvjax.model.config import Architecture
@@ -29,9 +30,8 @@ def save_hypernet(path: str | Path, hyper: HyperParams, config: Architecture, mo
     path.parent.mkdir(parents=True, exist_ok=True)
     md = {"format": FORMAT, "n_embd": str(config.n_embd), "vocab_size": str(config.vocab_size),
           "model_hash": model_hash, "meta": json.dumps(meta)}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(_flat(hyper), str(tmp), metadata=md)
-    tmp.replace(path)  # a crash never leaves a half-written file under the final name
+    with atomic_path(path, private=False) as tmp:  # a crash never leaves a half-written file under the final name
+        save_file(_flat(hyper), str(tmp), metadata=md)
 
 
 def load_hypernet(path: str | Path, config: Architecture, model_hash: str | None = None) -> HyperParams:

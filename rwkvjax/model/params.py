@@ -324,12 +324,6 @@ def dequantize_official(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
             for name, arr in sd.items() if not (name.endswith(SCALE_SUFFIX) and name[:-len(SCALE_SUFFIX)] in sd)}
 
 
-def cast_params(params: Params, dtype) -> Params:
-    """Float leaves cast to `dtype`; int8 matrices are left as they are."""
-    return jax.tree.map(lambda a: a if isinstance(a, QInt8) else a.astype(dtype), params,
-                        is_leaf=lambda a: isinstance(a, QInt8))
-
-
 def params_hash(params) -> str:
     """Content hash of a parameter pytree (paths, shapes, dtypes and values of every leaf).
 

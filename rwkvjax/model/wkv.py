@@ -15,6 +15,8 @@ State and arithmetic are float32 whatever the input dtype.
 from __future__ import annotations
 
 import enum
+import functools
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -22,18 +24,57 @@ import jax.numpy as jnp
 from rwkvjax.errors import ConfigError
 from rwkvjax.model.wkv_chunked import wkv7_chunked
 from rwkvjax.model.wkv_loop import wkv7_loop
+from rwkvjax.options import WKV_IMPLS
 
+log = logging.getLogger(__name__)
 _HI = jax.lax.Precision.HIGHEST
 
+# One member per name in `rwkvjax.options.WKV_IMPLS` (AUTO = "auto", LOOP_CHUNKED = "loop_chunked", ...), where
+# each is described: the CLI offers the same names without importing jax.
+WkvImpl = enum.Enum("WkvImpl", [(name.upper(), name) for name in WKV_IMPLS], module=__name__)
 
-class WkvImpl(enum.Enum):
-    AUTO = "auto"  # PALLAS on GPU, LOOP_CHUNKED elsewhere
-    SCAN = "scan"  # per-token lax.scan (reference; stores every state under autodiff)
-    LOOP = "loop"  # per-token loop laid out for XLA:CPU (rwkvjax.model.wkv_loop); stores every state under autodiff
-    CHUNKED = "chunked"  # exact chunked pure-JAX form, checkpointed per chunk (rwkvjax.model.wkv_chunked)
-    LOOP_CHUNKED = "loop_chunked"  # LOOP when not differentiated, CHUNKED's forward and VJP when differentiated
-    PALLAS = "pallas"  # Pallas kernels with a custom VJP (pallas_kernels.wkv7); compiled, GPU
-    PALLAS_INTERPRET = "pallas_interpret"  # the same Pallas kernels under interpret=True (runs on CPU)
+# What AUTO runs on a GPU: the first of these that imports and compiles there. The Pallas kernel lowers through
+# Pallas-Triton, which upstream deprecates and which a jax upgrade or another GPU can break; the pure-JAX chunked
+# form always compiles, so a run goes on (slower) instead of failing.
+_AUTO_GPU = (WkvImpl.PALLAS, WkvImpl.CHUNKED)
+
+
+def _backend() -> str:
+    return jax.default_backend()
+
+
+def _compile_probe(impl: WkvImpl) -> None:
+    """Import `impl` and compile its forward and backward on a small input; raises whatever stops it."""
+    B, T, H, N = 1, 32, 1, 64  # 64: the head size of every RWKV-7 release
+    x = jax.ShapeDtypeStruct((B, T, H, N), jnp.float32)
+    s0 = jax.ShapeDtypeStruct((B, H, N, N), jnp.float32)
+
+    def loss(*xs):
+        y, sT = wkv7(*xs, impl=impl)
+        return jnp.sum(y) + jnp.sum(sT)
+
+    jax.jit(jax.grad(loss, argnums=tuple(range(7)))).lower(x, x, x, x, x, x, s0).compile()
+
+
+@functools.cache
+def _auto_on_gpu() -> WkvImpl:
+    """The first of `_AUTO_GPU` that compiles here (probed once per process); one warning line when the first
+    choice does not."""
+    failed = []
+    for impl in _AUTO_GPU[:-1]:
+        try:
+            _compile_probe(impl)
+        except Exception as e:  # an optional backend: any import or lowering failure means "not here"
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            failed.append(f"{impl.value} ({type(e).__name__}: {first[:200]})")
+            continue
+        break
+    else:
+        impl = _AUTO_GPU[-1]
+    if failed:
+        log.warning("WKV: %s does not run on this GPU; using %r (choose one with --wkv-impl)",
+                    ", ".join(failed), impl.value)
+    return impl
 
 
 def resolve(impl: WkvImpl | str) -> WkvImpl:
@@ -41,7 +82,8 @@ def resolve(impl: WkvImpl | str) -> WkvImpl:
 
     On CPU, AUTO is LOOP_CHUNKED: measured (benchmarks/RESULTS.md, "WKV kernels"), the per-token loop is the fastest
     forward (score, eval, prefill) and the chunked form the fastest forward+backward (training, state tuning), and
-    LOOP_CHUNKED runs whichever applies, so every caller gets the fastest without naming it.
+    LOOP_CHUNKED runs whichever applies, so every caller gets the fastest without naming it. On a GPU, AUTO is the
+    Pallas kernel if it compiles there, else CHUNKED (`_AUTO_GPU`).
     """
     try:
         impl = WkvImpl(impl)
@@ -49,7 +91,7 @@ def resolve(impl: WkvImpl | str) -> WkvImpl:
         names = ", ".join(m.value for m in WkvImpl)
         raise ConfigError(f"unknown WKV implementation {impl!r}; choose one of: {names}") from None
     if impl is WkvImpl.AUTO:
-        return WkvImpl.PALLAS if jax.default_backend() == "gpu" else WkvImpl.LOOP_CHUNKED
+        return _auto_on_gpu() if _backend() == "gpu" else WkvImpl.LOOP_CHUNKED
     return impl
 
 
@@ -108,8 +150,8 @@ def wkv7(r, log_w, k, v, a, b, s0, *, impl: WkvImpl | str = WkvImpl.AUTO):
         case WkvImpl.LOOP_CHUNKED:
             return wkv7_loop_chunked(r, log_w, k, v, a, b, s0)
         case WkvImpl.PALLAS | WkvImpl.PALLAS_INTERPRET:
-            if impl is WkvImpl.PALLAS and jax.default_backend() != "gpu":
-                raise ConfigError(f"WKV impl 'pallas' compiles for a GPU, but the backend is {jax.default_backend()!r}; "
+            if impl is WkvImpl.PALLAS and _backend() != "gpu":
+                raise ConfigError(f"WKV impl 'pallas' compiles for a GPU, but the backend is {_backend()!r}; "
                                  "use 'pallas_interpret' (slow) or 'chunked' here")
             from pallas_kernels.wkv7 import wkv7 as wkv7_pallas  # lazy: Pallas imports are heavy
             return wkv7_pallas(r, log_w, k, v, a, b, s0, interpret=impl is WkvImpl.PALLAS_INTERPRET)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +29,6 @@ from rwkvjax.serve.sampling import Penalties, SamplingRows, observe, sample, spl
 
 # The dispatcher's default: with nothing differentiated it runs the fastest forward
 # (benchmarks/RESULTS.md, WKV kernels).
-_FWD_WKV = WkvImpl.AUTO
 
 
 @jax.tree_util.register_dataclass
@@ -41,10 +41,25 @@ class Carry:
     pen: Penalties
     keys: jax.Array    # [B] PRNG keys
 
+    # The batch axis of every array under each field (a State's arrays are [L, B, ...], the rest [B, ...]): the
+    # one statement of the row layout; whatever gathers, scatters or concatenates rows goes through `map_rows`.
+    BATCH_AXES: ClassVar[dict[str, int]] = {"token": 0, "state": 1, "pen": 0, "keys": 0}
+
+    def map_rows(self, fn: Callable[..., jax.Array], *others: Carry) -> Carry:
+        """The carry of `fn(array, *the arrays of others at the same place, axis=its batch axis)` over every
+        array (`others`: carries of the same structure, e.g. a row to put in)."""
+        return Carry(**{name: jax.tree.map(functools.partial(_with_axis, fn, axis), getattr(self, name),
+                                           *(getattr(o, name) for o in others))
+                        for name, axis in self.BATCH_AXES.items()})
+
+
+def _with_axis(fn, axis: int, *arrays):
+    return fn(*arrays, axis=axis)
+
 
 def _step_logits(params, carry: Carry, rows: SamplingRows, weight_V, config: Architecture) -> tuple[Carry, jax.Array]:
     hidden, state = forward_hidden(params, embed(params, carry.token[:, None]), carry.state, config=config,
-                                   wkv_impl=_FWD_WKV)
+                                   wkv_impl=WkvImpl.AUTO)
     logits = head_logits(params, hidden)[:, -1]
     now, later = split_keys(carry.keys)
     token = sample(logits, now, rows, carry.pen)
@@ -73,7 +88,7 @@ def decode_step_probs(params, carry: Carry, rows: SamplingRows, weight_V, feed_B
 def forward_probs(params, tokens_1T, state: State, *, config: Architecture):
     """Feed tokens [1, T] of one row: (softmax of the logits after each of them [T, V] float32, the state after
     all of them). T = 1 is the decode step's forward; longer T is one chunked forward (speculative verification)."""
-    hidden, state = forward_hidden(params, embed(params, tokens_1T), state, config=config, wkv_impl=_FWD_WKV)
+    hidden, state = forward_hidden(params, embed(params, tokens_1T), state, config=config, wkv_impl=WkvImpl.AUTO)
     return jax.nn.softmax(head_logits(params, hidden)[0], axis=-1), state
 
 
@@ -100,7 +115,7 @@ def decode_n(params, carry: Carry, rows: SamplingRows, weight_V, stop_S, limit, 
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def _prefill_piece(params, tokens_BT, state: State, *, config: Architecture) -> State:
-    _, state = forward_hidden(params, embed(params, tokens_BT), state, config=config, wkv_impl=_FWD_WKV)
+    _, state = forward_hidden(params, embed(params, tokens_BT), state, config=config, wkv_impl=WkvImpl.AUTO)
     return state
 
 

@@ -17,7 +17,6 @@ running row has a memory, the step is the one without the host round trip.
 
 from __future__ import annotations
 
-import codecs
 import collections
 import dataclasses
 import functools
@@ -34,6 +33,7 @@ import numpy as np
 
 from rwkvjax.model.state import State
 from rwkvjax.serve.decode import Carry, decode_step, decode_step_probs, forward_probs, prefill
+from rwkvjax.serve.detok import Detokenizer
 from rwkvjax.serve.mixture import Costs, MemoryDecoder, Timer
 from rwkvjax.serve.sampling import Penalties, RowSampler, SamplingRows, token_weights
 
@@ -75,10 +75,8 @@ class Request:
     fed: int = 0                 # prompt tokens already in the state
     cached: int = 0              # of which came from the prefix cache
     generated: list[int] = dataclasses.field(default_factory=list)
-    text: str = ""
-    emitted: int = 0
     state: State | None = None
-    decoder: object = None
+    detok: Detokenizer | None = None     # the reply's text so far, and its stop strings
     mixture: MemoryDecoder | None = None  # the host side of a row with a memory
     feed: list[int] = dataclasses.field(default_factory=list)  # tokens chosen but not yet in the row's state
     in_state: int = 0            # tokens of prompt + generated the row's state has read (the prefix cache's key)
@@ -250,7 +248,7 @@ class Engine:
             n, st = self.cache.longest(r.start_key, r.prompt, len(r.prompt) - 1)
             r.fed = r.cached = n
             r.state = jax.tree.map(jnp.asarray, st) if st is not None else r.start
-            r.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            r.detok = Detokenizer(self.tok.decode_bytes, r.sampling.stop)
             self._prefilling.append(r)
             admitted = True
         return admitted
@@ -406,32 +404,25 @@ class Engine:
 
     def _emit_token(self, r: Request, t: int) -> bool:
         """Deliver one generated token; True when the request is finished."""
-        s = r.sampling
-        if t == 0:  # end of text
+        if t == 0:  # end of text: the held-back text was not the start of a stop string after all
+            self._send(r, r.detok.finish())
             self._close(r, "stop")
             return True
         r.generated.append(t)
-        r.text += r.decoder.decode(self.tok.decode_bytes([t]))
-        cut = min((i for i in (r.text.find(x, max(r.emitted - len(x), 0)) for x in s.stop) if i >= 0), default=-1)
-        if cut >= 0:
-            if cut > r.emitted:
-                r.emit("text", r.text[r.emitted:cut])
-            r.emitted = cut
+        self._send(r, r.detok.push(t))
+        if r.detok.stopped:
             self._close(r, "stop")
             return True
-        if len(r.generated) >= s.max_tokens:
-            r.text += r.decoder.decode(b"", final=True)
-            if len(r.text) > r.emitted:
-                r.emit("text", r.text[r.emitted:])
-            r.emitted = len(r.text)
+        if len(r.generated) >= r.sampling.max_tokens:
+            self._send(r, r.detok.finish())
             self._close(r, "length")
             return True
-        hold = max((len(x) - 1 for x in s.stop), default=0)  # a stop string may be starting
-        upto = len(r.text) - hold
-        if upto > r.emitted:
-            r.emit("text", r.text[r.emitted:upto])
-            r.emitted = upto
         return False
+
+    @staticmethod
+    def _send(r: Request, piece: str) -> None:
+        if piece:
+            r.emit("text", piece)
 
     def _close(self, r: Request, reason: str) -> None:
         r.emit("done", {"finish_reason": reason, "prompt_tokens": len(r.prompt),
@@ -467,45 +458,30 @@ class Engine:
         self._sampling_rows()
 
 
-def _rows_of(carry: Carry, fn):
-    """Apply `fn(array, batch_axis)` to every array of a carry (the state's batch axis is 1)."""
-    return Carry(fn(carry.token, 0), State(*(fn(a, 1) for a in carry.state)),
-                 Penalties(fn(carry.pen.occurrence, 0), fn(carry.pen.seen, 0)), fn(carry.keys, 0))
-
-
 @functools.partial(jax.jit, static_argnums=(1,))
 def _resize(carry: Carry, B: int) -> Carry:
     """The first B rows, or all rows then copies of row 0 up to B (a fresh buffer)."""
-    def fn(a, ax):
-        n = a.shape[ax]
+    def fn(a, axis):
+        n = a.shape[axis]
         if B <= n:
-            return jax.lax.slice_in_dim(a, 0, B, axis=ax)
-        pad = jnp.repeat(jax.lax.slice_in_dim(a, 0, 1, axis=ax), B - n, axis=ax)
-        return jnp.concatenate([a, pad], axis=ax)
-    return _rows_of(carry, fn)
+            return jax.lax.slice_in_dim(a, 0, B, axis=axis)
+        pad = jnp.repeat(jax.lax.slice_in_dim(a, 0, 1, axis=axis), B - n, axis=axis)
+        return jnp.concatenate([a, pad], axis=axis)
+    return carry.map_rows(fn)
 
 
 @functools.partial(jax.jit, donate_argnums=(0,))
 def _put_row(carry: Carry, row: Carry, i) -> Carry:
-    parts = iter(jax.tree.leaves(row))
-    leaves = [jax.lax.dynamic_update_slice_in_dim(a, next(parts), i, axis=ax) for a, ax in _axes(carry)]
-    return jax.tree.unflatten(jax.tree.structure(carry), leaves)
+    return carry.map_rows(lambda a, r, axis: jax.lax.dynamic_update_slice_in_dim(a, r, i, axis=axis), row)
 
 
 @functools.partial(jax.jit, donate_argnums=(0,))
 def _move_row(carry: Carry, src, dst) -> Carry:
-    leaves = [jax.lax.dynamic_update_slice_in_dim(a, jax.lax.dynamic_slice_in_dim(a, src, 1, axis=ax), dst, axis=ax)
-              for a, ax in _axes(carry)]
-    return jax.tree.unflatten(jax.tree.structure(carry), leaves)
+    return carry.map_rows(lambda a, axis: jax.lax.dynamic_update_slice_in_dim(
+        a, jax.lax.dynamic_slice_in_dim(a, src, 1, axis=axis), dst, axis=axis))
 
 
 @jax.jit
 def _row_state(state: State, i) -> State:
-    return State(*(jax.lax.dynamic_slice_in_dim(a, i, 1, axis=1) for a in state))
-
-
-def _axes(carry: Carry):
-    """(leaf, batch axis) in tree order: token, the three state arrays, occurrence, seen, keys."""
-    axes = [0, 1, 1, 1, 0, 0, 0]
-    return list(zip(jax.tree.leaves(carry), axes))
-
+    axis = Carry.BATCH_AXES["state"]
+    return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, i, 1, axis=axis), state)

@@ -4,7 +4,6 @@ from the mixture (`serve.mixture`)."""
 
 from __future__ import annotations
 
-import codecs
 import threading
 from typing import Iterator, Sequence
 
@@ -18,6 +17,7 @@ from rwkvjax.model.params import Params
 from rwkvjax.model.rwkv7 import piece_lengths
 from rwkvjax.model.state import State, zero_state
 from rwkvjax.serve.decode import Carry, decode_n, forward_probs, prefill
+from rwkvjax.serve.detok import Detokenizer
 from rwkvjax.serve.mixture import RECOVER, Costs, MemoryDecoder, Timer
 from rwkvjax.serve.sampling import Penalties, RowSampler, SamplingRows
 
@@ -171,11 +171,11 @@ def _refeed(params, config: Architecture, feed: list[int], state: State, costs: 
 
 def stream_text(ids: Iterator[int], token_bytes) -> Iterator[str]:
     """Turn a token stream into text pieces as soon as they form complete UTF-8 characters."""
-    dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    detok = Detokenizer(token_bytes)
     for t in ids:
-        piece = dec.decode(token_bytes([t]))
+        piece = detok.push(t)
         if piece:
             yield piece
-    tail = dec.decode(b"", final=True)
+    tail = detok.finish()
     if tail:
         yield tail

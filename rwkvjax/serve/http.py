@@ -11,7 +11,7 @@ def run_app(app, host: str, port: int, *, sock: socket.socket | None = None, rea
             stop: threading.Event | None = None) -> None:
     """Binds host:port, or serves on `sock` (tests bind a free port first); `ready` is set once it accepts."""
     import uvicorn
-    ucfg = uvicorn.Architecture(app, host=host, port=port, log_level="warning", lifespan="off",
+    ucfg = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
                           timeout_graceful_shutdown=5)
     us = uvicorn.Server(ucfg)
     if stop is not None:

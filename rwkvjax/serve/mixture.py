@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import math
 import time
 from typing import Callable
 

@@ -16,10 +16,8 @@ import threading
 import jax.numpy as jnp
 
 from rwkvjax.io.states import BASE, StateStore, UnknownState
-from rwkvjax.model.params import params_hash, unstack_layers
 from rwkvjax.model.state import State, start_state, zero_state
 from rwkvjax.serve.mixture import read_upto
-from rwkvjax.text.tokenizer import for_vocab, tokenizer_id
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +27,15 @@ class Server:
         from rwkvjax.serve.engine import Engine
         self.cfg = cfg
         if model is None:
-            from rwkvjax.io.convert import DTYPES
             from rwkvjax.io.formats import load
-            model = load(cfg.model, dtype=DTYPES[cfg.dtype])
-        self.config, params = model
-        self.tokenizer = for_vocab(self.config.vocab_size)
-        self.base_hash = params_hash(params)  # of the stacked form, as `train` records it
-        self.params = unstack_layers(params)
-        self.tok_id = tokenizer_id(self.tokenizer)
+            model = load(cfg.model, dtype=cfg.dtype)
+        params = model.params  # stacked: what --ttt's learner takes
+        self.model = model if cfg.ttt else model.decoding()  # without --ttt only the decoding copy is kept
+        self.config = model.arch
+        self.tokenizer = model.tokenizer
+        self.base_hash = model.hash  # of the stacked form, as `train` records it
+        self.params = self.model.decode_params
+        self.tok_id = model.tokenizer_id
         self.model_name = str(cfg.model)
         self.store = StateStore(cfg.states, create=False) if cfg.states else None
         self.api_key = cfg.api_key

@@ -42,14 +42,38 @@ def for_vocab(vocab_size: int) -> Tokenizer:
     if vocab_size == 65536:
         from rwkvjax.text.world import WorldTokenizer
         return WorldTokenizer()
-    raise CheckpointError(f"no tokenizer for a model with {vocab_size} embedding rows "
-                     "(supported: 256 = bytes, 65536 = RWKV World)")
+    raise CheckpointError(_no_tokenizer(vocab_size))
+
+
+def _no_tokenizer(vocab_size: int) -> str:
+    return (f"no tokenizer for a model with {vocab_size} embedding rows (supported: 256 = bytes, 65536 = RWKV "
+            "World); such a model runs on token ids only")
+
+
+class NoTokenizer:
+    """What a model with another vocabulary size carries (test shapes, custom vocabularies): it loads and runs
+    on token ids; any use of text says why there is no tokenizer instead of failing later."""
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+
+    def _refuse(self, *_):
+        raise CheckpointError(_no_tokenizer(self.vocab_size))
+
+    encode = decode = decode_bytes = _refuse
+
+
+def for_model(vocab_size: int) -> Tokenizer:
+    """The tokenizer a loaded model carries: `for_vocab`'s, or a `NoTokenizer` for another vocabulary size."""
+    return for_vocab(vocab_size) if vocab_size in (256, 65536) else NoTokenizer(vocab_size)
 
 
 def tokenizer_id(tok: Tokenizer) -> str:
     """A short name that changes when the token ids would: recorded with every named state."""
     if isinstance(tok, ByteTokenizer):
         return "bytes-256"
+    if isinstance(tok, NoTokenizer):
+        tok._refuse()
     import hashlib
 
     from rwkvjax.text.world import VOCAB_FILE

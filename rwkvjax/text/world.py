@@ -18,7 +18,6 @@ from rwkvjax.errors import VocabError
 
 VOCAB_FILE = Path(__file__).resolve().parents[1] / "data" / "rwkv_vocab_v20230424.txt"
 N_TOKENS = 65529  # ids 1..N_TOKENS in the file
-END_OF_TEXT = 0
 MEMO_MIN_INPUT = 256  # shorter inputs: the numpy split costs more than it saves
 MEMO_MAX_CHUNK = 64  # bytes; longer chunks are rarely repeated
 MEMO_MAX_ENTRIES = 1 << 17  # then start over (~25 MB at most)

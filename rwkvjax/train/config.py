@@ -8,11 +8,12 @@ import math
 from rwkvjax.errors import ConfigError
 from rwkvjax.memory import DEFAULT_MB
 from rwkvjax.model.config import Architecture
-from rwkvjax.options import option
+from rwkvjax.options import WKV_IMPLS, option
 from rwkvjax.train.remat import CHOICES as REMAT_CHOICES
+from rwkvjax.train.remat import POLICIES as REMAT_POLICIES
+from rwkvjax.train.resume import ResumeRule
 
 DEFAULT_MODEL = "RWKV/RWKV7-Goose-World3-1.5B-HF"
-WKV_IMPLS = ("auto", "scan", "chunked", "pallas", "pallas_interpret")
 
 
 def _flag(name: str) -> str:
@@ -104,9 +105,9 @@ class TrainConfig:
                                                "project with --state-scope per-project); the oldest history goes "
                                                "first")
     # Settings that must not change when resuming (the rest may, e.g. steps or logging).
-    FIXED = ("dtype", "ctx_len", "live_per_step", "replay_per_step", "merges", "train_shift", "merge_window",
-             "merge_threshold", "merge_slots", "replay_capacity", "replay_priority", "replay_admission",
-             "state_scope")
+    RESUME = ResumeRule(fixed=("dtype", "ctx_len", "live_per_step", "replay_per_step", "merges", "train_shift",
+                               "merge_window", "merge_threshold", "merge_slots", "replay_capacity",
+                               "replay_priority", "replay_admission", "state_scope"))
 
     def __post_init__(self):
         if self.forever:
@@ -169,7 +170,9 @@ class PretrainConfig:
     lr_final: float = option(1e-4, help="final learning rate")
     warmup: int = option(100, help="linear warmup steps")
     weight_decay: float = option(0.1, help="AdamW weight decay on the weight matrices")
-    remat: bool = option(False, help="recompute each layer in the backward pass (less memory, ~1.3x the time)")
+    remat: str = option("none", choices=REMAT_POLICIES,
+                        help="what the backward pass recomputes (as `train --remat`): none (fastest), full (each "
+                             "layer; less memory, ~1.3x the time), dots (matmul outputs kept)")
     init_from: str | None = option(None, help="start from this model's weights (a fresh optimizer); e.g. to "
                                               "continue a shipped model")
     heldout_every: int = option(10, help="every k-th package (by name hash) is held out")
@@ -182,6 +185,11 @@ class PretrainConfig:
     max_bytes: int = option(400_000_000, help="corpus bytes read at most")
     seed: int = option(0, help="random seed")
     wkv_impl: str = option("auto", choices=WKV_IMPLS, help="WKV implementation")
+    # settings a resumed run must keep (the rest, e.g. steps, lr or eval cadence, may change); a recipe written
+    # before a setting existed does not hold it, and is taken as made with this run's value
+    RESUME = ResumeRule(fixed=("vocab", "n_layer", "n_embd", "ctx_len", "windows_per_segment", "batch", "seed",
+                               "corpus", "heldout_every", "heldout_packages", "max_file_bytes", "max_bytes"),
+                        absent_ok=True, saved_as="the run in this folder:")
 
     def __post_init__(self):
         check_positive(self, "n_layer", "n_embd", "ctx_len", "windows_per_segment", "batch", "steps", "lr",
@@ -194,6 +202,8 @@ class PretrainConfig:
             raise ConfigError(f"--vocab {self.vocab!r}: choose byte or world")
         if self.n_embd % 64:
             raise ConfigError(f"--n-embd {self.n_embd}: must be a multiple of the head size 64")
+        if self.remat not in REMAT_POLICIES:  # no 'auto': its estimate is of a step whose weights are frozen
+            raise ConfigError(f"--remat {self.remat!r}: choose one of {', '.join(REMAT_POLICIES)}")
 
     def model_config(self) -> Architecture:
         C = self.n_embd

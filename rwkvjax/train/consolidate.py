@@ -121,9 +121,6 @@ def consolidate_checkpoint(cfg) -> dict:
     from rwkvjax.io.checkpoint import TrainCheckpointer
     from rwkvjax.io.formats import load
     from rwkvjax.io.states import StateStore
-    from rwkvjax.model.params import params_hash
-    from rwkvjax.text.tokenizer import for_vocab, tokenizer_id
-    from rwkvjax.train.gate import FORWARD_WKV
     from rwkvjax.train.probe import default_canaries, read_texts
     from rwkvjax.train.projects import store_trainable
     from rwkvjax.train.replay import ReplayBuffer
@@ -138,11 +135,12 @@ def consolidate_checkpoint(cfg) -> dict:
         states = cfg.states or tc.get("states")
         if not states:
             raise ConfigError(f"{cfg.ckpt_dir}: the run has no --states folder; pass --states DIR")
-        config, params = load(host["base_model"])
-        if params_hash(params) != host["base_hash"]:
+        model = load(host["base_model"], dtype=tc.get("dtype", "fp32"))
+        config, params = model.arch, model.params
+        if model.hash != host["base_hash"]:
             raise CheckpointMismatch(f"{cfg.ckpt_dir}: the model at {host['base_model']} is not the one this run "
                                      f"was trained on (hash {host['base_hash']})")
-        tok = for_vocab(config.vocab_size)
+        tok = model.tokenizer
         tr0 = init_trainable(config, train_shift=tc["train_shift"])
         names = list(host["projects"]["replay"])
         trees = ck.restore_extra(step, {"trainable": tr0, "projects": {p: tr0 for p in names}})
@@ -155,7 +153,7 @@ def consolidate_checkpoint(cfg) -> dict:
     gate = host.get("gate") or {}
     heldout = {k: [Window.from_dict(w) for w in v] for k, v in gate.get("slices", {}).items()}
     probe = TextProbe(config, params, tok, read_texts(tc.get("canaries") or default_canaries()), ctx_len=512,
-                      max_windows=1, wkv_impl=FORWARD_WKV)
+                      max_windows=1)
     start = gate.get("start_canary")
     if start is None:
         start = float(sum(probe(tr0).values()) / len(probe.names))
@@ -169,7 +167,7 @@ def consolidate_checkpoint(cfg) -> dict:
     source = {"checkpoint": str(Path(cfg.ckpt_dir).absolute()), "step": step, "consolidated": step,
               "reason": res.reason}
     put = lambda n, tr, **kw: store_trainable(store, n, tr, base_hash=host["base_hash"],
-                                              tokenizer=tokenizer_id(tok), memory=memory, **kw)
+                                              tokenizer=model.tokenizer_id, memory=memory, **kw)
     if res.promoted:
         rec = put(name, res.trainable, source={**source, "scope": "global"})
     else:

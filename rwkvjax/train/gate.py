@@ -25,6 +25,10 @@ a window whose n-grams (about 32 bytes each) are nearly all repeats, of each oth
 update of the start state is projected so that it does not increase the canary loss to first order (A-GEM,
 Chaudhry et al. 2019, arXiv:1812.00420, applied to the final update, after AdamW): learning continues
 without spending the canary bound.
+
+Roles: `SourceScreen` (the held-out slice and the screen, asked by the source before training), `CanaryProbe`
+(the figures), `CanaryProjector` (the projection, which the learner applies to its update) and `UpdateGate`
+(the hook that decides, and remembers the figures of the states it switches between).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rwkvjax.io.checkpoint import StatePart
 from rwkvjax.merges.units import PLAIN
 from rwkvjax.model.units import LN2
 from rwkvjax.model.wkv import WkvImpl
@@ -45,9 +50,9 @@ from rwkvjax.train.loop import Hook, StepInfo, Veto
 from rwkvjax.train.objective import loss_and_metrics
 from rwkvjax.train.probe import TextProbe
 from rwkvjax.train.step import make_eval_fn, state_norm, to_host
+from rwkvjax.train.trainable import Trainable
 
 # the dispatcher's default: with nothing differentiated it runs the fastest forward (benchmarks/RESULTS.md, WKV kernels)
-FORWARD_WKV = WkvImpl.AUTO
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,60 +152,24 @@ def robust_z(x: float, history, mad_floor: float) -> float:
     return (x - med) / (1.4826 * mad)
 
 
-class UpdateGate(Hook):
-    may_veto = True
+class SourceScreen:
+    """The gate's hold on the live source, before training: every `slice_every`-th live window goes to a held-out
+    slice (per project, with per-project states), and `screen` skips windows that carry no new information or
+    hold a canary passage. Both are counted in `counts` (the gate's: a screened window counts as quarantined)."""
 
-    def __init__(self, config, params, tok, canaries: dict[str, str], *, ctx_len: int,
-                 settings: GateSettings = GateSettings(), memory=None):
-        """`memory`: the run's session memories (`train.session_memory.RunMemory`): the canaries are then also
-        scored by the mixture of the model and a copy of the current memory, and the canary bound applies to
-        that figure too."""
-        self.s = settings
-        self.ctx_len = ctx_len
-        self.memory = memory
-        # The mixture's canary bpb at the run's start (an empty memory), recorded beside its figures. The bound is
-        # not taken from it: as the memory learns the user's text its mixer reads the canaries' first tokens worse,
-        # +3.5% over that start after 114 clean steps of the red-team benchmark (benchmarks/redteam.py), so such a
-        # bound would stop the memory within the first hundred steps. The reference is the model's start figure
-        # (5% above the mixture's there): with its memory the system must not read general text worse than the
-        # model it started from, by more than the bound.
-        self.start_canary_mix: float | None = None
-        self.last_canary_mix: float | None = None   # ... after the last accepted update
-        # a canary is read as a session is: from the start state, on and on (not cut into windows that all
-        # restart at S0, where S0's prior would weigh on every position)
-        self.probe = TextProbe(config, params, tok, canaries, ctx_len=settings.probe_tokens, max_windows=1,
-                               wkv_impl=FORWARD_WKV)
-        self.params = params
-        self.vocab_size = config.vocab_size
-        self.frozen_eval = make_eval_fn(config, units=PLAIN, wkv_impl=FORWARD_WKV)
-        # recent held-out windows, per project (one key, "", without per-project states)
-        self.slices: dict[str, collections.deque[Window]] = {}
-        self.key = ""  # the project whose state the learner holds
-        self.start_canary: float | None = None
-        self.last_canary: float | None = None
-        self._last: dict[str, float] = {}  # last accepted canary bpb of the other projects' states
-        self._grads: dict[str, object] = {}  # ... and the canary gradient there
-        self.deltas: collections.deque[float] = collections.deque(maxlen=settings.window)
-        self.counts = collections.Counter()
-        self.probe_seconds = 0.0
-        self._seen = 0
+    def __init__(self, tok, canaries: dict[str, str], settings: GateSettings, counts: collections.Counter, *,
+                 per_project: bool = False):
+        self.s, self.counts, self.per_project = settings, counts, per_project
         enc = [tok.encode(t) for t in canaries.values()]
         per_token = sum(len(t.encode("utf-8")) for t in canaries.values()) / max(sum(map(len, enc)), 1)
         self.n = max(4, round(settings.gram_bytes / per_token))  # 32 for bytes, ~8 for the World vocabulary
         self.redundancy = RedundancyScreen(self.n, settings.redundant, settings.recent_windows)
         self._canary_grams = set().union(*(ngrams(e, self.n) for e in enc))
+        # recent held-out windows, per project (one key, "", without per-project states)
+        self.slices: dict[str, collections.deque[Window]] = {}
+        self._seen = 0
         self._screened: list[dict] = []  # windows skipped since the last record
-        self.ref_grad: float | None = None  # the canary loss's start-state gradient norm at the run's start
-        self._cgrad = None  # the canary loss's gradient at the last accepted state (for the projection)
-        batch = self.probe.batch
-        loss = lambda tr: loss_and_metrics(tr, params, batch, config=config, units=PLAIN, wkv_impl="chunked",
-                                           remat=False, keep_hidden=memory is not None)
-        # value and gradient in one pass: the canary of the state just made, and the direction the next
-        # update is projected against
-        self._value_and_grad = jax.jit(jax.value_and_grad(loss, has_aux=True))
-        self._steps = 0
 
-    # ----- the held-out slice: the source asks before training a live window -----
     def divert(self, w: Window) -> bool:
         """True when this live window is not trained on: it goes to the held-out slice, or `screen` skips it."""
         self._seen += 1
@@ -215,11 +184,152 @@ class UpdateGate(Hook):
             return True
         return False
 
-    per_project = False  # set by the trainer with per-project states
+    def screen(self, w: Window) -> str | None:
+        seq = gram_seq(w.units, self.n)
+        # a verbatim canary passage of about 2 n-grams (64 bytes) or more: longer than shared phrases are
+        run = longest_run(seq, self._canary_grams)
+        if run > self.n:
+            return f"holds a canary passage ({run + self.n - 1} units verbatim)"
+        return self.redundancy.check(w.units, seq)
 
-    @property
-    def slice(self) -> list[Window]:
-        return list(self.slices.get(self.key, ()))
+    def slice(self, key: str) -> list[Window]:
+        """The held-out windows of project `key` ("" without per-project states)."""
+        return list(self.slices.get(key, ()))
+
+    def take_screened(self) -> list[dict]:
+        """The windows skipped since the last call (for the step's record)."""
+        out, self._screened = self._screened, []
+        return out
+
+    def state_dict(self) -> dict:
+        return {"seen": self._seen, "slices": {k: [w.to_dict() for w in v] for k, v in self.slices.items()},
+                "recent_units": self.redundancy.state_dict(), "screened_pending": self._screened}
+
+    def load_state_dict(self, d: dict) -> None:
+        for k, v in d["slices"].items():
+            self.slices[k] = collections.deque((Window.from_dict(w) for w in v), maxlen=self.s.slice_windows)
+        self._seen = d["seen"]
+        self.redundancy.load_state_dict(d["recent_units"])
+        self._screened = list(d["screened_pending"])
+
+
+class CanaryProbe:
+    """Reads fixed canary texts with a start state: their bits per byte, the gradient of their loss there, and
+    with a session memory the mixture's bits; and the frozen model's bits per byte of live windows."""
+
+    def __init__(self, config, params, tok, canaries: dict[str, str], *, settings: GateSettings, memory=None):
+        self.memory = memory
+        # a canary is read as a session is: from the start state, on and on (not cut into windows that all
+        # restart at S0, where S0's prior would weigh on every position)
+        self.probe = TextProbe(config, params, tok, canaries, ctx_len=settings.probe_tokens, max_windows=1,
+                               wkv_impl=WkvImpl.AUTO)
+        self.params = params
+        self.vocab_size = config.vocab_size
+        self.frozen_eval = make_eval_fn(config, units=PLAIN, wkv_impl=WkvImpl.AUTO)
+        batch = self.probe.batch
+        loss = lambda tr: loss_and_metrics(tr, params, batch, config=config, units=PLAIN, wkv_impl="chunked",
+                                           remat="none", keep_hidden=memory is not None)
+        # value and gradient in one pass: the canary of the state just made, and the direction the next
+        # update is projected against
+        self._value_and_grad = jax.jit(jax.value_and_grad(loss, has_aux=True))
+
+    def read(self, trainable):
+        """(mean canary bits/byte under `trainable`, the canary loss's gradient there, the canaries' final hidden
+        states: None without a session memory)."""
+        (_, m), g = self._value_and_grad(trainable)
+        bpb = float(np.mean(list(self.probe.per_text(to_host(m["window_nll"])).values())))
+        return bpb, g, m.get("hidden")
+
+    def canary_and_grad(self, trainable):
+        """Mean canary bits/byte under `trainable`, and the gradient of the canary loss there."""
+        return self.read(trainable)[:2]
+
+    def canary_mix(self, hidden, memory=None) -> float:
+        """Mean canary bits/byte of the mixture: the model whose hidden states these are, and a copy of the
+        session memory (`memory`, default the current one), which reads the canaries as one history."""
+        bits = self.memory.probe_bits(hidden, self.probe.batch.targets, self.probe.units, memory)
+        return float(np.mean(list(self.probe.per_text(bits * LN2 / self.probe.units).values())))
+
+    def bpb(self, trainable, windows: list[Window], *, batch_size: int, ctx_len: int) -> float | None:
+        """Bits per byte of `windows` (one batch), each read from `trainable`; None without windows."""
+        if not windows:
+            return None
+        batch = make_batch(windows, [1.0] * len(windows), batch_size=batch_size, ctx_len=ctx_len)
+        _, m = self.frozen_eval(trainable, self.params, batch)
+        m = to_host(m)
+        return float(m["bits"] / max(float(m["bytes"]), 1.0))
+
+
+class CanaryProjector:
+    """A-GEM (Chaudhry et al. 2019, arXiv:1812.00420) on the final update, after AdamW: the learner
+    (`train.learner.Learner`, its `projector`) projects each update of the start state onto
+    {d : <d, grad canary loss> <= 0}, so learning continues without spending the canary bound. `grad` is the
+    canary gradient at the last accepted state; the update gate keeps it (None: read at the state the update
+    starts from, as after a resume: it is not kept in checkpoints)."""
+
+    def __init__(self, canary_and_grad, *, enabled: bool = True):
+        self.canary_and_grad, self.enabled = canary_and_grad, enabled
+        self.grad = None
+
+    def project(self, before: Trainable, after: Trainable) -> tuple[Trainable, float | None]:
+        """(`after` projected, the share of |d|^2 removed); (`after`, None) when disabled."""
+        if not self.enabled:
+            return after, None
+        if self.grad is None:
+            self.grad = self.canary_and_grad(before)[1]
+        g = self.grad
+        names = [n for n in ("wkv", "att_shift", "ffn_shift") if getattr(after, n) is not None]
+        d = [getattr(after, n) - getattr(before, n) for n in names]
+        gv = [getattr(g, n) for n in names]
+        dot = float(sum(jnp.vdot(a, b) for a, b in zip(d, gv)))
+        if dot <= 0:
+            return after, 0.0
+        gg = float(sum(jnp.vdot(b, b) for b in gv))
+        dd = float(sum(jnp.vdot(a, a) for a in d))
+        scale = dot / max(gg, 1e-30)
+        out = dataclasses.replace(after, **{n: getattr(before, n) + a - scale * b for n, a, b in zip(names, d, gv)})
+        return out, float(dot * dot / max(gg * dd, 1e-30))
+
+
+class UpdateGate(Hook, StatePart):
+    """The judge of each update (a hook that may veto), built from three roles: `sources` (`SourceScreen`, the
+    source's held-out slice and screen), `canary` (`CanaryProbe`) and `projector` (`CanaryProjector`, which the
+    learner applies: give it to the `Learner`). The figures of other states (projects, conversations) it
+    switches between are remembered here (`switch`), bounded by `remember_states`.
+
+    A checkpoint part: host entry `gate`."""
+
+    may_veto = True
+
+    def __init__(self, config, params, tok, canaries: dict[str, str], *, ctx_len: int,
+                 settings: GateSettings = GateSettings(), memory=None, per_project: bool = False):
+        """`memory`: the run's session memories (`train.session_memory.RunMemory`): the canaries are then also
+        scored by the mixture of the model and a copy of the current memory, and the canary bound applies to
+        that figure too. `per_project`: a held-out slice per project."""
+        self.s = settings
+        self.ctx_len = ctx_len
+        self.memory = memory
+        # The mixture's canary bpb at the run's start (an empty memory), recorded beside its figures. The bound is
+        # not taken from it: as the memory learns the user's text its mixer reads the canaries' first tokens worse,
+        # +3.5% over that start after 114 clean steps of the red-team benchmark (benchmarks/redteam.py), so such a
+        # bound would stop the memory within the first hundred steps. The reference is the model's start figure
+        # (5% above the mixture's there): with its memory the system must not read general text worse than the
+        # model it started from, by more than the bound.
+        self.start_canary_mix: float | None = None
+        self.last_canary_mix: float | None = None   # ... after the last accepted update
+        self.counts = collections.Counter()
+        self.sources = SourceScreen(tok, canaries, settings, self.counts, per_project=per_project)
+        self.canary = CanaryProbe(config, params, tok, canaries, settings=settings, memory=memory)
+        self.projector = CanaryProjector(self.canary.canary_and_grad, enabled=settings.project)
+        self.key = ""  # the project whose state the learner holds
+        self.start_canary: float | None = None
+        self.last_canary: float | None = None
+        self._last: dict[str, float] = {}  # last accepted canary bpb of the other projects' states
+        self._grads: dict[str, object] = {}  # ... and the canary gradient there
+        self.deltas: collections.deque[float] = collections.deque(maxlen=settings.window)
+        self.probe_seconds = 0.0
+        self.ref_grad: float | None = None  # the canary loss's start-state gradient norm at the run's start
+        self._steps = 0
 
     def switch(self, key: str, trainable) -> None:
         """The learner now holds project `key`'s state (`trainable`): its canary changes are measured against
@@ -232,7 +342,7 @@ class UpdateGate(Hook):
             self._last.pop(self.key, None)
             self._grads.pop(self.key, None)
             self._last[self.key] = self.last_canary
-            self._grads[self.key] = self._cgrad
+            self._grads[self.key] = self.projector.grad
             while len(self._last) > self.s.remember_states:
                 oldest = next(iter(self._last))
                 del self._last[oldest]
@@ -240,101 +350,47 @@ class UpdateGate(Hook):
         self.key = key
         if self.start_canary is not None:
             if key in self._last:
-                self.last_canary, self._cgrad = self._last[key], self._grads.get(key)
+                self.last_canary, self.projector.grad = self._last[key], self._grads.get(key)
             else:
-                self.last_canary, self._cgrad = self.canary_and_grad(trainable)
-
-    def screen(self, w: Window) -> str | None:
-        seq = gram_seq(w.units, self.n)
-        # a verbatim canary passage of about 2 n-grams (64 bytes) or more: longer than shared phrases are
-        run = longest_run(seq, self._canary_grams)
-        if run > self.n:
-            return f"holds a canary passage ({run + self.n - 1} units verbatim)"
-        return self.redundancy.check(w.units, seq)
-
-    def _project(self, learner, before) -> float | None:
-        """Project the start-state update onto {d : <d, grad canary loss> <= 0}; returns the share removed."""
-        if not self.s.project or before is None:
-            return None
-        if self._cgrad is None:  # resumed: not kept in checkpoints
-            self._cgrad = self.canary_and_grad(before.trainable)[1]
-        g = self._cgrad
-        pre, post = before.trainable, learner.trainable
-        names = [n for n in ("wkv", "att_shift", "ffn_shift") if getattr(post, n) is not None]
-        d = [getattr(post, n) - getattr(pre, n) for n in names]
-        gv = [getattr(g, n) for n in names]
-        dot = float(sum(jnp.vdot(a, b) for a, b in zip(d, gv)))
-        if dot <= 0:
-            return 0.0
-        gg = float(sum(jnp.vdot(b, b) for b in gv))
-        dd = float(sum(jnp.vdot(a, a) for a in d))
-        scale = dot / max(gg, 1e-30)
-        learner.trainable = dataclasses.replace(post, **{n: getattr(pre, n) + a - scale * b
-                                                       for n, a, b in zip(names, d, gv)})
-        learner.place()
-        return float(dot * dot / max(gg * dd, 1e-30))  # share of |d|^2 removed
-
-    def _canary(self, trainable) -> float:
-        return self.canary_and_grad(trainable)[0]
+                self.last_canary, self.projector.grad = self.canary.canary_and_grad(trainable)
 
     def canary_and_grad(self, trainable):
         """Mean canary bits/byte under `trainable`, and the gradient of the canary loss there."""
-        return self._probe(trainable)[:2]
-
-    def _probe(self, trainable):
-        """(`canary_and_grad`, the final hidden states of the canaries: None without a session memory)."""
-        (_, m), g = self._value_and_grad(trainable)
-        bpb = float(np.mean(list(self.probe.per_text(to_host(m["window_nll"])).values())))
-        return bpb, g, m.get("hidden")
-
-    def canary_mix(self, hidden, memory=None) -> float:
-        """Mean canary bits/byte of the mixture: the model whose hidden states these are, and a copy of the
-        session memory (`memory`, default the current one), which reads the canaries as one history."""
-        bits = self.memory.probe_bits(hidden, self.probe.batch.targets, self.probe.units, memory)
-        return float(np.mean(list(self.probe.per_text(bits * LN2 / self.probe.units).values())))
-
-    def _bpb(self, trainable, windows: list[Window], *, batch_size: int, ctx_len: int) -> float | None:
-        """Bits per byte of `windows` (one batch), each read from `trainable`; None without windows."""
-        if not windows:
-            return None
-        batch = make_batch(windows, [1.0] * len(windows), batch_size=batch_size, ctx_len=ctx_len)
-        _, m = self.frozen_eval(trainable, self.params, batch)
-        m = to_host(m)
-        return float(m["bits"] / max(float(m["bytes"]), 1.0))
+        return self.canary.canary_and_grad(trainable)
 
     def after_step(self, info: StepInfo) -> Veto | None:
         t0 = time.perf_counter()
         learner, rec = info.learner, info.record
-        if self._screened:
-            rec["screened"], self._screened = self._screened, []
+        screened = self.sources.take_screened()
+        if screened:
+            rec["screened"] = screened
         self._steps += 1
         h0 = None
         if self.start_canary is None:  # the state before the first update of this run
-            self.start_canary, g0, h0 = self._probe(learner.trainable0)
+            self.start_canary, g0, h0 = self.canary.read(learner.trainable0)
             self.ref_grad = float(state_norm(g0))
             # the state this update started from (a resumed run's is not the zero state)
-            self.last_canary, self._cgrad = (self.start_canary, g0) if info.before is None else \
-                self.canary_and_grad(info.before.trainable)
+            self.last_canary, self.projector.grad = (self.start_canary, g0) if info.before is None else \
+                self.canary.canary_and_grad(info.before.trainable)
         if self.memory is not None and self.start_canary_mix is None:
             # the frozen model with the memory as this run found it (a checkpoint from before the memory: empty)
             if h0 is None:
-                h0 = self._probe(learner.trainable0)[2]
-            self.start_canary_mix = self.last_canary_mix = self.canary_mix(h0, self.memory.before())
-        removed = self._project(learner, info.before)
-        if removed is not None:
-            rec["projected_share"] = removed
-        canary, cgrad, hidden = self._probe(learner.trainable)
+                h0 = self.canary.read(learner.trainable0)[2]
+            self.start_canary_mix = self.last_canary_mix = self.canary.canary_mix(h0, self.memory.before())
+        if info.update.projected_share is not None:  # the learner projected the update
+            rec["projected_share"] = info.update.projected_share
+        canary, cgrad, hidden = self.canary.read(learner.trainable)
         mix = None
         if self.memory is not None:
             t_mix = time.perf_counter()
-            mix = self.canary_mix(hidden)
+            mix = self.canary.canary_mix(hidden)
             rec["canary_mix_s"] = time.perf_counter() - t_mix  # what the memory adds to the probe
         live = info.update.live
         # the frozen model reads base tokens: with dynamic merges the windows are expanded first (merged units
         # are ids it does not have; read as they are, its figure was NaN and the quarantine rule never fired)
         merged = any(w.slots is not None for w in live)
         plain = [w if w.slots is None else base_window(w, self.vocab_size) for w in live]
-        frozen = self._bpb(learner.trainable0, plain, batch_size=len(live),
+        frozen = self.canary.bpb(learner.trainable0, plain, batch_size=len(live),
                            ctx_len=learner.ctx_len * (2 if merged else 1))
         grad = float(info.update.metrics["state_grad_norm"]) / max(self.ref_grad, 1e-30)
         ood = None if frozen is None else frozen / self.start_canary
@@ -345,8 +401,8 @@ class UpdateGate(Hook):
         if mix is not None:
             rec.update(probed_canary_mix_bpb=mix, canary_mix_start_bpb=self.start_canary_mix)
         if self._steps % self.s.slice_probe_every == 0:
-            rec["heldout_slice_bpb"] = self._bpb(learner.trainable, self.slice, batch_size=self.s.slice_windows,
-                                                 ctx_len=self.ctx_len)
+            rec["heldout_slice_bpb"] = self.canary.bpb(learner.trainable, self.sources.slice(self.key),
+                                                       batch_size=self.s.slice_windows, ctx_len=self.ctx_len)
         reason = None
         if canary > self.start_canary * (1 + self.s.canary_rel):
             reason = (f"canary {canary:.4f} bpb is {100 * (canary / self.start_canary - 1):.2f}% above its start "
@@ -368,12 +424,12 @@ class UpdateGate(Hook):
                              f"{100 * (mix / self.start_canary - 1):.2f}% above the model's at the start "
                              f"{self.start_canary:.4f} (bound {100 * self.s.canary_rel:.1f}%)")
             self.memory.undo()
-            mix = self.canary_mix(hidden)  # the new start state with the memory as the step found it
+            mix = self.canary.canary_mix(hidden)  # the new start state with the memory as the step found it
         self.probe_seconds += time.perf_counter() - t0
         rec["probe_s"] = time.perf_counter() - t0
         if reason is None:
             self.deltas.append(delta)
-            self.last_canary, self._cgrad = canary, cgrad
+            self.last_canary, self.projector.grad = canary, cgrad
             self.counts["accepted"] += 1
             rec.update(gate="accepted", gate_reason=None, canary_bpb=canary)
             if mix is not None:
@@ -393,22 +449,23 @@ class UpdateGate(Hook):
 
     def state_dict(self) -> dict:
         return {"start_canary": self.start_canary, "last_canary": self.last_canary, "ref_grad": self.ref_grad,
-                "deltas": list(self.deltas),
-                "counts": dict(self.counts), "seen": self._seen, "probe_seconds": self.probe_seconds,
-                "slices": {k: [w.to_dict() for w in v] for k, v in self.slices.items()}, "key": self.key,
-                "last_by_key": self._last, "recent_units": self.redundancy.state_dict(),
-                "screened_pending": self._screened, "start_canary_mix": self.start_canary_mix,
-                "last_canary_mix": self.last_canary_mix}
+                "deltas": list(self.deltas), "counts": dict(self.counts), "probe_seconds": self.probe_seconds,
+                "key": self.key, "last_by_key": self._last, **self.sources.state_dict(),
+                "start_canary_mix": self.start_canary_mix, "last_canary_mix": self.last_canary_mix}
 
     def load_state_dict(self, d: dict) -> None:
         self.start_canary, self.last_canary, self.ref_grad = d["start_canary"], d["last_canary"], d["ref_grad"]
         self.deltas.extend(d["deltas"])
         self.counts.update(d["counts"])
-        for k, v in d["slices"].items():
-            self.slices[k] = collections.deque((Window.from_dict(w) for w in v), maxlen=self.s.slice_windows)
-        self._seen, self.probe_seconds, self.key = d["seen"], d["probe_seconds"], d["key"]
+        self.sources.load_state_dict(d)
+        self.probe_seconds, self.key = d["probe_seconds"], d["key"]
         self._last = dict(d["last_by_key"])
-        self.redundancy.load_state_dict(d["recent_units"])
-        self._screened = list(d["screened_pending"])
         # a checkpoint from before the session memory (or of a run without one) has none: measured afresh
         self.start_canary_mix, self.last_canary_mix = d.get("start_canary_mix"), d.get("last_canary_mix")
+
+    def checkpoint_host(self) -> dict:
+        return {"gate": self.state_dict()}
+
+    def restore_checkpoint(self, host: dict, arrays: dict) -> None:
+        if host.get("gate"):
+            self.load_state_dict(host["gate"])

@@ -18,21 +18,31 @@ log = logging.getLogger(__name__)
 
 class MetricsLog(Hook):
     """One JSON line every `every` steps, and for every step a periodic evaluation scored; appended and flushed
-    (`inspect` reads it). A torn last line (the process was killed mid-write) is cut off before appending."""
+    (`inspect` reads it). A torn last line (the process was killed mid-write) is cut off before appending.
 
-    def __init__(self, path: str | Path, every: int = 1):
-        self.path, self.log_every = Path(path), every
+    `logged`: instead of the cadence, which records are written (pretraining writes those its held-out
+    evaluation filled); `echo`: also hand each written line to it (pretraining's console lines)."""
+
+    def __init__(self, path: str | Path, every: int = 1, *, logged: Callable[[dict], bool] | None = None,
+                 echo: Callable[[str], None] | None = None):
+        self.path, self.log_every, self.logged, self.echo = Path(path), every, logged, echo
         repair_torn_tail(self.path)
 
     def after_step(self, info: StepInfo):
-        if info.step % self.log_every and not any(k.startswith("eval/") for k in info.record):
+        if self.logged is not None:
+            if not self.logged(info.record):
+                return
+        elif info.step % self.log_every and not any(k.startswith("eval/") for k in info.record):
             return
+        line = json.dumps(info.record)
         try:
             with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(info.record) + "\n")
+                f.write(line + "\n")
         except OSError as e:  # a full disk: stop with one line rather than train on unlogged
             raise SaveFailed(f"{self.path}: cannot append step {info.step}'s record ({e.strerror or e}); fix the "
                              "cause and run the same command again to resume") from None
+        if self.echo is not None:
+            self.echo(line)
 
 
 def repair_torn_tail(path: Path) -> None:
@@ -101,23 +111,31 @@ class TensorBoardLog(Hook):
         self.writer.close()
 
 
-class Progress(Hook):
-    """A tqdm bar with loss, bits/byte (and the session memory's mixture's) and speed (off without a terminal
-    unless forced)."""
+def state_tuning_postfix(r: dict) -> dict:
+    """The progress bar's figures of a state-tuning step: loss, bits/byte (and the session memory's mixture's),
+    speed, merges and replay size."""
+    mix = r.get("memory_live_bpb")  # live windows, model + session memory
+    return dict(loss=f"{r['loss']:.3f}", bpb=f"{r['bits_per_byte']:.3f}",
+                **({} if mix is None else {"mix_bpb": f"{mix:.3f}"}),
+                tok_s=f"{r['tokens_per_s']:.0f}", merges=r.get("merges", 0), replay=r.get("replay_size", 0))
 
-    def __init__(self, total: int | None, initial: int, enabled: bool | None = None):
+
+class Progress(Hook):
+    """A tqdm bar with the figures `postfix` picks from each record (off without a terminal unless forced); a
+    `postfix` returning None leaves the figures as they were (a step whose record has none of them)."""
+
+    def __init__(self, total: int | None, initial: int, enabled: bool | None = None,
+                 postfix: Callable[[dict], dict | None] = state_tuning_postfix):
         from tqdm import tqdm
+        self.postfix = postfix
         self.bar = tqdm(total=total, initial=initial, disable=None if enabled is None else not enabled,
                         dynamic_ncols=True, unit="step")
 
     def after_step(self, info: StepInfo):
-        r = info.record
         self.bar.update(info.step - self.bar.n)
-        mix = r.get("memory_live_bpb")  # live windows, model + session memory
-        self.bar.set_postfix(loss=f"{r['loss']:.3f}", bpb=f"{r['bits_per_byte']:.3f}",
-                             **({} if mix is None else {"mix_bpb": f"{mix:.3f}"}),
-                             tok_s=f"{r['tokens_per_s']:.0f}", merges=r.get("merges", 0),
-                             replay=r.get("replay_size", 0), refresh=False)
+        shown = self.postfix(info.record)
+        if shown is not None:
+            self.bar.set_postfix(**shown, refresh=False)
 
     def at_end(self, step, reason):
         self.bar.close()

@@ -12,6 +12,8 @@ import queue
 import threading
 
 from ingest.cursor import Cursor
+from rwkvjax.io.checkpoint import StatePart
+from rwkvjax.merges.dyntok import DynamicTokenizer
 from rwkvjax.train.data import Window, WindowAssembler
 
 
@@ -77,8 +79,12 @@ class _Ingestion(threading.Thread):
             self.join(timeout)
 
 
-class LiveWindows:
-    """Transcripts -> events -> windows, `live_per_step` at a time (use as a context manager)."""
+class LiveWindows(StatePart):
+    """Transcripts -> events -> windows, `live_per_step` at a time (use as a context manager).
+
+    A checkpoint part: host entries `cursor`, `assembler`, `ready`, `dyntok` (the assembler's dynamic tokenizer,
+    None without one) and `ingest` (the ingestion counters, for `inspect`; not restored: they count this
+    process's reading)."""
 
     def __init__(self, source: tuple[str, ...], assembler: WindowAssembler, live_per_step: int,
                  stop: threading.Event, divert=None, by_project: bool = False):
@@ -143,3 +149,13 @@ class LiveWindows:
         self.cursor = Cursor.from_json(d["cursor"])
         self.asm.load_state_dict(d["assembler"])
         self.ready = [Window.from_dict(w) for w in d["ready"]]
+
+    def checkpoint_host(self) -> dict:
+        dyntok = self.asm.dyntok
+        return {**self.state_dict(), "dyntok": None if dyntok is None else dyntok.state_dict(),
+                "ingest": {k: int(v) for k, v in self.metrics.items()}}
+
+    def restore_checkpoint(self, host: dict, arrays: dict) -> None:
+        self.load_state_dict(host)
+        if self.asm.dyntok is not None:
+            self.asm.dyntok = DynamicTokenizer.from_state_dict(host["dyntok"], self.asm.tok.decode_bytes)

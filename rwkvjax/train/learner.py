@@ -8,13 +8,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rwkvjax.io.checkpoint import StatePart
 from rwkvjax.merges.units import PLAIN, UnitFns
 from rwkvjax.model.config import Architecture
 from rwkvjax.train.data import Window, make_batch
@@ -34,6 +35,7 @@ class Update:
     window_nll: np.ndarray
     seconds: float
     unit_nll: np.ndarray | None = None
+    projected_share: float | None = None  # share of the update the projector removed (None: none applied)
 
     @property
     def live_bits(self) -> float:
@@ -50,20 +52,31 @@ class Snapshot:
     updates: int
 
 
-class Learner:
+class Projector(Protocol):
+    """What the learner applies to each update of the start state before it keeps it (`train.gate.CanaryProjector`):
+    (the state it keeps, the share of the update removed; None when it applied nothing)."""
+
+    def project(self, before: Trainable, after: Trainable) -> tuple[Trainable, float | None]: ...
+
+
+class Learner(StatePart):
     """Trainable start state + optimizer + replay buffer, updated one batch of windows at a time.
 
     `mesh`: shard the window axis over its devices (the batch is padded to a multiple of them).
     `window_text`: the (redacted) text stored with a live window in the replay buffer, for `inspect`.
     `remat`: the train step's rematerialisation policy ('none', 'dots' or 'full'; `rwkvjax.train.remat`).
+    `projector`: applied to every update of the start state (None: the optimizer's update is kept as it is).
+
+    A checkpoint part (`io.checkpoint.StatePart`): items `trainable`, `opt_state`, host entry `replay`.
     """
 
     def __init__(self, config: Architecture, params, trainable0: Trainable, tx: optax.GradientTransformation, *,
                  ctx_len: int, live_per_step: int, replay_per_step: int = 0, replay: ReplayBuffer | None = None,
                  units: UnitFns = PLAIN, n_slots: int | None = None, mesh=None, wkv_impl="auto",
                  max_traces: int | None = 1, window_text: Callable[[Window], str] | None = None,
-                 remat: str = "full"):
+                 remat: str = "full", projector: Projector | None = None):
         self.config, self.tx, self.units, self.mesh = config, tx, units, mesh
+        self.projector = projector
         self.ctx_len, self.live_per_step, self.n_slots = ctx_len, live_per_step, n_slots
         self.replay = replay
         self.replay_per_step = replay_per_step if replay is not None else 0
@@ -88,9 +101,23 @@ class Learner:
             self.opt_state = replicate(self.opt_state, self.mesh)
 
     def load(self, trainable: Trainable, opt_state, replay: ReplayBuffer | None, updates: int) -> None:
-        """Resume from saved values (a checkpoint)."""
+        """Take a state from elsewhere: a checkpoint, another project's or conversation's state."""
         self.trainable, self.opt_state, self.replay, self.updates = trainable, opt_state, replay, updates
         self.place()
+
+    # ----- checkpoint part -----
+    def checkpoint_host(self) -> dict:
+        return {"replay": None if self.replay is None else self.replay.to_dict()}
+
+    def checkpoint_arrays(self) -> dict:
+        return {"trainable": self.trainable, "opt_state": self.opt_state}
+
+    def arrays_like(self, host: dict) -> dict:
+        return {"trainable": self.trainable0, "opt_state": self.opt_state}
+
+    def restore_checkpoint(self, host: dict, arrays: dict) -> None:
+        replay = ReplayBuffer.from_host(host, source=f"checkpoint step {host['step']} replay")
+        self.load(arrays["trainable"], arrays["opt_state"], replay, updates=host["step"])
 
     # ----- one update -----
     def update(self, live: Sequence[Window]) -> Update:
@@ -106,10 +133,16 @@ class Learner:
         if self.reducible and live:
             _, mf = self.eval_fn(self.trainable0, self.params, batch)
             nll_frozen = to_host(mf["window_nll"])
+        # the step donates its inputs: the projector needs the state the update started from
+        before = jax.tree.map(jnp.copy, self.trainable) if self.projector is not None else None
         t0 = time.perf_counter()
         self.trainable, self.opt_state, m = self.step_fn(self.trainable, self.opt_state, self.params, batch)
         m = to_host(m)
         seconds = time.perf_counter() - t0
+        share = None
+        if self.projector is not None:
+            self.trainable, share = self.projector.project(before, self.trainable)
+            self.place()
         wnll = np.asarray(m.pop("window_nll"))
         unit_nll = np.asarray(m.pop("unit_nll"))
         if self.replay is not None:
@@ -120,7 +153,7 @@ class Learner:
                 text = None if self.window_text is None else self.window_text(w)
                 self.replay.add(w, float(wnll[j]), None if nll_frozen is None else float(nll_frozen[j]), text=text)
         self.updates += 1
-        return Update(live, replayed, {k: float(v) for k, v in m.items()}, wnll, seconds, unit_nll)
+        return Update(live, replayed, {k: float(v) for k, v in m.items()}, wnll, seconds, unit_nll, share)
 
     # ----- undo -----
     def snapshot(self) -> Snapshot:
@@ -129,7 +162,6 @@ class Learner:
                         None if self.replay is None else self.replay.to_dict(), self.updates)
 
     def rollback(self, snap: Snapshot) -> None:
-        self.trainable, self.opt_state, self.updates = snap.trainable, snap.opt_state, snap.updates
-        if snap.replay is not None:
-            self.replay = ReplayBuffer.from_dict(snap.replay)
-        self.place()
+        """Undo the updates made since `snap` (a snapshot of this learner)."""
+        replay = self.replay if snap.replay is None else ReplayBuffer.from_dict(snap.replay)
+        self.load(snap.trainable, snap.opt_state, replay, snap.updates)

@@ -1,5 +1,9 @@
 """The training loop: take the next live windows, make one learner update, run the hooks. Nothing else.
 
+The one loop of state tuning (`train.run`), pretraining (`train.pretrain`), offline hypernetwork training
+(`train.hypernet`) and sleep consolidation (`train.consolidate`). A learner is anything with `update(batch)`
+(and, for a hook that may veto, `snapshot()` and `rollback(snapshot)`); `Learner` is state tuning's.
+
 Hooks are called in the order given, each every `every` steps (and once at the end). A hook that may
 undo a step (`may_veto = True`, e.g. an update gate) sees every step before the others; the loop
 snapshots the learner before each step while one is registered, and a returned `Veto` rolls the
@@ -76,7 +80,8 @@ def train_loop(learner: Learner, batches: Iterable[Sequence[Window]], hooks: Seq
             if stop.is_set():
                 reason = "interrupted"
                 break
-            if live is None or (not live and (steps is None or learner.replay is None or not len(learner.replay))):
+            replay = getattr(learner, "replay", None)  # only state tuning's learner replays
+            if live is None or (not live and (steps is None or replay is None or not len(replay))):
                 reason = "source exhausted"
                 break
             snap = learner.snapshot() if gates else None

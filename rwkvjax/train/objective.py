@@ -50,7 +50,7 @@ def _from_chunks(a, T: int):
     return jnp.moveaxis(a, 0, 1).reshape((B, n * chunk) + a.shape[3:])[:, :T]
 
 
-def _chunked_nll(logits_fn, hidden_BTC, targets_BT, per_pos, chunk: int):
+def chunked_nll(logits_fn, hidden_BTC, targets_BT, per_pos, chunk: int):
     """Cross-entropy per position, computed chunk by chunk and recomputed in the backward pass.
 
     `per_pos`: None or a pytree of [B,T,...] arrays the logits need per position (cut into the same chunks).
@@ -73,8 +73,8 @@ def _frozen_head_nll(params, hidden_BTC, targets_BT, units: UnitFns, chunk: int)
     is computed with the loss (cotangent 1) and only scaled in the backward pass: the head's matmul runs twice
     per step instead of three times (forward, recomputation, input gradient). The weights get no gradient.
     """
-    return _chunked_nll(lambda h, _: units.logits(params, None, None, h, None), hidden_BTC, targets_BT, None,
-                        chunk)
+    return chunked_nll(lambda h, _: units.logits(params, None, None, h, None), hidden_BTC, targets_BT, None,
+                       chunk)
 
 
 def _frozen_head_fwd(params, hidden_BTC, targets_BT, units, chunk):
@@ -97,8 +97,8 @@ def _frozen_head_bwd(units, chunk, dh_BTC, g_BT):
 _frozen_head_nll.defvjp(_frozen_head_fwd, _frozen_head_bwd)
 
 
-def hidden_under_policy(params, x_BTC, state, *, config: Architecture, wkv_impl="auto", remat: str | bool = "full"):
-    """`forward_hidden` with a rematerialisation policy of `rwkvjax.train.remat` (True = 'full', False = 'none').
+def hidden_under_policy(params, x_BTC, state, *, config: Architecture, wkv_impl="auto", remat: str = "full"):
+    """`forward_hidden` with a rematerialisation policy of `rwkvjax.train.remat` ('none', 'dots' or 'full').
 
     'dots' wraps the whole forward in one checkpoint that keeps the unbatched matmul outputs (jax's
     `dots_with_no_batch_dims_saveable`). Measured, it keeps more than 'none' (benchmarks/RESULTS.md): a matmul of
@@ -106,14 +106,29 @@ def hidden_under_policy(params, x_BTC, state, *, config: Architecture, wkv_impl=
     scan the policy recomputes for all layers at once (the same policy per layer would need `forward_hidden` to
     take it). 'full' checkpoints each layer.
     """
-    policy = {True: "full", False: "none"}.get(remat, remat)
-    if policy not in POLICIES:
+    if remat not in POLICIES:
         raise ValueError(f"unknown remat policy {remat!r}; choose one of {', '.join(POLICIES)}")
-    if policy == "dots":
+    if remat == "dots":
         fwd = functools.partial(forward_hidden, config=config, wkv_impl=wkv_impl, remat=False)
         return jax.checkpoint(fwd, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)(
             params, x_BTC, state)
-    return forward_hidden(params, x_BTC, state, config=config, wkv_impl=wkv_impl, remat=policy == "full")
+    return forward_hidden(params, x_BTC, state, config=config, wkv_impl=wkv_impl, remat=remat == "full")
+
+
+def nll_per_token(params, inputs_BT, targets_BT, state, *, config: Architecture, units: UnitFns = PLAIN, hyper=None,
+                  tables=None, pos=None, wkv_impl="auto", remat: str = "none"):
+    """Forward + head + cross-entropy: NLL in nats of every target [B,T] given the inputs from `state`, and the
+    state after them. The one written-out objective of pretraining, scoring and (through `window_nll_and_hidden`,
+    which adds the trainable start state and the frozen-head shortcut) state tuning.
+
+    With merged units (`units=MERGED`), `hyper` and `tables` (`SlotTables`) are the hypernetwork and the slot
+    table, `pos` the per-position `UnitPositions`; the head runs HEAD_CHUNK positions at a time.
+    """
+    x = units.embed(params, hyper, inputs_BT, tables)
+    hidden, state = hidden_under_policy(params, x, state, config=config, wkv_impl=wkv_impl, remat=remat)
+    nll = chunked_nll(lambda h, p: units.logits(params, hyper, tables, h, p), hidden, targets_BT, pos,
+                      min(HEAD_CHUNK, inputs_BT.shape[1]))
+    return nll, state
 
 
 def window_nll(trainable: Trainable, params, batch: Batch, **kw):
@@ -122,7 +137,7 @@ def window_nll(trainable: Trainable, params, batch: Batch, **kw):
 
 
 def window_nll_and_hidden(trainable: Trainable, params, batch: Batch, *, config: Architecture, units: UnitFns = PLAIN,
-                          wkv_impl="auto", remat: str | bool = "full"):
+                          wkv_impl="auto", remat: str = "full"):
     """(`window_nll`, the final hidden states [B,T,C] it was computed from)."""
     B = batch.inputs.shape[0]
     tables = None if batch.slots is None else batch.slots.tables
@@ -132,8 +147,8 @@ def window_nll_and_hidden(trainable: Trainable, params, batch: Batch, *, config:
                                     remat=remat)
     chunk = min(HEAD_CHUNK, batch.inputs.shape[1])
     if units.merged:  # the hypernetwork (trainable) scores merged units: plain autodiff, recomputed per chunk
-        nll = _chunked_nll(lambda h, pos: units.logits(params, trainable.hyper, tables, h, pos), hidden,
-                           batch.targets, per_pos, chunk)
+        nll = chunked_nll(lambda h, pos: units.logits(params, trainable.hyper, tables, h, pos), hidden,
+                          batch.targets, per_pos, chunk)
     else:
         nll = _frozen_head_nll(params, hidden, batch.targets, units, chunk)
     # where(): a masked position may score an unavailable (-inf) slot; it must not poison the sum

@@ -5,8 +5,12 @@ recurrent state carried from one window to the next (no gradient through the car
 to use up to ctx_len x windows_per_segment tokens of context. A share of segments (`copy_prob`) repeat a
 chunk of real text later in the segment, which teaches copying from context. AdamW with the RWKV
 conventions (weight decay only on the weight matrices, `w0` at twice the LR), warmup then cosine decay,
-held-out bits per byte with the state carried through each held-out file, orbax checkpoints at segment
+held-out bits per byte with the state carried through each held-out file, checkpoints at segment
 boundaries (exact resume), and the model exported at every checkpoint.
+
+The run is `train_loop` with a `SegmentLearner` and hooks, as `train`'s: `TrainCheckpointer` steps (a damaged
+step is moved aside and the one before it used; a save the disk cannot hold stops the run with one line),
+`metrics.jsonl` through `MetricsLog` (a torn last line is cut off), Ctrl-C/SIGTERM through `StopSignals`.
 """
 
 from __future__ import annotations
@@ -16,33 +20,32 @@ import functools
 import json
 import platform
 import shutil
+import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from rwkvjax.atomic import atomic_write
 from rwkvjax.errors import CheckpointMismatch, ConfigError
-from rwkvjax.io.checkpoint import abstract, checkpoint_manager
+from rwkvjax.io.checkpoint import TrainCheckpointer
 from rwkvjax.io.convert import save_official
 from rwkvjax.io.lock import LOCK_NAME, RunLock
 from rwkvjax.model.init import init_params
-from rwkvjax.model.rwkv7 import embed, forward_hidden, head_logits
 from rwkvjax.model.state import zero_state
 from rwkvjax.model.units import LN2
 from rwkvjax.train.config import PretrainConfig
 from rwkvjax.train.corpus import build_corpus, default_roots
-from rwkvjax.train.hooks import repair_torn_tail
-from rwkvjax.train.objective import HEAD_CHUNK, _chunked_nll
+from rwkvjax.train.hooks import MetricsLog, Progress
+from rwkvjax.train.loop import Hook, StepInfo, train_loop
+from rwkvjax.train.objective import nll_per_token
 from rwkvjax.train.optim import Group, make_optimizer
 from rwkvjax.train.signals import StopSignals
-from rwkvjax.train.step import data_mesh
+from rwkvjax.train.step import data_mesh, replicate, shard_rows
 
 _DECAYED = {"emb", "head", "W_r", "W_k", "W_v", "W_o", "ffn_key", "ffn_value"}
 # settings a resumed run must keep (the rest, e.g. steps, lr or eval cadence, may change)
@@ -122,10 +125,7 @@ def _copy_rows(docs, n: int = 4, length: int = 1024) -> np.ndarray | None:
 # ----- the step -----
 
 def _nll(params, state, x_BT, y_BT, *, config, wkv_impl, remat):
-    hidden, state = forward_hidden(params, embed(params, x_BT), state, config=config, wkv_impl=wkv_impl,
-                                   remat=remat)
-    nll = _chunked_nll(lambda h, _: head_logits(params, h), hidden, y_BT, None, min(HEAD_CHUNK, x_BT.shape[1]))
-    return nll, state
+    return nll_per_token(params, x_BT, y_BT, state, config=config, wkv_impl=wkv_impl, remat=remat)
 
 
 def make_steps(config, tx, cfg: PretrainConfig):
@@ -163,18 +163,106 @@ def _scored_bits(eval_window, params, config, x, mask, T: int) -> np.ndarray:
     return np.concatenate(out, axis=1)[:, :L]
 
 
+class SegmentLearner:
+    """What `train_loop` updates when pretraining: every weight and its AdamW state, and the recurrent state
+    carried through the current segment (truncated BPTT). A batch is the columns of the segment one step reads
+    (`windows`); the step that starts a segment draws it, so the RNG moves only with a step that is made."""
+
+    def __init__(self, cfg: PretrainConfig, config, train_step, mesh, stream: np.ndarray, rng: np.random.Generator,
+                 params, opt_state, segment: dict | None):
+        self.cfg, self.config, self.train_step, self.mesh = cfg, config, train_step, mesh
+        self.stream, self.rng = stream, rng
+        self.params, self.opt_state = replicate(params, mesh), replicate(opt_state, mesh)
+        self.seg, self.state = None, None
+        if segment is not None:  # resumed inside a segment: it and its carried state, exactly
+            self.seg, self.state = np.asarray(segment["seg"]), shard_rows(segment["state"], mesh, axis=1)
+        self.losses: list = []  # device scalars since the last held-out evaluation (read there, not per step)
+
+    def windows(self, step: int):
+        """The columns (inputs and the targets one to the right) of each step's window, from `step` on."""
+        T, K = self.cfg.ctx_len, self.cfg.windows_per_segment
+        while True:
+            w = step % K
+            yield slice(w * T, (w + 1) * T + 1)
+            step += 1
+
+    def update(self, cols: slice):
+        c = self.cfg
+        if cols.start == 0 or self.seg is None:
+            self.seg = segment_batch(self.stream, self.rng, c.batch, c.ctx_len * c.windows_per_segment, c.copy_prob,
+                                     c.copy_noise)
+            self.state = shard_rows(zero_state(self.config, c.batch), self.mesh, axis=1)
+        rows = self.seg[:, cols]
+        x, y = shard_rows((rows[:, :-1], rows[:, 1:]), self.mesh)
+        self.params, self.opt_state, self.state, loss = self.train_step(self.params, self.opt_state, self.state,
+                                                                         x, y)
+        self.losses.append(loss)
+        return loss
+
+
+class HeldoutEval(Hook):
+    """Every `every` steps and at the last one: the mean training loss since the last record, speed and the
+    held-out figures, into the step's record (register it before `MetricsLog`, which writes what it fills)."""
+
+    def __init__(self, learner: SegmentLearner, evaluate: Callable[[], dict], every: int, last: int,
+                 tokens_per_step: int):
+        self.learner, self.evaluate, self.eval_every, self.last = learner, evaluate, every, last
+        self.tokens_per_step, self.t0, self.steps = tokens_per_step, time.perf_counter(), 0
+        self.latest: dict = {}
+
+    def after_step(self, info: StepInfo):
+        self.steps += 1
+        if info.step % self.eval_every and info.step != self.last:
+            return
+        losses, self.learner.losses = self.learner.losses, []
+        info.record.update({"train_loss": float(np.mean([float(v) for v in losses])),
+                            "tokens_per_s": self.steps * self.tokens_per_step / (time.perf_counter() - self.t0),
+                            "tokens_seen": info.step * self.tokens_per_step, **self.evaluate(),
+                            "time": time.time()})
+        self.latest = info.record
+
+
+def _evaluated(record: dict) -> bool:
+    return "train_loss" in record
+
+
+def _postfix(record: dict) -> dict | None:
+    if not _evaluated(record):
+        return None
+    return {"loss": f"{record['train_loss']:.3f}", "heldout_bpb": f"{record['heldout_bits_per_byte']:.3f}",
+            "tok_s": f"{record['tokens_per_s']:.0f}"}
+
+
+class SegmentCheckpoint(Hook):
+    """Periodic checkpoints at segment boundaries (a resumed run draws a fresh segment, as this one would) and at
+    the last step; stopped between them (Ctrl-C), the step reached, with the segment and its carried state when
+    it stopped inside one, so the resumed run continues exactly where this one stopped."""
+
+    def __init__(self, save: Callable[[int, bool], None], cfg: PretrainConfig, step: int, log):
+        self.save, self.cfg, self.saved, self.log = save, cfg, step, log
+
+    def after_step(self, info: StepInfo):
+        K = self.cfg.windows_per_segment
+        if (info.step % K == 0 and (info.step // K) % max(self.cfg.save_every // K, 1) == 0) \
+                or info.step == self.cfg.steps:
+            self.save(info.step, False)
+            self.saved = info.step
+
+    def at_end(self, step: int, reason: str) -> None:
+        # after an error the arrays may be the step's donated inputs: saving them would hide the error
+        if step != self.saved and reason != "error":
+            self.save(step, step % self.cfg.windows_per_segment != 0)
+            self.log(f"stopped at step {step}: saved")
+
+
 # ----- the run -----
 
 def _check_resume(out: Path, cfg: PretrainConfig) -> None:
     recipe = out / "recipe.json"
     if not recipe.is_file() or not (out / "ckpt").is_dir():
         return
-    old = json.loads(recipe.read_text()).get("pretrain_config", {})
-    for k in FIXED:
-        mine = list(getattr(cfg, k)) if isinstance(getattr(cfg, k), tuple) else getattr(cfg, k)
-        if k in old and old[k] != mine:
-            raise CheckpointMismatch(f"{out}: setting {k}={mine!r} differs from the run in this folder "
-                                     f"({old[k]!r}); keep it to resume, or use another --out")
+    PretrainConfig.RESUME.check(json.loads(recipe.read_text()).get("pretrain_config", {}), dataclasses.asdict(cfg),
+                                where=str(out), remedy="keep it to resume, or use another --out")
 
 
 def _installed_packages() -> list[str]:
@@ -197,6 +285,24 @@ def pretrain(cfg: PretrainConfig, *, log=print) -> dict:
             shutil.rmtree(out)  # refused before anything was written (e.g. a bad --init-from): leave no folder
 
 
+# The checkpoint items of the parameters and the optimizer state: `TrainCheckpointer`'s since pretraining saves
+# through it; a step written before (items 'params' and 'opt', its host without "items") is read as it was.
+ITEMS = ("trainable", "opt_state")
+OLD_ITEMS = ("params", "opt")
+
+
+def _read_step(ckpt: TrainCheckpointer, step: int, params, opt_state, seg_like) -> tuple:
+    """(params, opt_state, host, segment or None) of one step (raises on a damaged step)."""
+    host = ckpt.restore_host(step)
+    if host.get("items") == list(ITEMS):
+        params, opt_state, host = ckpt.restore(step, params, opt_state)
+    else:
+        trees = ckpt.restore_extra(step, dict(zip(OLD_ITEMS, (params, opt_state))))
+        params, opt_state = (trees[k] for k in OLD_ITEMS)
+    segment = ckpt.restore_extra(step, {"segment": seg_like})["segment"] if host.get("mid_segment") else None
+    return params, opt_state, host, segment
+
+
 def _pretrain(cfg: PretrainConfig, out: Path, log) -> dict:
     from rwkvjax.text.tokenizer import for_vocab
     config = cfg.model_config()
@@ -210,7 +316,8 @@ def _pretrain(cfg: PretrainConfig, out: Path, log) -> dict:
     params = init_params(config, cfg.seed)
     if cfg.init_from:
         from rwkvjax.io.formats import load
-        init_config, params = load(cfg.init_from)
+        init = load(cfg.init_from)
+        init_config, params = init.arch, init.params
         if init_config != config:
             raise CheckpointMismatch(f"--init-from {cfg.init_from}: its shape {init_config} differs from "
                                      f"--vocab/--n-layer/--n-embd ({config})")
@@ -220,102 +327,62 @@ def _pretrain(cfg: PretrainConfig, out: Path, log) -> dict:
               "corpus": cstats, "python": platform.python_version(), "installed_packages": _installed_packages()}
     atomic_write(out / "recipe.json", json.dumps(recipe, indent=1).encode(), private=False)
     rng = np.random.default_rng(cfg.seed)
-    mngr = checkpoint_manager(out / "ckpt", keep=2)
-    step, resumed_segment = 0, None
-    if mngr.latest_step() is not None:
-        seg_like = {"seg": np.zeros((cfg.batch, cfg.ctx_len * cfg.windows_per_segment + 1), np.int32),
-                    "state": zero_state(config, cfg.batch)}
-        r = mngr.restore(mngr.latest_step(), args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(abstract(params)), opt=ocp.args.StandardRestore(abstract(opt_state)),
-            host=ocp.args.JsonRestore(),
-            **({"segment": ocp.args.StandardRestore(abstract(seg_like))}
-               if "segment" in mngr.item_metadata(mngr.latest_step()) else {})))
-        params, opt_state, step = r.params, r.opt, r.host["step"]
-        rng.bit_generator.state = r.host["rng"]
-        if r.host.get("mid_segment"):
-            resumed_segment = r.segment
-        log(f"resumed at step {step}" + (" (inside a segment: its carried state restored)" if resumed_segment
-                                         else ""))
-
     T, K = cfg.ctx_len, cfg.windows_per_segment
-    train_step, eval_window = make_steps(config, tx, cfg)
     # data parallel over the local devices (e.g. XLA_FLAGS=--xla_force_host_platform_device_count=2 on a
     # 2-core CPU: two XLA devices keep both cores busy, measured in benchmarks/RESULTS.md)
     mesh = data_mesh()
     n_dev = len(mesh.local_devices)
     if cfg.batch % n_dev:
         raise ConfigError(f"--batch {cfg.batch} does not divide over the {n_dev} local devices")
-    rows = lambda a: jax.device_put(a, NamedSharding(mesh, P("data", *([None] * (np.ndim(a) - 1)))))
-    state_rows = lambda st: jax.tree.map(lambda a: jax.device_put(a, NamedSharding(mesh, P(None, "data"))), st)
-    params = jax.device_put(params, NamedSharding(mesh, P()))
-    opt_state = jax.device_put(opt_state, NamedSharding(mesh, P()))
-    eval_x, eval_mask = _eval_rows(held_docs, T, cfg.eval_bytes)
-    copy_x = _copy_rows(held_docs)
-    eval_bytes = sum(len(tok.decode_bytes(row[1:int(m.sum()) + 1].tolist())) for row, m in zip(eval_x, eval_mask))
+    ckpt = TrainCheckpointer(out / "ckpt", keep=2, async_save=False)
+    try:
+        seg_like = {"seg": np.zeros((cfg.batch, T * K + 1), np.int32), "state": zero_state(config, cfg.batch)}
+        # the newest step that reads back whole; damaged ones are moved aside with one warning
+        found = ckpt.newest_intact(lambda s: _read_step(ckpt, s, params, opt_state, seg_like), set_aside=True)
+        step, segment = 0, None
+        if found is not None:
+            params, opt_state, host, segment = found[1]
+            step = host["step"]
+            rng.bit_generator.state = host["rng"]
+            log(f"resumed at step {step}" + (" (inside a segment: its carried state restored)" if segment else ""))
+        train_step, eval_window = make_steps(config, tx, cfg)
+        learner = SegmentLearner(cfg, config, train_step, mesh, stream, rng, params, opt_state, segment)
+        eval_x, eval_mask = _eval_rows(held_docs, T, cfg.eval_bytes)
+        copy_x = _copy_rows(held_docs)
+        eval_bytes = sum(len(tok.decode_bytes(row[1:int(m.sum()) + 1].tolist()))
+                         for row, m in zip(eval_x, eval_mask))
 
-    def evaluate() -> dict:
-        bits = _scored_bits(eval_window, params, config, eval_x, eval_mask, T)
-        rec = {"heldout_bits_per_token": float(bits.sum() / eval_mask.sum()),
-               "heldout_bits_per_byte": float(bits.sum() / eval_bytes)}
-        if copy_x is not None:
-            n = (copy_x.shape[1] - 1) // 2
-            cmask = np.ones((copy_x.shape[0], copy_x.shape[1] - 1), np.float32)
-            cb = _scored_bits(eval_window, params, config, copy_x, cmask, T)
-            rec["copy_first_bits_per_token"] = float(cb[:, :n].mean())
-            rec["copy_second_bits_per_token"] = float(cb[:, n:].mean())
-        return rec
+        def evaluate() -> dict:
+            bits = _scored_bits(eval_window, learner.params, config, eval_x, eval_mask, T)
+            rec = {"heldout_bits_per_token": float(bits.sum() / eval_mask.sum()),
+                   "heldout_bits_per_byte": float(bits.sum() / eval_bytes)}
+            if copy_x is not None:
+                n = (copy_x.shape[1] - 1) // 2
+                cmask = np.ones((copy_x.shape[0], copy_x.shape[1] - 1), np.float32)
+                cb = _scored_bits(eval_window, learner.params, config, copy_x, cmask, T)
+                rec["copy_first_bits_per_token"] = float(cb[:, :n].mean())
+                rec["copy_second_bits_per_token"] = float(cb[:, n:].mean())
+            return rec
 
-    def save(mid_segment: bool = False):
-        """A step; stopped inside a segment (Ctrl-C), the segment and its carried state go with it, so the
-        resumed run continues exactly where this one stopped."""
-        extra = {"segment": ocp.args.StandardSave({"seg": seg, "state": jax.device_get(state)})} if mid_segment \
-            else {}
-        mngr.save(step, args=ocp.args.Composite(
-            params=ocp.args.StandardSave(params), opt=ocp.args.StandardSave(opt_state),
-            host=ocp.args.JsonSave({"step": step, "rng": rng.bit_generator.state, "mid_segment": mid_segment}),
-            **extra))
-        mngr.wait_until_finished()
-        save_official(params, config, out / "model.safetensors", "bf16",
-                      {"pretrain_step": str(step), "recipe": "recipe.json"})
+        def save(step: int, mid_segment: bool) -> None:
+            """A step (stopped inside a segment: with the segment and its carried state), and the model."""
+            host = {"step": step, "rng": rng.bit_generator.state, "mid_segment": mid_segment, "items": list(ITEMS)}
+            items = dict(zip(ITEMS, (learner.params, learner.opt_state)))
+            if mid_segment:
+                items["segment"] = {"seg": learner.seg, "state": jax.device_get(learner.state)}
+            ckpt.save_items(step, items, host)
+            save_official(learner.params, config, out / "model.safetensors", "bf16",
+                          {"pretrain_step": str(step), "recipe": "recipe.json"})
 
-    metrics_path = out / "metrics.jsonl"
-    repair_torn_tail(metrics_path)
-    t0, tokens, rec, loss = time.perf_counter(), 0, {}, None
-    state, seg = None, None
-    if resumed_segment is not None:
-        seg, state = np.asarray(resumed_segment["seg"]), state_rows(resumed_segment["state"])
-    losses = []
-    saved = step
-    with StopSignals() as signals:  # Ctrl-C/SIGTERM: the step in flight finishes, then everything is saved
-        while step < cfg.steps and not signals.event.is_set():
-            w = step % K
-            if w == 0 or seg is None:
-                seg = segment_batch(stream, rng, cfg.batch, T * K, cfg.copy_prob, cfg.copy_noise)
-                state = state_rows(zero_state(config, cfg.batch))
-            x, y = rows(seg[:, w * T:(w + 1) * T]), rows(seg[:, w * T + 1:(w + 1) * T + 1])
-            params, opt_state, state, loss = train_step(params, opt_state, state, x, y)
-            losses.append(loss)
-            step += 1
-            tokens += cfg.batch * T
-            at_boundary = step % K == 0
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                el = time.perf_counter() - t0
-                rec = {"step": step, "train_loss": float(np.mean([float(v) for v in losses])),
-                       "tokens_per_s": tokens / el, "tokens_seen": step * cfg.batch * T, **evaluate(),
-                       "time": time.time()}
-                losses = []
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(rec) + "\n")
-                log(json.dumps(rec))
-            # periodic checkpoints at segment boundaries: a resumed run draws a fresh segment, as this one would
-            if (at_boundary and (step // K) % max(cfg.save_every // K, 1) == 0) or step == cfg.steps:
-                save()
-                saved = step
-        if step != saved:  # stopped by a signal between checkpoints
-            save(mid_segment=step % K != 0)
-            log(f"stopped at step {step}: saved")
-    mngr.wait_until_finished()
-    mngr.close()
+        heldout = HeldoutEval(learner, evaluate, cfg.eval_every, cfg.steps, cfg.batch * T)
+        hooks = [heldout, MetricsLog(out / "metrics.jsonl", logged=_evaluated, echo=log),
+                 Progress(cfg.steps, step, postfix=_postfix), SegmentCheckpoint(save, cfg, step, log)]
+        stop = threading.Event()
+        with StopSignals(stop) as signals:  # Ctrl-C/SIGTERM: the step in flight finishes, then everything is saved
+            step, _ = train_loop(learner, learner.windows(step), hooks, step=step, steps=cfg.steps, stop=stop,
+                                 describe=lambda s, _: {"step": s})
+    finally:
+        ckpt.close()
     signals.raise_if_stopped()
-    return {"model": str(out / "model.safetensors"), "step": step, **rec,
+    return {"model": str(out / "model.safetensors"), "step": step, **heldout.latest,
             "corpus": {k: v for k, v in cstats.items() if k != "heldout_packages"}}

@@ -9,12 +9,14 @@ the project states into it, and only when it passes its checks.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
+from rwkvjax.io.checkpoint import StatePart
 from rwkvjax.train.learner import Learner, Snapshot
 from rwkvjax.train.replay import ReplayBuffer
 from rwkvjax.train.trainable import Trainable
@@ -30,6 +32,32 @@ def store_trainable(store, name: str, trainable: Trainable, *, base_hash: str, t
                      parent=parent, source=source, att_shift=tr.att_shift, ffn_shift=tr.ffn_shift, memory=memory)
 
 
+def publish_tuned(store, name: str, *, base_hash: str, tokenizer: str, source: dict,
+                  memory: Callable[[str | None], object] = lambda state: None, state: Trainable | None = None,
+                  scope: str | None = None, candidate=None, projects: dict[str, Trainable] | None = None) -> dict:
+    """The one way tuned start states reach a named-state store (`train` after each save, `cli.py consolidate`):
+    `state` as `name` (with `scope` in its source), then a consolidation `candidate` that was not promoted
+    (`train.consolidate.Consolidation`) as `<name>.candidate`, then each of `projects` as the project's name;
+    the last two are children of `name`'s record (the one just written, else the stored one). `memory(project)`:
+    the session memory stored with a state (project None: the run's). Returns the records written, by name."""
+    put = functools.partial(store_trainable, store, base_hash=base_hash, tokenizer=tokenizer)
+    out = {}
+    if state is not None:
+        out[name] = put(name, state, source=source if scope is None else {**source, "scope": scope},
+                        memory=memory(None))
+    top = out.get(name)
+    if top is None and (candidate is not None or projects):
+        top = next((r for r in store.records() if r.name == state_safe_name(name)), None)
+    parent = None if top is None else top.id
+    if candidate is not None:
+        out[f"{name}.candidate"] = put(
+            f"{name}.candidate", candidate.trainable, parent=parent, memory=memory(None),
+            source={**source, "scope": "consolidation candidate", "reason": candidate.reason})
+    for p, tr in (projects or {}).items():
+        out[p] = put(p, tr, parent=parent, source={**source, "scope": "project", "project": p}, memory=memory(p))
+    return out
+
+
 def state_safe_name(name: str) -> str:
     """A project folder name as a state name (characters a state name cannot hold become '-')."""
     return re.sub(r"[^\w.@+/-]", "-", name)
@@ -39,7 +67,12 @@ def _copy(tree):
     return jax.tree.map(jnp.copy, tree)
 
 
-class ProjectStates:
+class ProjectStates(StatePart):
+    """The learner's state per project, and the global state. In a per-project run it is the checkpoint part for
+    everything the learner holds: items `trainable` (the global state, where readers of a checkpoint look),
+    `opt_state`, `projects` and `project_opt` (each project's trainables and moments), host entries `replay` (the
+    learner's buffer) and `projects` (which project is current, each one's buffer and update count)."""
+
     def __init__(self, learner: Learner, fresh_replay: Callable[[], ReplayBuffer], global_state: Trainable):
         self.learner, self.fresh_replay = learner, fresh_replay
         self.global_state = _copy(global_state)
@@ -59,7 +92,9 @@ class ProjectStates:
             return
         if self.current is not None:
             self.parked[self.current] = self.learner.snapshot()
-        self.learner.rollback(self.parked.pop(project, None) or self._fresh())
+        snap = self.parked.pop(project, None) or self._fresh()
+        self.learner.load(snap.trainable, snap.opt_state,
+                          None if snap.replay is None else ReplayBuffer.from_dict(snap.replay), snap.updates)
         self.current = project
 
     def snapshot(self, project: str) -> Snapshot:
@@ -97,3 +132,25 @@ class ProjectStates:
         tr = self.learner.trainable0
         opt = self.learner.tx.init(tr)
         return {p: tr for p in names}, {p: opt for p in names}
+
+    # ----- checkpoint part -----
+    def checkpoint_host(self) -> dict:
+        return {**self.learner.checkpoint_host(), "projects": self.host_state()}
+
+    def checkpoint_arrays(self) -> dict:
+        g = self.global_state
+        trs, opts = self.trees()
+        return {"trainable": g, "opt_state": self.learner.tx.init(g),
+                **({"projects": trs, "project_opt": opts} if trs else {})}
+
+    def arrays_like(self, host: dict) -> dict:
+        like = self.learner.arrays_like(host)
+        names = list((host.get("projects") or {}).get("replay") or ())
+        if names:
+            like.update(zip(("projects", "project_opt"), self.like(names)))
+        return like
+
+    def restore_checkpoint(self, host: dict, arrays: dict) -> None:
+        self.learner.restore_checkpoint(host, arrays)  # the global state and its buffer, until a project is current
+        if "projects" in arrays:
+            self.load(host["projects"], arrays["projects"], arrays["project_opt"], arrays["trainable"])

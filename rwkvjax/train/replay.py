@@ -8,17 +8,14 @@ P(i) ∝ (max(p_i, 0) + eps)^alpha with importance weights (N P(i))^-beta / max_
 (PER); replayed windows get their priority refreshed with `update`.
 
 Each entry is a `Window` (its units and, with merges, its slot tables), its NLL under the frozen model
-(for `reducible`) and the text the caller passes (already redacted by ingestion); files are written
-with mode 0600.
+(for `reducible`) and the text the caller passes (already redacted by ingestion). `to_dict` is what a
+training checkpoint stores (its host JSON, owner-only: `rwkvjax.io.checkpoint`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -187,23 +184,14 @@ class ReplayBuffer:
             raise DataError(f"{source} is malformed ({e!r}); it must come from ReplayBuffer.to_dict()") from e
         return buf
 
-    def save(self, path: str | os.PathLike):
-        """Atomic JSON write, readable by the owner only (0600)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to an existing tmp file
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "ReplayBuffer":
-        try:
-            with open(path, encoding="utf-8") as f:
-                d = json.load(f)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: not a replay buffer file ({e})") from e
-        return cls.from_dict(d, source=str(path))
+    def from_host(cls, host: dict, source: str = "replay state") -> "ReplayBuffer | None":
+        """The buffer a checkpoint step's host JSON holds under "replay" (None: the learner had none). Steps
+        written before the buffer held its windows keep them beside it, under "replay_windows"."""
+        d = host.get("replay")
+        if d is None:
+            return None
+        if "replay_windows" in host:
+            d = dict(d, windows=[r["window"] for r in host["replay_windows"]],
+                     nll_frozen=[r["nll_frozen"] for r in host["replay_windows"]])
+        return cls.from_dict(d, source=source)

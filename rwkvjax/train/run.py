@@ -9,6 +9,11 @@ Data flow: `LiveWindows` (ingestion thread -> events -> rendered text -> tokens 
 S0/hypernetwork trainables -> AdamW) and runs the hooks (session memory, gate, metrics, progress, periodic
 eval, checkpoint). The session memory (`train.session_memory`) reads each step's live windows with the model
 of the start state before the update, then learns them in its hook.
+
+State: every part of the run that a checkpoint step holds (its identity and counters, the learner or the
+per-project states, the live windows with their cursor and dynamic tokenizer, the gate, the session memories)
+saves and restores itself, registered once in `Trainer.state` (`io.checkpoint.RunState`), which the
+checkpointer walks.
 """
 
 from __future__ import annotations
@@ -24,15 +29,14 @@ from pathlib import Path
 import jax.numpy as jnp
 
 from ingest.render import RenderOptions
-from rwkvjax.errors import CheckpointMismatch, DataError, MissingFile
-from rwkvjax.io.checkpoint import SaveFailed, TrainCheckpointer
+from rwkvjax.errors import DataError, MissingFile
+from rwkvjax.io.checkpoint import RunState, SaveFailed, TrainCheckpointer
 from rwkvjax.io.lock import LOCK_NAME, RunLock
-from rwkvjax.merges.dyntok import DynamicTokenizer, expand, for_tokenizer
+from rwkvjax.merges.dyntok import expand, for_tokenizer
 from rwkvjax.merges.hypernet_io import start_hypernet
 from rwkvjax.merges.units import MERGED, PLAIN
 from rwkvjax.model.config import Architecture
-from rwkvjax.model.params import params_hash
-from rwkvjax.text.tokenizer import for_vocab
+from rwkvjax.model.value import Model
 from rwkvjax.train import hooks
 from rwkvjax.train.config import TrainConfig
 from rwkvjax.train.data import Window, WindowAssembler, role_bits_per_byte
@@ -40,9 +44,10 @@ from rwkvjax.train.ingestion import LiveWindows
 from rwkvjax.train.learner import Learner, Update
 from rwkvjax.train.loop import train_loop
 from rwkvjax.train.optim import OptimConfig, state_tuning_optimizer
-from rwkvjax.train.projects import ProjectStates, store_trainable
+from rwkvjax.train.projects import ProjectStates, publish_tuned
 from rwkvjax.train.remat import resolve_remat
 from rwkvjax.train.replay import ReplayBuffer, ReplaySettings
+from rwkvjax.train.run_state import RunCounters, RunIdentity
 from rwkvjax.train.signals import StopSignals
 from rwkvjax.train.step import available_device_memory, data_mesh
 from rwkvjax.train.trainable import init_trainable
@@ -67,13 +72,13 @@ class Trainer:
     def _build(self, model) -> None:
         cfg = self.cfg
         if model is None:
-            from rwkvjax.io.convert import DTYPES
             from rwkvjax.io.formats import load
-            model = load(cfg.model, dtype=DTYPES[cfg.dtype])
-        self.config: Architecture
-        self.config, params = model
-        self.tok = for_vocab(self.config.vocab_size)
-        self.base_hash = params_hash(params)
+            model = load(cfg.model, dtype=cfg.dtype)
+        self.model = model
+        self.config: Architecture = model.arch
+        params = model.params
+        self.tok = model.tokenizer
+        self.base_hash = model.hash
         hyper = start_hypernet(self.config, cfg.hypernet, cfg.seed, self.base_hash) if cfg.merges else None
         trainable0 = init_trainable(self.config, train_shift=cfg.train_shift, hyper=hyper)
         tx = state_tuning_optimizer(trainable0, OptimConfig(
@@ -99,18 +104,35 @@ class Trainer:
                                max_tool_output=cfg.max_tool_output)
         per_project = cfg.state_scope == "per-project"
         self.memory = self._make_memory(per_project) if cfg.memory else None
-        self.gate = self._make_gate() if cfg.gate else None
+        self.gate = self._make_gate(per_project) if cfg.gate else None
+        if self.gate is not None:  # the learner projects its updates against the canary gradient the gate keeps
+            self.learner.projector = self.gate.projector
         self.projects = ProjectStates(self.learner, self._new_replay, trainable0) if per_project else None
-        if self.gate is not None:
-            self.gate.per_project = per_project
         self.source = LiveWindows(cfg.source, WindowAssembler(self.tok, cfg.ctx_len, render, dyntok),
-                                  cfg.live_per_step, self.stop, divert=self.gate.divert if self.gate else None,
-                                  by_project=per_project)
-        self.step, self.tokens_seen, self.bytes_seen = 0, 0, 0
+                                  cfg.live_per_step, self.stop,
+                                  divert=self.gate.sources.divert if self.gate else None, by_project=per_project)
+        self.counters = RunCounters()
+        # everything a checkpoint step holds, each part saving and restoring itself (in this order)
+        self.state = RunState()
+        self.state.register("run", RunIdentity(cfg, self.config, self.base_hash))
+        self.state.register("counters", self.counters)
+        if self.projects is None:
+            self.state.register("learner", self.learner)
+        else:
+            self.state.register("projects", self.projects)
+        self.state.register("windows", self.source)
+        if self.gate is not None:
+            self.state.register("gate", self.gate)
+        if self.memory is not None:  # committed with the step: a resumed run finds the memory of that very step
+            self.state.register("memory", self.memory)
         self._save_failed = False
         self._restore()
 
-    def _make_gate(self):
+    @property
+    def step(self) -> int:
+        return self.counters.step
+
+    def _make_gate(self, per_project: bool):
         from rwkvjax.train.gate import GateSettings, UpdateGate
         from rwkvjax.train.probe import default_canaries, read_texts
         c = self.cfg
@@ -118,7 +140,8 @@ class Trainer:
                           ctx_len=c.ctx_len, settings=GateSettings(canary_rel=c.gate_canary_rel, z=c.gate_z,
                                                 quarantine_bpb=c.gate_quarantine_bpb,
                                                 quarantine_grad=c.gate_quarantine_grad,
-                                                slice_every=c.gate_slice_every), memory=self.memory)
+                                                slice_every=c.gate_slice_every), memory=self.memory,
+                          per_project=per_project)
 
     def _make_memory(self, per_project: bool):
         from rwkvjax.memory.memory import MemorySettings
@@ -140,73 +163,15 @@ class Trainer:
         return self.tok.decode(ids)
 
     # ----- checkpoint -----
-    def _check_resumable(self, host: dict) -> None:
-        cfg = self.cfg
-        for k in TrainConfig.FIXED:  # first: another --dtype also changes the base-model hash
-            if host["train_config"].get(k) != getattr(cfg, k):
-                raise CheckpointMismatch(
-                    f"{cfg.ckpt_dir}: setting {k}={getattr(cfg, k)!r} differs from the checkpoint's "
-                    f"{host['train_config'].get(k)!r}; keep it, or start a new --ckpt-dir")
-        if host["base_hash"] != self.base_hash:
-            raise CheckpointMismatch(
-                f"{cfg.ckpt_dir}: checkpoint was trained on a different base model (hash {host['base_hash']}, "
-                f"this model {self.base_hash}); use a new --ckpt-dir or the original --model")
-        saved = host["train_config"]
-        if "memory" in saved:  # (a checkpoint from before the session memory resumes with an empty one)
-            if saved["memory"] != cfg.memory:
-                had = "--memory" if saved["memory"] else "--no-memory"
-                raise CheckpointMismatch(
-                    f"{cfg.ckpt_dir}: this run was trained with {had}; resume it with {had}, or start a new "
-                    "--ckpt-dir (a memory cannot start in the middle of a run, nor be dropped without losing it)")
-            if cfg.memory and saved["memory_mb"] != cfg.memory_mb:
-                raise CheckpointMismatch(
-                    f"{cfg.ckpt_dir}: setting memory_mb={cfg.memory_mb!r} differs from the checkpoint's "
-                    f"{saved['memory_mb']!r} (a memory's tables cannot be resized exactly); resume with --memory-mb "
-                    f"{saved['memory_mb']:g}, or start a new --ckpt-dir")
-
-    def _read_step(self, step: int):
-        """Everything a resume needs from one step (raises on a damaged step, or on a checkpoint of another
-        model or other settings)."""
-        self._check_resumable(self.ckpt.restore_host(step))
-        lr = self.learner
-        trainable, opt_state, host = self.ckpt.restore(step, lr.trainable0, lr.opt_state)
-        trees = None
-        if self.projects is not None and host.get("projects"):
-            names = list(host["projects"]["replay"])
-            trees = self.ckpt.restore_extra(step, dict(zip(("projects", "project_opt"), self.projects.like(names))))
-        memories = None
-        if self.memory is not None:
-            memories = self.memory.restore(self.ckpt, step, host)
-        return trainable, opt_state, host, (trees, memories)
-
     def _restore(self):
-        found = self.ckpt.newest_intact(self._read_step, set_aside=True)
+        found = self.ckpt.newest_intact(lambda step: self.ckpt.read_state(step, self.state), set_aside=True)
         if found is None:
             return
-        cfg, lr = self.cfg, self.learner
-        step, (trainable, opt_state, host, (trees, memories)) = found
-        replay = host["replay"]
-        if "replay_windows" in host:  # layout before the buffer held its windows
-            replay = dict(replay, windows=[r["window"] for r in host["replay_windows"]],
-                          nll_frozen=[r["nll_frozen"] for r in host["replay_windows"]])
-        lr.load(trainable, opt_state, ReplayBuffer.from_dict(replay, source=f"{cfg.ckpt_dir} step {step} replay"),
-                updates=host["step"])
-        if trees is not None:
-            self.projects.load(host["projects"], trees["projects"], trees["project_opt"], trainable)
+        step, (host, arrays) = found
+        self.state.restore(host, arrays)
+        if self.projects is not None and "projects" in arrays["projects"]:
             self._adopt_consolidated(step)
-        self.step, self.tokens_seen, self.bytes_seen = host["step"], host["tokens_seen"], host["bytes_seen"]
-        self.source.load_state_dict(host)
-        if self.gate is not None and host.get("gate"):
-            self.gate.load_state_dict(host["gate"])
-        if cfg.merges:
-            self.source.asm.dyntok = DynamicTokenizer.from_state_dict(host["dyntok"], self.tok.decode_bytes)
-        if self.memory is not None:
-            if memories[0]:
-                self.memory.load(*memories, host.get("memory_run"), source=f"{cfg.ckpt_dir} step {step}")
-            else:
-                log.warning("%s: step %d holds no session memory (saved before the memory existed); the memory "
-                            "starts empty here and learns from the windows after it", cfg.ckpt_dir, step)
-        log.info("resumed %s at step %d", cfg.ckpt_dir, self.step)
+        log.info("resumed %s at step %d", self.cfg.ckpt_dir, self.step)
 
     def _adopt_consolidated(self, step: int) -> None:
         """A global state that `cli.py consolidate` promoted from this very checkpoint replaces the saved one."""
@@ -224,23 +189,6 @@ class Trainer:
                                               if getattr(g, k) is not None and k in arr})
         log.info("adopted the global state consolidated from step %d (%s)", step, rec.id)
 
-    def _host_state(self) -> dict:
-        dyntok = self.source.asm.dyntok
-        host = {
-            "step": self.step, "tokens_seen": self.tokens_seen, "bytes_seen": self.bytes_seen,
-            **self.source.state_dict(), "dyntok": None if dyntok is None else dyntok.state_dict(),
-            "replay": self.learner.replay.to_dict(), "base_hash": self.base_hash,
-            "gate": None if self.gate is None else self.gate.state_dict(),
-            "projects": None if self.projects is None else self.projects.host_state(),
-            "base_model": self.cfg.model, "model_config": dataclasses.asdict(self.config),
-            "train_config": self.cfg.to_dict(), "ingest": {k: int(v) for k, v in self.source.metrics.items()},
-            "saved_at": time.time(),
-        }
-        if self.memory is not None:
-            host["memory"], _ = self.memory.tree()
-            host["memory_run"] = self.memory.host_state()
-        return host
-
     def save(self, step: int | None = None) -> None:
         if self.step == 0 or self._save_failed or self.step in self.ckpt.all_steps():
             return  # nothing learned yet, a failed save already stopped the run, or this step is committed
@@ -251,17 +199,7 @@ class Trainer:
             raise
 
     def _save(self) -> None:
-        # the memories are committed with the step: a resumed run finds the memory of that very step
-        extra = {} if self.memory is None else self.memory.extra_items()
-        if self.projects is None:
-            self.ckpt.save(self.step, self.learner.trainable, self.learner.opt_state, self._host_state(),
-                           extra=extra or None)
-        else:  # the global state in the usual place (what `inspect` and `--checkpoint` readers see)
-            g = self.projects.global_state
-            trs, opts = self.projects.trees()
-            if trs:
-                extra.update(projects=trs, project_opt=opts)
-            self.ckpt.save(self.step, g, self.learner.tx.init(g), self._host_state(), extra=extra or None)
+        self.ckpt.save_state(self.step, self.state)
         if self.cfg.states:
             self._publish()
 
@@ -270,21 +208,18 @@ class Trainer:
         with its session memory. Per-project: the global state under the run's name (with the run's memory), each
         project's as `<project>`, its child (with the project's)."""
         from rwkvjax.io.states import StateStore
-        from rwkvjax.text.tokenizer import tokenizer_id
         from rwkvjax.train.session_memory import GLOBAL
         store, name = StateStore(self.cfg.states), self.cfg.state_name or Path(self.cfg.ckpt_dir).name
         source = {"checkpoint": str(self.ckpt.directory), "step": self.step}
-        put = functools.partial(store_trainable, store, base_hash=self.base_hash, tokenizer=tokenizer_id(self.tok))
-        mem = (lambda n: None) if self.memory is None else self.memory.memories.get  # each state brings its memory
+        memories = {} if self.memory is None else self.memory.memories  # each state brings its memory
+        publish = functools.partial(publish_tuned, store, name, base_hash=self.base_hash,
+                                    tokenizer=self.model.tokenizer_id, source=source,
+                                    memory=lambda p: memories.get(GLOBAL if p is None else p))
         if self.projects is None:
-            put(name, self.learner.trainable, source=source, memory=mem(GLOBAL))
-            return
-        top = put(name, self.projects.global_state, source={**source, "scope": "global"}, memory=mem(GLOBAL))
-        if candidate is not None:
-            put(f"{name}.candidate", candidate.trainable, parent=top.id, memory=mem(GLOBAL),
-                source={**source, "scope": "consolidation candidate", "reason": candidate.reason})
-        for p, tr in self.projects.trees()[0].items():
-            put(p, tr, parent=top.id, source={**source, "scope": "project", "project": p}, memory=mem(p))
+            publish(state=self.learner.trainable)
+        else:
+            publish(state=self.projects.global_state, scope="global", candidate=candidate,
+                    projects=self.projects.trees()[0])
 
     def consolidate_now(self) -> dict:
         """Sleep consolidation of the project states into the global one (`train.consolidate`); the outcome
@@ -293,7 +228,8 @@ class Trainer:
         g = self.gate
         start = g.start_canary if g.start_canary is not None else g.canary_and_grad(self.learner.trainable0)[0]
         res = consolidate(self.config, self.learner.params, self.projects.global_state,
-                          self.projects.project_windows(), {k: list(v) for k, v in g.slices.items()}, g.probe,
+                          self.projects.project_windows(), {k: list(v) for k, v in g.sources.slices.items()},
+                          g.canary.probe,
                           canary_start=start, ctx_len=self.cfg.ctx_len, wkv_impl=self.cfg.wkv_impl)
         if res.promoted:
             self.projects.global_state = res.trainable
@@ -316,12 +252,8 @@ class Trainer:
 
     # ----- one step's record -----
     def describe(self, step: int, upd: Update) -> dict:
-        self.step = step
         m, live = upd.metrics, upd.live
-        live_base = sum(w.n_base for w in live)
-        live_bytes = sum(w.nbytes for w in live)
-        self.tokens_seen += live_base
-        self.bytes_seen += live_bytes
+        live_base, live_bytes = self.counters.count(step, live)
         rec = {"step": step, "time": time.time(), "loss": m["loss"],
                "bits_per_byte": m["bits"] / max(m["bytes"], 1.0),
                "live_bits_per_byte": upd.live_bits / live_bytes if live_bytes else None,
@@ -331,7 +263,7 @@ class Trainer:
                "units": sum(len(w.units) for w in live), "base_tokens": live_base,
                "tokens_per_s": m["tokens"] / upd.seconds, "step_s": upd.seconds, "grad_norm": m["grad_norm"],
                "nonfinite_total": int(m["nonfinite_total"]), "replay_size": len(self.learner.replay),
-               "tokens_seen": self.tokens_seen, "bytes_seen": self.bytes_seen}
+               "tokens_seen": self.counters.tokens_seen, "bytes_seen": self.counters.bytes_seen}
         rec.update({f"role_bpb/{r}": v for r, v in role_bits_per_byte(live, upd.unit_nll).items()})
         dyntok = self.source.asm.dyntok
         if dyntok is not None:
@@ -379,7 +311,7 @@ class Trainer:
             self.close()
         if stopped == "source exhausted" and self.step == 0:
             self._nothing_to_learn()
-        out = {"step": self.step, "stopped": stopped, "tokens_seen": self.tokens_seen,
+        out = {"step": self.step, "stopped": stopped, "tokens_seen": self.counters.tokens_seen,
                "ckpt_dir": str(self.ckpt.directory)}
         if signals.name:
             out["signal"] = signals.name
@@ -415,7 +347,7 @@ DEMO_MODEL = DATA / "demo_model.safetensors"
 DEMO_TRACES = DATA / "demo_projects"
 
 
-def demo_setup(ckpt_dir: str) -> tuple[TrainConfig, tuple]:
+def demo_setup(ckpt_dir: str) -> tuple[TrainConfig, Model]:
     """The offline demo: the project's shipped byte-level model on the shipped sample sessions."""
     from rwkvjax.io.formats import load
     if not DEMO_MODEL.is_file():

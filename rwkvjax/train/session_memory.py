@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 import time
 
@@ -32,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rwkvjax.errors import CheckpointMismatch, DataError
-from rwkvjax.io.checkpoint import TrainCheckpointer
+from rwkvjax.io.checkpoint import StatePart, TrainCheckpointer
 from rwkvjax.memory.lm import path_stretch
 from rwkvjax.memory.memory import MemorySettings, SessionMemory
 from rwkvjax.merges.dyntok import expand
@@ -44,6 +45,8 @@ from rwkvjax.train.data import Window, base_per_window
 from rwkvjax.train.loop import Hook, StepInfo
 from rwkvjax.train.objective import HEAD_CHUNK, _from_chunks, _to_chunks
 from rwkvjax.train.trainable import Trainable, initial_state
+
+log = logging.getLogger(__name__)
 
 ITEM = "memory"
 SCREEN_ITEM = "memory_screen"  # the flood screen's table (`train` only)
@@ -235,9 +238,12 @@ class Pending:
     seconds: float
 
 
-class RunMemory:
+class RunMemory(StatePart):
     """The run's session memories: `GLOBAL` and, per project, one each; which one the learner's state mixes with
-    (`current`); per-step scoring and learning; the copies an undo and the canary probe need."""
+    (`current`); per-step scoring and learning; the copies an undo and the canary probe need.
+
+    A checkpoint part: items `memory` (the memories) and `memory_screen` (the flood screen's table), host entries
+    `memory` (their descriptions) and `memory_run`; a step from before the memory resumes with an empty one."""
 
     def __init__(self, settings: MemorySettings, *, config: Architecture, params, ctx_len: int, live_per_step: int,
                  merges: bool, per_project: bool, screen: FloodScreen | None = None):
@@ -368,15 +374,34 @@ class RunMemory:
         return {"current": self.current, "stats": {n: m.stats() for n, m in self.memories.items()},
                 "screen": None if self.screen is None else self.screen.meta()}
 
-    def restore(self, ckpt: TrainCheckpointer, step: int, host: dict) -> tuple[dict, np.ndarray | None]:
-        """(memories, flood-screen table) saved in `step` (empty, None: a step from before the memory)."""
-        memories = restore_memories(ckpt, step, host)
+    def checkpoint_host(self) -> dict:
+        return {ITEM: self.tree()[0], "memory_run": self.host_state()}
+
+    def checkpoint_arrays(self) -> dict:
+        return self.extra_items()
+
+    def arrays_like(self, host: dict) -> dict:
+        """The memories, and the flood screen's table (nothing: a step from before the memory)."""
+        metas = host.get(ITEM) or {}
+        if not metas:
+            return {}
+        like = {ITEM: memory_like(metas)}
         meta = (host.get("memory_run") or {}).get("screen")
-        table = None
-        if memories and meta is not None:
-            like = {"table": np.zeros(1 << meta["log2_size"], np.uint32)}
-            table = ckpt.restore_extra(step, {SCREEN_ITEM: like})[SCREEN_ITEM]["table"]
-        return memories, table
+        if meta is not None:
+            like[SCREEN_ITEM] = {"table": np.zeros(1 << meta["log2_size"], np.uint32)}
+        return like
+
+    def restore_checkpoint(self, host: dict, arrays: dict) -> None:
+        source = f"checkpoint step {host['step']}"
+        if ITEM not in arrays:
+            log.warning("%s holds no session memory (saved before the memory existed); the memory starts empty "
+                        "here and learns from the windows after it", source)
+            return
+        metas = host[ITEM]
+        memories = {name: SessionMemory.from_state_dict(metas[name], arrays[ITEM][name], source=source)
+                    for name in metas}
+        table = arrays[SCREEN_ITEM]["table"] if SCREEN_ITEM in arrays else None
+        self.load(memories, table, host.get("memory_run"), source=source)
 
     def load(self, memories: dict[str, SessionMemory], table: np.ndarray | None, host: dict | None,
              source: str) -> None:

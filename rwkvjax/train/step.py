@@ -42,8 +42,14 @@ def shard_batch(batch: Batch, mesh: Mesh) -> Batch:
     if batch.inputs.shape[0] % n_local:
         raise ValueError(f"batch of {batch.inputs.shape[0]} windows does not divide over {n_local} local devices; "
                          "pad it with zero-weight windows")
-    spec = lambda a: NamedSharding(mesh, P("data", *([None] * (np.ndim(a) - 1))))
-    return jax.tree.map(lambda a: jax.make_array_from_process_local_data(spec(a), np.asarray(a)), batch)
+    return shard_rows(batch, mesh)
+
+
+def shard_rows(tree, mesh: Mesh, axis: int = 0):
+    """Every array of `tree` split over the 'data' axis of the mesh along `axis` (its rows: this process's part,
+    as `shard_batch`; axis 1 for a recurrent state, whose batch axis comes after the layer axis)."""
+    spec = lambda a: NamedSharding(mesh, P(*([None] * axis), "data", *([None] * (np.ndim(a) - axis - 1))))
+    return jax.tree.map(lambda a: jax.make_array_from_process_local_data(spec(a), np.asarray(a)), tree)
 
 
 def replicate(tree, mesh: Mesh):
@@ -103,4 +109,4 @@ def state_norm(tr: Trainable) -> jax.Array:
 def make_eval_fn(config: Architecture, *, units: UnitFns = PLAIN, wkv_impl="auto"):
     """Loss and metrics without an update (scoring before training, replay surprise refresh)."""
     return jax.jit(functools.partial(loss_and_metrics, config=config, units=units, wkv_impl=wkv_impl,
-                                     remat=False))
+                                     remat="none"))

@@ -16,6 +16,7 @@ from rwkvjax.merges.hypernet import init_hypernet
 from rwkvjax.merges.hypernet_io import load_hypernet, start_hypernet
 from rwkvjax.model.init import init_params
 from rwkvjax.model.params import params_hash
+from rwkvjax.model.value import Model
 from rwkvjax.text.tokenizer import ByteTokenizer
 from rwkvjax.train.data import stream_windows
 from rwkvjax.train.run import DEMO_TRACES
@@ -132,7 +133,7 @@ def test_trainer_and_eval_start_from_the_file_and_reject_it_without_merges(run, 
         TrainConfig(ckpt_dir=str(tmp_path / "x"), hypernet=cfg.out)
     with pytest.raises(ValueError, match="trained for model"):
         Trainer(TrainConfig(**{**tc.to_dict(), "ckpt_dir": str(tmp_path / "ck2")}),
-                model=(config, init_params(config, 1, live_output=True)))
+                model=Model(config, init_params(config, 1, live_output=True), ByteTokenizer()))
     with pytest.raises(ValueError, match="'merges' arm"):
         run_eval(EvalConfig(traces=str(DEMO_TRACES), out=str(tmp_path / "ev"), hypernet=cfg.out, arms=("frozen",)),
                  model)

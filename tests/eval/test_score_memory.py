@@ -35,7 +35,8 @@ def test_score_with_a_memory_learns_from_the_earlier_files(files):
     assert mix_a < own_a  # and a file repeats itself already
     assert mix == pytest.approx((mix_a * na + mix_b * nb) / n)
     # the same figures as the library's mixture, one memory through both files
-    config, params = load(DEMO_MODEL)
+    loaded = load(DEMO_MODEL)
+    config, params = loaded.arch, loaded.params
     mem = SessionMemory(MemorySettings.for_vocab(256))
     bits = [mixture_bits(params, config, np.frombuffer(p.read_bytes(), np.uint8), zero_state(config, 1), mem)[0]
             for p in (a, b)]
@@ -47,6 +48,7 @@ def test_score_without_a_memory_is_the_model_alone(files):
     a, _ = files
     [(_, n, bpb, own), _total] = list(score_files(ScoreConfig(files=(str(a),), model=str(DEMO_MODEL))))
     assert own is None
-    config, params = load(DEMO_MODEL)
+    loaded = load(DEMO_MODEL)
+    config, params = loaded.arch, loaded.params
     nll, _ = score_stream(params, config, np.frombuffer(a.read_bytes(), np.uint8), zero_state(config, 1))
     assert bpb == pytest.approx(float(nll.sum() / np.log(2)) / n, rel=1e-6)

@@ -40,7 +40,7 @@ def test_stats_with_byte_model_counts_tokens_per_role():
     model = RWKVCPP_DIR / "tiny-rwkv-7v0-834K-FP32.bin"
     if not model.is_file():
         raise FileNotFoundError(f"fixture {model} is missing")
-    config, _ = rwkvjax.load(model)
+    config = rwkvjax.load(model).arch
     out, _ = _run(stats=True, token_stats=TokenStats(for_vocab(config.vocab_size)))
     st = json.loads(out)
     assert st["events"]["ToolUse"] > 0 and st["ingest"]["skipped_line:hive-mind-meta"] == 1

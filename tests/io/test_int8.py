@@ -38,7 +38,7 @@ def _logits(params, cfg, batch=1):
 
 
 def test_int8_file_layout_and_per_row_scales(int8_file, tiny_model):
-    cfg, fp32 = tiny_model
+    cfg, fp32 = tiny_model.arch, tiny_model.params
     with open(int8_file, "rb") as f:
         header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
     assert header["__metadata__"][MARKER_KEY] == MARKER
@@ -48,7 +48,8 @@ def test_int8_file_layout_and_per_row_scales(int8_file, tiny_model):
     assert header["head.weight_scale"]["shape"] == [cfg.vocab_size]  # one scale per output row
     assert int8_file.stat().st_size < 0.5 * TINY.stat().st_size
 
-    cfg2, q = rwkvjax.load(int8_file)
+    loaded = rwkvjax.load(int8_file)
+    cfg2, q = loaded.arch, loaded.params
     assert cfg2 == cfg
     assert isinstance(q.head, QInt8) and q.head.q.dtype == jnp.int8 and q.head.scale.shape == (cfg.vocab_size,)
     assert isinstance(q.blocks.ffn_key, QInt8) and q.blocks.ffn_key.scale.shape == (cfg.n_layer, cfg.dim_ffn)
@@ -61,13 +62,13 @@ def test_int8_file_layout_and_per_row_scales(int8_file, tiny_model):
     err = np.abs(np.asarray(Wq.q[5], np.float32) * np.asarray(Wq.scale[5])[:, None] - W)
     assert np.all(err <= np.asarray(Wq.scale[5])[:, None] / 2 + 1e-7)
     # quantized on load from the fp32 file = read from the int8 file (same tensors, same content hash)
-    _, q2 = rwkvjax.load(TINY, dtype=jnp.int8)
+    q2 = rwkvjax.load(TINY, dtype="int8").params
     assert params_hash(q2) == params_hash(q) != params_hash(fp32)
 
 
 def test_int8_logits_close_to_fp32_with_float32_state(int8_file, tiny_model):
-    cfg, fp32 = tiny_model
-    _, q = rwkvjax.load(int8_file)
+    cfg, fp32 = tiny_model.arch, tiny_model.params
+    q = rwkvjax.load(int8_file).params
     ref, _ = _logits(fp32, cfg)
     got, st = _logits(q, cfg)
     assert st.wkv.dtype == st.att_shift.dtype == st.ffn_shift.dtype == got.dtype == jnp.float32
@@ -81,7 +82,8 @@ def test_int8_logits_close_to_fp32_with_float32_state(int8_file, tiny_model):
 def test_int8_decoding_layout_equals_stacked(int8_file):
     """The decoding layout (per-layer int8 matrices, widened a cache-sized block at a time) computes what the
     stacked forward (each layer's matrix widened whole) computes, for one token at a time at B=2."""
-    cfg, q = rwkvjax.load(int8_file)
+    loaded = rwkvjax.load(int8_file)
+    cfg, q = loaded.arch, loaded.params
     ref, st_ref = _logits(q, cfg, batch=2)
     u = unstack_layers(q)
     assert isinstance(u.head.w, QInt8) and isinstance(u.blocks[3].ffn_value.w, QInt8)
@@ -97,8 +99,8 @@ def test_int8_decoding_layout_equals_stacked(int8_file):
 def test_int8_back_to_fp32_is_the_dequantized_weights(int8_file, tmp_path):
     back = tmp_path / "back.safetensors"
     convert(str(int8_file), back, "fp32")
-    _, q = rwkvjax.load(int8_file)
-    _, f = rwkvjax.load(back)
+    q = rwkvjax.load(int8_file).params
+    f = rwkvjax.load(back).params
     assert not isinstance(f.head, QInt8)
     want = np.asarray(q.head.q, np.float32) * np.asarray(q.head.scale)[:, None]
     np.testing.assert_array_equal(np.asarray(f.head).T, want)
@@ -123,8 +125,8 @@ def test_int8_without_marker_or_scale_is_refused(tmp_path, int8_file):
 
 def test_a_state_tuned_on_fp32_weights_is_refused_on_int8(tmp_path, int8_file, tiny_model):
     """Tuned states are tied to the exact weights (content hash): int8 weights are another base model."""
-    cfg, fp32 = tiny_model
-    _, q = rwkvjax.load(int8_file)
+    cfg, fp32 = tiny_model.arch, tiny_model.params
+    q = rwkvjax.load(int8_file).params
     store = StateStore(tmp_path / "states")
     wkv = np.zeros((cfg.n_layer, cfg.n_head, cfg.head_size, cfg.head_size), np.float32)
     store.put("proj", wkv, base_hash=params_hash(fp32), tokenizer="bytes")

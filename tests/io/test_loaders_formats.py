@@ -37,11 +37,13 @@ def official_sd() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def reference():
-    return rwkvjax.load(GOLDEN_ST)
+    model = rwkvjax.load(GOLDEN_ST)
+    return model.arch, model.params
 
 
 def assert_same_model(got, want):
-    (cfg_a, params_a), (cfg_b, params_b) = got, want
+    """`got`: a loaded Model; `want`: (architecture, params)."""
+    (cfg_a, params_a), (cfg_b, params_b) = (got.arch, got.params), want
     assert cfg_a == cfg_b
     chex.assert_trees_all_equal(params_a, params_b)  # exact: every format holds the same float32 values
 
@@ -147,8 +149,10 @@ def test_hf_folder_with_sharded_safetensors(tmp_path, official_sd, reference):
 
 def test_rwkvcpp_fp16_close_to_fp32():
     """Both rwkv.cpp files describe one model; FP16 rounding (2^-11 relative) bounds their difference."""
-    cfg32, p32 = rwkvjax.load(RWKVCPP_DIR / "tiny-rwkv-7v0-834K-FP32.bin")
-    cfg16, p16 = rwkvjax.load(RWKVCPP_DIR / "tiny-rwkv-7v0-834K-FP16.bin")
+    loaded = rwkvjax.load(RWKVCPP_DIR / "tiny-rwkv-7v0-834K-FP32.bin")
+    cfg32, p32 = loaded.arch, loaded.params
+    loaded = rwkvjax.load(RWKVCPP_DIR / "tiny-rwkv-7v0-834K-FP16.bin")
+    cfg16, p16 = loaded.arch, loaded.params
     assert cfg32 == cfg16
     chex.assert_trees_all_close(p16, p32, rtol=2 ** -11, atol=2 ** -24)
 

@@ -50,7 +50,8 @@ def _s0(config, seed=0):
 def test_exported_state_gives_official_logits(tmp_path):
     pytest.importorskip("torch", reason="the official package needs torch (the [reference] extra)")
     pytest.importorskip("rwkv", reason="the official package is the [reference] extra")
-    config, params = rwkvjax.load(GOLDEN)
+    loaded = rwkvjax.load(GOLDEN)
+    config, params = loaded.arch, loaded.params
     store = StateStore(tmp_path / "states")
     store.put("tuned", _s0(config), base_hash=params_hash(params), tokenizer="test")
     out = tmp_path / "tuned.pth"
@@ -89,7 +90,8 @@ def test_import_from_a_model_with_merged_time_state_and_refusals(tmp_path):
     from rwkvjax.model.init import init_params
     config = rwkvjax.Architecture(256, 128, 3, 256, 32, 32, 32, 32)  # byte vocab: the store records its tokenizer
     model = save_official(init_params(config, 0), config, tmp_path / "byte.safetensors", "fp32")
-    config, params = rwkvjax.load(model)
+    loaded = rwkvjax.load(model)
+    config, params = loaded.arch, loaded.params
     sd = load_file(model)
     s0 = _s0(config, 2)
     merged = tmp_path / "merged.safetensors"

@@ -16,7 +16,7 @@ TEXT = b"the cat and the hat: the end."
 
 @pytest.fixture(scope="module")
 def model(tiny_model):
-    config, params = tiny_model
+    config, params = tiny_model.arch, tiny_model.params
     hyper = init_hypernet(config, jax.random.key(0))
     return config, params, hyper
 
@@ -219,11 +219,11 @@ def _leaves(tree):
 def test_merges_run_on_int8_weights_as_on_the_dequantized_ones(tiny_model, tmp_path):
     """An int8 model (`convert --dtype int8`) reads its embedding and head rows through the same helpers."""
     from rwkvjax.io.convert import save_official
-    config, params = tiny_model
+    config, params = tiny_model.arch, tiny_model.params
     save_official(params, config, tmp_path / "q.safetensors", "int8")
-    _, q = rwkvjax.load(tmp_path / "q.safetensors")
+    q = rwkvjax.load(tmp_path / "q.safetensors").params
     save_official(q, config, tmp_path / "deq.safetensors", "fp32")
-    _, deq = rwkvjax.load(tmp_path / "deq.safetensors")
+    deq = rwkvjax.load(tmp_path / "deq.safetensors").params
     hyper = init_hypernet(config, jax.random.key(0))
     units = np.frombuffer(TEXT, np.uint8).astype(np.int32).reshape(1, -1)
     units[0, 3] = V + 1  # one merged unit (slot 1: "he")

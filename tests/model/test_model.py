@@ -26,7 +26,7 @@ def _tokens(n=24, batch=2):
 
 
 def test_forward_shapes_and_state_dtypes(tiny_model):
-    cfg, params = tiny_model
+    cfg, params = tiny_model.arch, tiny_model.params
     toks = _tokens()
     logits, st = rwkvjax.forward(params, toks, rwkvjax.zero_state(cfg, 2), config=cfg)
     chex.assert_shape(logits, (2, toks.shape[1], cfg.vocab_size))
@@ -37,7 +37,7 @@ def test_forward_shapes_and_state_dtypes(tiny_model):
 
 
 def test_streaming_two_calls_equal_one(tiny_model):
-    cfg, params = tiny_model
+    cfg, params = tiny_model.arch, tiny_model.params
     toks = _tokens()
     full, st_full = rwkvjax.forward(params, toks, rwkvjax.zero_state(cfg, 2), config=cfg)
     a, st = rwkvjax.forward(params, toks[:, :9], rwkvjax.zero_state(cfg, 2), config=cfg)
@@ -47,7 +47,7 @@ def test_streaming_two_calls_equal_one(tiny_model):
 
 
 def test_decode_steps_equal_sequence(tiny_model):
-    cfg, params = tiny_model
+    cfg, params = tiny_model.arch, tiny_model.params
     toks = _tokens(n=12, batch=1)
     full, st_full = rwkvjax.forward(params, toks, rwkvjax.zero_state(cfg, 1), config=cfg)
     st, outs = rwkvjax.zero_state(cfg, 1), []
@@ -59,7 +59,7 @@ def test_decode_steps_equal_sequence(tiny_model):
 
 
 def test_nonzero_initial_state_changes_logits(tiny_model):
-    cfg, params = tiny_model
+    cfg, params = tiny_model.arch, tiny_model.params
     toks = _tokens(n=8, batch=1)
     S0 = jax.random.normal(jax.random.key(0), (cfg.n_layer, cfg.n_head, cfg.head_size, cfg.head_size)) * 0.5
     base, _ = rwkvjax.forward(params, toks, rwkvjax.zero_state(cfg, 1), config=cfg)
@@ -68,7 +68,7 @@ def test_nonzero_initial_state_changes_logits(tiny_model):
 
 
 def test_bf16_weights_keep_float32_state_and_track_fp32(tiny_model):
-    cfg, params = tiny_model
+    cfg, params = tiny_model.arch, tiny_model.params
     p16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
     toks = _tokens(n=16, batch=1)
     ref, _ = rwkvjax.forward(params, toks, rwkvjax.zero_state(cfg, 1), config=cfg)
@@ -82,11 +82,12 @@ def test_bf16_weights_keep_float32_state_and_track_fp32(tiny_model):
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 def test_convert_round_trip(tmp_path, tiny_model, dtype):
-    cfg, params = tiny_model
+    cfg, params = tiny_model.arch, tiny_model.params
     out = tmp_path / "tiny.safetensors"
     summary = convert(str(RWKVCPP_DIR / "tiny-rwkv-7v0-834K-FP32.bin"), out, dtype)
     assert summary["params"] == 829_888  # the fixture's documented parameter count
-    cfg2, params2 = rwkvjax.load(out)
+    loaded = rwkvjax.load(out)
+    cfg2, params2 = loaded.arch, loaded.params
     assert cfg2 == cfg
     if dtype == "fp32":
         chex.assert_trees_all_equal(params2, params)
@@ -95,7 +96,7 @@ def test_convert_round_trip(tmp_path, tiny_model, dtype):
 
 
 def test_generate_is_seeded_and_uses_the_state(tiny_model):
-    cfg, params = tiny_model
+    cfg, params = tiny_model.arch, tiny_model.params
     prompt = list(b"def ")
     run = lambda seed, state=None: list(generate_ids(params, cfg, prompt, max_tokens=20, temperature=1.0,
                                                      top_p=0.9, seed=seed, state=state))

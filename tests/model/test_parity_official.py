@@ -103,7 +103,8 @@ def test_nonzero_initial_wkv_state_matches_official(golden, tiny_fp32, impl):
 def test_bf16_weights_at_least_as_accurate_as_official_bf16(golden):
     """No absolute bf16 tolerance is claimed: the bar is the official package's own `cpu bf16` mode on the
     same weights (it also keeps activations in bf16, so rwkvjax — fp32 activations — should do better)."""
-    cfg, params = rwkvjax.load(GOLDEN / "tiny.safetensors", dtype=jnp.bfloat16)
+    loaded = rwkvjax.load(GOLDEN / "tiny.safetensors", dtype="bf16")
+    cfg, params = loaded.arch, loaded.params
     assert params.blocks.W_k.dtype == jnp.bfloat16
     tokens = jnp.asarray(golden["tokens"])[None]
     logits, st = rwkvjax.forward(params, tokens, rwkvjax.zero_state(cfg, 1), config=cfg)
@@ -129,7 +130,8 @@ def expected_rwkvcpp_logits():
 
 @pytest.mark.parametrize("variant", ["FP32", "FP16"])
 def test_rwkvcpp_expected_logits(variant, expected_rwkvcpp_logits):
-    cfg, params = rwkvjax.load(RWKVCPP_DIR / f"tiny-rwkv-7v0-834K-{variant}.bin")
+    loaded = rwkvjax.load(RWKVCPP_DIR / f"tiny-rwkv-7v0-834K-{variant}.bin")
+    cfg, params = loaded.arch, loaded.params
     assert (cfg.vocab_size, cfg.n_embd, cfg.n_layer) == (256, 64, 12)
     expected = expected_rwkvcpp_logits
     chex.assert_shape(expected, (256,))
@@ -147,19 +149,6 @@ def test_rwkvcpp_expected_logits(variant, expected_rwkvcpp_logits):
 # --- shapes at released sizes, nothing allocated --------------------------------------------------------
 
 _VECTOR_FIELDS = {"x_r", "x_w", "x_k", "x_v", "x_a", "x_g", "w0", "a0", "v0", "k_k", "k_a", "ffn_x_k"}
-
-
-def param_spec(cfg: rwkvjax.Architecture, dtype) -> Params:
-    """Params as ShapeDtypeStructs: official shapes (rwkvjax/model/params.py), linear weights [in, out], stacked on L."""
-    sds = lambda *shape: jax.ShapeDtypeStruct(shape, dtype)
-    official = expected_shapes(cfg, 1)
-    blocks = {}
-    for field, (_, transposed) in _BLOCK_NAMES.items():
-        shape = official[field][::-1] if transposed else official[field]
-        blocks[field] = sds(cfg.n_layer, *shape)
-    V, C = cfg.vocab_size, cfg.n_embd
-    return Params(emb=sds(V, C), ln0_w=sds(C), ln0_b=sds(C), blocks=Block(**blocks),
-                  ln_out_w=sds(C), ln_out_b=sds(C), head=sds(C, V))
 
 
 @pytest.mark.parametrize("size", sorted(rwkvjax.PRESETS))

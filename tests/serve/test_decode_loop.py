@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 import rwkvjax
-from rwkvjax.model.params import unstack_layers
 from rwkvjax.model.state import zero_state
 from rwkvjax.serve.decode import Carry, decode_n, decode_step, prefill
 from rwkvjax.serve.engine import Engine, Request, Sampling
@@ -28,9 +27,8 @@ SAMPLED = dict(temperature=1.0, top_p=0.9, top_k=0, presence_penalty=0.3, freque
 
 @pytest.fixture(scope="module", params=["fp32", "int8"])
 def model(request):
-    cfg, params = rwkvjax.load(RWKVCPP_DIR / "tiny-rwkv-7v0-834K-FP32.bin",
-                               dtype=jnp.int8 if request.param == "int8" else jnp.float32)
-    return cfg, params, unstack_layers(params)
+    loaded = rwkvjax.load(RWKVCPP_DIR / "tiny-rwkv-7v0-834K-FP32.bin", dtype=request.param)
+    return loaded.arch, loaded.params, loaded.decode_params
 
 
 def _one_step_at_a_time(params, cfg, prompt, n, *, seed=0, temperature=1.0, top_p=0.85, top_k=0,

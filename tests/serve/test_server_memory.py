@@ -42,7 +42,7 @@ def health(url) -> dict:
 def memory_store(small_model, tmp_path_factory):
     """States `remembers` (its memory has read SECRET many times, scored by the model, so its mixers trust it)
     and `forgetful` (no memory)."""
-    config, params = small_model
+    config, params = small_model.arch, small_model.params
     d = tmp_path_factory.mktemp("memstates")
     mem = SessionMemory(small(config.vocab_size))
     mixture_bits(params, config, list((SECRET * 16).encode()), zero_state(config, 1), mem)

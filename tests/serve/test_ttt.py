@@ -32,10 +32,10 @@ def test_conversation_state_is_tuned_between_turns_and_shared_states_are_untouch
     from rwkvjax.text.tokenizer import for_vocab, tokenizer_id
     model = rwkvjax.load(DEMO_MODEL)
     store = StateStore(tmp_path / "states")
-    config = model[0]
+    config = model.arch
     import numpy as np
     shared = store.put("proj", np.zeros((config.n_layer, config.n_head, config.head_size, config.head_size),
-                                        np.float32), base_hash=params_hash(model[1]),
+                                        np.float32), base_hash=params_hash(model.params),
                        tokenizer=tokenizer_id(for_vocab(config.vocab_size)))
     files = sorted((tmp_path / "states").glob(f"{shared.id}.*"))
     before = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
@@ -82,7 +82,8 @@ def test_the_tuner_keeps_nothing_per_conversation_but_a_bounded_window(tmp_path)
     from rwkvjax.model.params import params_hash
     from rwkvjax.serve.ttt import ConversationTuner, TTTSettings
     from rwkvjax.text.tokenizer import for_vocab, tokenizer_id
-    config, params = rwkvjax.load(DEMO_MODEL)
+    loaded = rwkvjax.load(DEMO_MODEL)
+    config, params = loaded.arch, loaded.params
     tok = for_vocab(config.vocab_size)
     store = StateStore(tmp_path / "states")
     tuner = ConversationTuner(config, params, tok, store, base_hash=params_hash(params), tokenizer_id=tokenizer_id(tok),

@@ -24,7 +24,7 @@ def test_base_model_file_and_recipe():
     with safe_open(str(BASE), "np") as f:
         assert all(str(f.get_slice(k).get_dtype()) == "BF16" for k in f.keys() if "time_" not in k), \
             {k: f.get_slice(k).get_dtype() for k in f.keys()}
-    cfg, _ = rwkvjax.load(BASE)
+    cfg = rwkvjax.load(BASE).arch
     assert cfg.vocab_size == 256
     for name in ("base_model.recipe.json", *(f"base_model.phase{i}.recipe.json" for i in (1, 2, 3))):
         r = json.loads((DATA / name).read_text())
@@ -43,7 +43,8 @@ def test_base_model_beats_the_demo_model_on_an_unseen_package():
     ids = np.frombuffer(data, np.uint8).astype(np.int32)
     bpb = {}
     for name, path in (("base", BASE), ("demo", DEMO_MODEL)):
-        cfg, params = rwkvjax.load(path)
+        loaded = rwkvjax.load(path)
+        cfg, params = loaded.arch, loaded.params
         nll, _ = score_stream(params, cfg, ids, rwkvjax.zero_state(cfg, 1))
         bpb[name] = float(nll.sum() / np.log(2) / len(data))
     assert bpb["base"] < bpb["demo"] - 0.2, bpb
@@ -58,7 +59,8 @@ def test_base_model_beats_085_xz_on_an_unseen_package():
     files = [f.read_bytes()[:16384] for f in sorted(site.rglob("*.py"))[3::37][:3]]
     assert len(files) == 3 and all(files), "hypothesis (the dev extra) is not installed"
     n = sum(map(len, files))
-    cfg, params = rwkvjax.load(BASE)
+    loaded = rwkvjax.load(BASE)
+    cfg, params = loaded.arch, loaded.params
     bits = 0.0
     for data in files:
         nll, _ = score_stream(params, cfg, np.frombuffer(data, np.uint8).astype(np.int32), rwkvjax.zero_state(cfg, 1))
@@ -72,9 +74,10 @@ def test_base_hypernet_belongs_to_the_base_model():
     from rwkvjax.merges.hypernet_io import load_hypernet
     from rwkvjax.model.params import params_hash
 
-    cfg, params = rwkvjax.load(BASE)
+    loaded = rwkvjax.load(BASE)
+    cfg, params = loaded.arch, loaded.params
     hyper = load_hypernet(DATA / "base_hypernet.safetensors", cfg, params_hash(params))
     assert float(np.abs(hyper.out.w2).max()) > 0  # trained: the output layer starts at zero
-    _, demo = rwkvjax.load(DEMO_MODEL)
+    demo = rwkvjax.load(DEMO_MODEL).params
     with pytest.raises(CheckpointMismatch, match="trained for model"):
         load_hypernet(DATA / "base_hypernet.safetensors", cfg, params_hash(demo))

@@ -14,7 +14,8 @@ from rwkvjax.train.run import DEMO_MODEL, demo_setup
 
 
 def test_demo_model_is_clearly_better_than_chance_on_heldout_code():
-    cfg, params = rwkvjax.load(DEMO_MODEL)
+    loaded = rwkvjax.load(DEMO_MODEL)
+    cfg, params = loaded.arch, loaded.params
     assert cfg.vocab_size == 256 and 3_000_000 < cfg.n_params() < 5_000_000
     std = Path(sysconfig.get_paths()["stdlib"])
     held = [f for f in corpus_files([std / "json", std / "email", std / "logging"]) if _is_heldout(f, 20)]

@@ -27,7 +27,8 @@ CTX = 64
 
 @pytest.fixture(scope="module")
 def demo():
-    config, params = rwkvjax.load(DEMO_MODEL)
+    loaded = rwkvjax.load(DEMO_MODEL)
+    config, params = loaded.arch, loaded.params
     return config, params, for_vocab(config.vocab_size), read_texts(default_canaries())
 
 

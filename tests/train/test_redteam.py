@@ -22,7 +22,7 @@ PIECE = 512
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory):
     model = rwkvjax.load(DEMO_MODEL)
-    tok = for_vocab(model[0].vocab_size)
+    tok = for_vocab(model.arch.vocab_size)
     texts = [s.text for s in load_sessions(str(CLAUDE_PROJECTS), tok)]
     pieces = clean_pieces(texts, PIECE)[:11]
     train, held = pieces[:8], pieces[8:]  # held out by time: the last pieces
@@ -101,7 +101,8 @@ def test_benign_lookalikes_are_not_screened_by_pattern():
     """Base64, hashes and instruction-like text are normal in coding sessions: seen once, they train."""
     from rwkvjax.train.data import stream_windows
     from rwkvjax.train.gate import UpdateGate
-    config, params = rwkvjax.load(DEMO_MODEL)
+    loaded = rwkvjax.load(DEMO_MODEL)
+    config, params = loaded.arch, loaded.params
     tok = for_vocab(config.vocab_size)
     gate = UpdateGate(config, params, tok, read_texts(default_canaries()), ctx_len=CTX)
     import hashlib

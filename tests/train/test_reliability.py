@@ -20,6 +20,8 @@ import rwkvjax
 from rwkvjax.errors import CheckpointMismatch, DataError
 from rwkvjax.io.lock import RunLock, RunLocked
 from rwkvjax.model.init import init_params
+from rwkvjax.model.value import Model
+from rwkvjax.text.tokenizer import ByteTokenizer
 from rwkvjax.train.run import DEMO_TRACES, TrainConfig, Trainer
 from tests.conftest import REPO
 from tests.train.conftest import SMALL
@@ -124,7 +126,7 @@ def test_a_damaged_newest_step_falls_back_with_one_warning(how, run3, tmp_path, 
         assert inspect(ck)["step"] == used
     damaged = [r for r in caplog.records if "damaged checkpoint step" in r.getMessage()]
     assert len(damaged) == 1 and f"using step {used}" in damaged[0].getMessage()
-    load_tuned_state(ck, SMALL, model[1])  # --checkpoint users read the intact step too
+    load_tuned_state(ck, model)  # --checkpoint users read the intact step too
     # a resumed run moves the damaged step aside (kept, not deleted) and trains on from the intact one
     out = Trainer(_cfg(ck, model_file, steps=5), model=model).run(progress=False)
     assert out["step"] == 5
@@ -191,16 +193,14 @@ def test_no_sessions_says_so_and_writes_nothing(kind, tmp_path, model_file, mode
 # ----- item 9: the wrong model or dtype for a checkpoint -----
 
 def test_checkpoint_readers_check_the_base_model_and_the_dtype(run3, model_file, model):
-    import jax.numpy as jnp
-
     from rwkvjax.io.tuned_state import load_tuned_state
     with pytest.raises(CheckpointMismatch, match="different base model"):
-        load_tuned_state(run3, SMALL, init_params(SMALL, 1, live_output=True))
-    _, bf16 = rwkvjax.load(model_file, dtype=jnp.bfloat16)
+        load_tuned_state(run3, Model(SMALL, init_params(SMALL, 1, live_output=True), ByteTokenizer()))
+    bf16 = rwkvjax.load(model_file, dtype="bf16")
     with pytest.raises(CheckpointMismatch, match="dtype differs.*--dtype fp32"):
-        load_tuned_state(run3, SMALL, bf16, dtype="bf16")
+        load_tuned_state(run3, bf16)
     with pytest.raises(CheckpointMismatch, match="dtype=.bf16. differs"):
-        Trainer(_cfg(run3, model_file, dtype="bf16"), model=(SMALL, bf16))
+        Trainer(_cfg(run3, model_file, dtype="bf16"), model=bf16)
 
 
 # ----- item 4: signals -----
@@ -280,7 +280,7 @@ def test_hypernet_interrupted_after_training_keeps_the_network_and_exits_130(tmp
     assert p.returncode == 130, err[-3000:]
     assert err.strip().splitlines()[-1] == "interrupted" and "Segmentation" not in err and "Traceback" not in err
     from rwkvjax.merges.hypernet_io import load_hypernet
-    load_hypernet(out, rwkvjax.load(REPO / "rwkvjax/data/demo_model.safetensors")[0])
+    load_hypernet(out, rwkvjax.load(REPO / "rwkvjax/data/demo_model.safetensors").arch)
 
 
 def test_a_second_pretrain_on_the_folder_is_refused(tmp_path):

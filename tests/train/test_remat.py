@@ -79,7 +79,7 @@ def _reference_loss(tr, params, b, *, config):
 
 
 def test_every_policy_gives_the_same_loss_and_start_state_gradient(tiny_model, monkeypatch):
-    cfg, params = tiny_model
+    cfg, params = tiny_model.arch, tiny_model.params
     b = _batch(T=40, B=3, vocab=cfg.vocab_size)   # 40: not a multiple of the head chunk (16 below)
     key = jax.random.key(0)
     tr = init_trainable(cfg, train_shift=True)

@@ -86,15 +86,19 @@ def test_reducible_surprise_and_refresh_after_replay():
         buf.add([1], nll=1.0)
 
 
-def test_save_load_roundtrip_mode_0600_and_rng_continues(tmp_path):
+def test_checkpoint_roundtrip_mode_0600_and_rng_continues(tmp_path):
+    """Through what training stores: `to_dict` in a checkpoint step's host JSON, read back by `from_dict`."""
+    from rwkvjax.io.checkpoint import TrainCheckpointer
     buf = ReplayBuffer(ReplaySettings(capacity=3), seed=7)
     for k in range(5):
         buf.add(list(range(k + 1)), float(k), text=f"window {k} [REDACTED:key]")
     buf.sample(4)
-    path = tmp_path / "replay.json"
-    buf.save(path)
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    back = ReplayBuffer.load(path)
+    with TrainCheckpointer(tmp_path / "ck", async_save=False) as ck:
+        ck.save_items(1, {"trainable": {"s": np.zeros(2, np.float32)}}, {"replay": buf.to_dict()})
+    files = [p for p in (tmp_path / "ck" / "1" / "host").rglob("*") if p.is_file()]
+    assert files and all(stat.S_IMODE(os.stat(p).st_mode) == 0o600 for p in files)
+    host = TrainCheckpointer(tmp_path / "ck", read_only=True).restore_host(1)
+    back = ReplayBuffer.from_dict(host["replay"])
     assert back.to_dict() == buf.to_dict()
     assert [t.tolist() for t in back.tokens] == [t.tolist() for t in buf.tokens]
     a, b = buf.sample(10), back.sample(10)

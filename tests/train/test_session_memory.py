@@ -98,7 +98,7 @@ def test_live_windows_are_scored_by_the_state_before_the_update_then_learned_onc
         assert r["memory_live_bpb"] is not None and r["memory_windows"] == r["live_windows"] == 1
     # the same windows, scored and then learned by a fresh memory from the captured start states, give the same
     # figures and the same memory bit for bit: nothing else was learned (no replayed window, nothing twice)
-    config, params = model
+    config, params = model.arch, model.params
     settings = MemorySettings.for_vocab(config.vocab_size, MB)
     ref, screen = SessionMemory(settings), FloodScreen.for_memory(settings)
     for (live, wkv), r in zip(spy.steps, recs):
@@ -219,7 +219,7 @@ def test_a_file_read_again_and_again_is_learned_once(model):
     """A file longer than the gate's 64 recent windows, read five times in a row: the gate's screen lets every
     re-read through; the memory's flood screen keeps them out, so the memory is exactly what it was after the
     first read (measured harm without it: benchmarks/redteam.py)."""
-    config, params = model
+    config, params = model.arch, model.params
     ctx = 64
     rng = np.random.default_rng(0)
     clean = rng.integers(32, 127, 40 * ctx)

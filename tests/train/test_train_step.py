@@ -36,7 +36,7 @@ def _batch(T=32, B=2, lengths=None):
 
 
 def test_step0_loss_equals_frozen_forward(tiny_model):
-    cfg, params = tiny_model
+    cfg, params = tiny_model.arch, tiny_model.params
     b = _batch()
     loss, m = loss_and_metrics(init_trainable(cfg), params, b, config=cfg)
     logits, _ = rwkvjax.forward(params, b.inputs, rwkvjax.zero_state(cfg, 2), config=cfg)
@@ -46,7 +46,7 @@ def test_step0_loss_equals_frozen_forward(tiny_model):
 
 
 def test_frozen_leaves_bit_identical_and_optimizer_state_only_for_trainables(tiny_model):
-    cfg, params = tiny_model
+    cfg, params = tiny_model.arch, tiny_model.params
     frozen_copy = jax.tree.map(np.array, params)
     tr = init_trainable(cfg, train_shift=True)
     tx = state_tuning_optimizer(tr, OptimConfig(decay_steps=10))
@@ -80,7 +80,7 @@ def test_loss_falls_on_repeated_corpus():
 
 
 def test_step_does_not_recompile_as_windows_vary(tiny_model):
-    cfg, params = tiny_model
+    cfg, params = tiny_model.arch, tiny_model.params
     tr = init_trainable(cfg)
     tx = state_tuning_optimizer(tr, OptimConfig())
     opt = tx.init(tr)
@@ -93,7 +93,7 @@ def test_step_does_not_recompile_as_windows_vary(tiny_model):
 
 
 def test_nonfinite_updates_are_skipped_and_counted(tiny_model):
-    cfg, params = tiny_model
+    cfg, params = tiny_model.arch, tiny_model.params
     tr = init_trainable(cfg)
     tx = state_tuning_optimizer(tr, OptimConfig())
     opt = tx.init(tr)

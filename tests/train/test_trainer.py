@@ -124,7 +124,7 @@ def test_inspect_and_merge_stats_cli(small_model_file, traces, tmp_path):
                                if f.endswith("bits/byte")).split()[0])  # the "total" line's "<x> bits/byte"
     assert bpb(base) != bpb(tuned)
     from rwkvjax.io.tuned_state import load_tuned_state
-    st = load_tuned_state(ck, SMALL, rwkvjax.load(small_model_file)[1])
+    st = load_tuned_state(ck, rwkvjax.load(small_model_file))
     arrays, _ = _final(ck)
     np.testing.assert_array_equal(np.asarray(st.wkv[:, 0]), np.asarray(arrays["wkv"]))
     g = subprocess.run([*cli, "generate", "--model", str(small_model_file), "--checkpoint", str(ck), "--prompt",
@@ -173,6 +173,6 @@ def test_train_writes_its_tuned_state_into_the_store(small_model_file, traces, t
     Trainer(cfg, model=model).run(progress=False)
     store = StateStore(tmp_path / "states")
     rec = store.get("shopcart")
-    assert rec.base_hash == params_hash(model[1]) and rec.source["step"] == 2
+    assert rec.base_hash == params_hash(model.params) and rec.source["step"] == 2
     arrays, _ = _final(tmp_path / "ck")
     np.testing.assert_array_equal(store.arrays(rec)["wkv"], np.asarray(arrays["wkv"]))

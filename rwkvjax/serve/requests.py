@@ -1,0 +1,179 @@
+"""The bodies of `POST /v1/completions` and `POST /v1/chat/completions`, parsed once at the HTTP edge into typed
+values (`Completion`, `ChatCompletion`); past `parse` nothing reads the JSON again.
+
+Frozen dataclasses with a `parse` of their own, not pydantic models: the checks are OpenAI's and this server's
+(a JSON `true` is not a number, `2.0` is an integer, `stop` is one string or up to four, only `n = 1`, an error
+names the field as `messages[3].content`), each with a message clients read. Pydantic would need a validator and
+an error translation per field to say the same, and would coerce where this server refuses (`"1"` for 1) unless
+every field were strict; it would add a layer without removing a check. Fields a request may carry that these
+classes do not name (`user`, `logprobs`, ...) are not read, as before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from typing import ClassVar
+
+from rwkvjax.serve.chat import ROLES, TURN_END, Message, chat_prompt
+from rwkvjax.serve.engine import Sampling
+
+
+class BadRequest(Exception):
+    """An OpenAI-style 400: `param` names the offending field."""
+
+    def __init__(self, message: str, param: str | None = None, status: int = 400, code: str | None = None):
+        super().__init__(message)
+        self.message, self.param, self.status, self.code = message, param, status, code
+
+
+def read_json(raw: bytes):
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadRequest(f"the body is not valid JSON ({e})") from None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Generation:
+    """The fields both routes take."""
+
+    model: str                   # `base` or the name of a state
+    sampling: Sampling           # max_tokens, temperature, top_p, top_k, penalties, seed, stop
+    stream: bool = False
+    include_usage: bool = False  # stream_options.include_usage: a last chunk with the usage
+
+    chat: ClassVar[bool]
+    prompt_field: ClassVar[str]  # the field a prompt over the server's length limit is blamed on
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Completion(_Generation):
+    prompt: str
+
+    chat: ClassVar[bool] = False
+    prompt_field: ClassVar[str] = "prompt"
+
+    @classmethod
+    def parse(cls, body, *, default_max_tokens: int) -> Completion:
+        common = _common(body, default_max_tokens)
+        return cls(prompt=_prompt(body), **common)
+
+    def prompt_text(self) -> str:
+        return self.prompt
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ChatCompletion(_Generation):
+    messages: tuple[Message, ...]
+    session: str | None = None   # an rwkvjax extension: names the conversation for test-time training
+
+    chat: ClassVar[bool] = True
+    prompt_field: ClassVar[str] = "messages"
+
+    @classmethod
+    def parse(cls, body, *, default_max_tokens: int) -> ChatCompletion:
+        common = _common(body, default_max_tokens)
+        messages = _messages(body)
+        s = common.pop("sampling")
+        # a reply ends with its turn, whatever else stops it
+        sampling = dataclasses.replace(s, stop=tuple(dict.fromkeys(s.stop + (TURN_END,))))
+        return cls(messages=messages, session=_session(body), sampling=sampling, **common)
+
+    def prompt_text(self) -> str:
+        return chat_prompt(self.messages)
+
+
+def _num(body: dict, name: str, default, lo=None, hi=None, *, integer=False, lo_open=False):
+    v = body.get(name, default)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not float(v).is_integer()):
+        raise BadRequest(f"'{name}' must be {'an integer' if integer else 'a number'}, got {v!r}", name)
+    if not math.isfinite(v):
+        raise BadRequest(f"'{name}' must be finite, got {v!r}", name)
+    if lo is not None and (v <= lo if lo_open else v < lo) or hi is not None and v > hi:
+        rng = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'}]"
+        raise BadRequest(f"'{name}' must be in {rng}, got {v!r}", name)
+    return int(v) if integer else float(v)
+
+
+def _common(body, default_max_tokens: int) -> dict:
+    """The shared fields, checked in this order (the first bad one is the error); the keyword arguments of
+    `_Generation`."""
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object", None)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("'model' is required: 'base' or the name of a state (GET /v1/models lists them)", "model")
+    n = _num(body, "n", 1, integer=True)
+    if n != 1:
+        raise BadRequest("'n' must be 1 (one choice per request)", "n")
+    stop = body.get("stop")
+    if stop is None:
+        stop = []
+    elif isinstance(stop, str):
+        stop = [stop]
+    elif not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)) or len(stop) > 4:
+        raise BadRequest("'stop' must be a string or a list of at most 4 strings", "stop")
+    if any(s == "" for s in stop):
+        raise BadRequest("'stop' strings must not be empty", "stop")
+    seed = body.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise BadRequest(f"'seed' must be an integer, got {seed!r}", "seed")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise BadRequest(f"'stream' must be true or false, got {stream!r}", "stream")
+    opts = body.get("stream_options") or {}
+    if not isinstance(opts, dict):
+        raise BadRequest("'stream_options' must be an object", "stream_options")
+    sampling = Sampling(
+        max_tokens=_num(body, "max_tokens", default_max_tokens, 1, integer=True),
+        temperature=_num(body, "temperature", 1.0, 0, 2),
+        top_p=_num(body, "top_p", 1.0, 0, 1, lo_open=True),
+        top_k=_num(body, "top_k", 0, 0, integer=True),
+        presence=_num(body, "presence_penalty", 0.0, -2, 2),
+        frequency=_num(body, "frequency_penalty", 0.0, -2, 2),
+        seed=seed, stop=tuple(stop))
+    return {"model": model, "stream": stream, "include_usage": bool(opts.get("include_usage", False)),
+            "sampling": sampling}
+
+
+def _session(body: dict) -> str | None:
+    s = body.get("session")
+    if s is None:
+        return None
+    if not isinstance(s, str) or not re.fullmatch(r"[\w.@+-]{1,100}", s):
+        raise BadRequest("'session' must be 1-100 letters, digits or . _ - + @", "session")
+    return s
+
+
+def _messages(body: dict) -> tuple[Message, ...]:
+    msgs = body.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        raise BadRequest("'messages' must be a non-empty list of {role, content}", "messages")
+    out = []
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            raise BadRequest(f"'messages[{i}].role' must be one of {sorted(ROLES)}", f"messages[{i}].role")
+        content = m.get("content")
+        if isinstance(content, list):  # content parts: text only
+            if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+                       for p in content):
+                raise BadRequest(f"'messages[{i}].content' parts must be text parts", f"messages[{i}].content")
+            content = "".join(p["text"] for p in content)
+        if not isinstance(content, str):
+            raise BadRequest(f"'messages[{i}].content' must be a string", f"messages[{i}].content")
+        out.append(Message(m["role"], content))
+    return tuple(out)
+
+
+def _prompt(body: dict) -> str:
+    p = body.get("prompt")
+    if isinstance(p, list) and len(p) == 1 and isinstance(p[0], str):
+        p = p[0]
+    if not isinstance(p, str) or not p:
+        raise BadRequest("'prompt' must be a non-empty string (one prompt per request)", "prompt")
+    return p
