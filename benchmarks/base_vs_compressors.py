@@ -95,7 +95,7 @@ def main():
     for m in a.model:
         loaded = rwkvjax.load(m)
         config, params = loaded.arch, loaded.params
-        tok = for_vocab(config.vocab_size)
+        tok = loaded.tokenizer
         for name, items in texts.items():
             bits = 0.0
             for b in items:

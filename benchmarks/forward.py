@@ -7,7 +7,8 @@ Needs the `[reference]` extra (torch + rwkv==0.8.32). Measures, in one run and o
 prefill tokens/s (B=1, T tokens, logits at every position) and decode tokens/s at B=1, for the official package
 fp32 (one `forward(token, state)` per token) and rwkvjax: the compiled decode loop `generate` runs (`decode_n`,
 greedy sampling on device, 16 tokens per call, decoding layout of `unstack_layers`) with fp32, int8 and bf16
-weights, and one `rwkvjax.forward` call per token (stacked fp32 weights). Every system is timed in turn, round by
+weights, one `rwkvjax.forward` call per token (stacked fp32 weights), and one `Model.forward` call per token (the
+public path: a loaded model stepped token by token runs the decoding layout). Every system is timed in turn, round by
 round; ratios are medians of per-round ratios. Compilation is excluded (one warm-up call per shape), device work
 is synchronised with block_until_ready. Also measures, interleaved with the models, the machine's fp32 matmul
 rate (prefill bound) and its memory read bandwidth (torch sum over 512 MB, decode bound: the weights read per
@@ -36,12 +37,13 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import rwkvjax  # noqa: E402
+from benchmarks.common.checkpoints import random_checkpoint  # noqa: E402
 from rwkvjax.model.params import from_official, unstack_layers  # noqa: E402
 from rwkvjax.model.quant import QInt8  # noqa: E402
 from rwkvjax.model.wkv import resolve  # noqa: E402
 from rwkvjax.serve.decode import Carry, decode_n  # noqa: E402
 from rwkvjax.serve.sampling import Penalties, SamplingRows  # noqa: E402
-from tests.tools.make_golden import random_checkpoint  # noqa: E402
+from rwkvjax.text.tokenizer import for_model  # noqa: E402
 
 SHAPE_0_1B = dict(L=12, C=768, F=3072, V=65536, D_DECAY=64, D_AAA=64, D_MV=32, D_GATE=128)
 
@@ -143,6 +145,21 @@ class Ours:
     def decode(self):
         tok = self.toks[:, self.t % self.toks.shape[1]][:, None]
         _, self.state = jax.block_until_ready(rwkvjax.forward(self.params, tok, self.state, config=self.cfg))
+        self.t += 1
+
+
+class Stepper:
+    """The public decode path: `Model.forward` with one token per call (what a library user writes)."""
+
+    def __init__(self, model: rwkvjax.Model, tokens):
+        self.model, self.ids = model, [int(t) for t in tokens]
+        _, self.state = jax.block_until_ready(model.forward([self.ids[:8]]))
+        self.t = 0
+        self.decode()  # compile T=1
+
+    def decode(self):
+        tok = jnp.asarray([[self.ids[self.t % len(self.ids)]]], jnp.int32)
+        _, self.state = jax.block_until_ready(self.model.forward(tok, self.state))
         self.t += 1
 
 
@@ -251,6 +268,7 @@ def main() -> None:
     if params_bf16 is not None:
         decoders["loop bf16"] = Loop(params_bf16, cfg, n)
     decoders["forward fp32"] = Ours(params, cfg, tokens)  # one rwkvjax.forward call per token, stacked weights
+    decoders["Model.forward fp32"] = Stepper(rwkvjax.Model(cfg, params, for_model(cfg.vocab_size)), tokens)
     decoders["memory probe"] = Bandwidth()
     print("compiled the decode loops", flush=True)
     dec = {k: [] for k in decoders}  # seconds per token (the probe: seconds per sum)
@@ -259,7 +277,7 @@ def main() -> None:
             if name == "memory probe":
                 dec[name].append(seconds(sys_.decode))
                 continue
-            calls = n if name == "forward fp32" else 1  # forward: one token per call; the others n per call
+            calls = n if "forward" in name else 1  # forward: one token per call; the others n per call
             dec[name].append(sum(seconds(sys_.decode) for _ in range(calls)) / n)
         print(f"round {r} (load {os.getloadavg()[0]:.1f}): " + "  ".join(
             f"{k} {1 / v[-1]:.1f}" for k, v in dec.items() if k != "memory probe") + " tok/s", flush=True)
@@ -268,7 +286,7 @@ def main() -> None:
     probe_gbs = [(512 << 20) / t / 1e9 for t in dec.pop("memory probe")]
     bw = statistics.median(probe_gbs)
     nbytes = {"loop fp32": weight_bytes_per_token(params), "loop int8": weight_bytes_per_token(params_int8),
-              "forward fp32": weight_bytes_per_token(params)}
+              "forward fp32": weight_bytes_per_token(params), "Model.forward fp32": weight_bytes_per_token(params)}
     if params_bf16 is not None:
         nbytes["loop bf16"] = weight_bytes_per_token(params_bf16)
     print(f"\nmemory probe (torch sum, 512 MB): median {bw:.1f} GB/s, rounds "

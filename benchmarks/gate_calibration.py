@@ -53,7 +53,6 @@ def main():
     import rwkvjax
     from rwkvjax.eval.sessions import load_sessions
     from rwkvjax.merges.units import PLAIN
-    from rwkvjax.text.tokenizer import for_vocab
     from rwkvjax.train.data import make_batch, stream_windows
     from rwkvjax.train.gate import UpdateGate
     from rwkvjax.train.objective import loss_and_metrics
@@ -62,7 +61,7 @@ def main():
     from rwkvjax.train.trainable import init_trainable
     loaded = rwkvjax.load(a.model)
     config, params = loaded.arch, loaded.params
-    tok = for_vocab(config.vocab_size)
+    tok = loaded.tokenizer
     tr0 = init_trainable(config)
     gate = UpdateGate(config, params, tok, read_texts(default_canaries()), ctx_len=a.ctx_len)
     ref_bpb, g0 = gate.canary_and_grad(tr0)

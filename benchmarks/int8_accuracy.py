@@ -24,11 +24,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import rwkvjax  # noqa: E402
+from benchmarks.common.checkpoints import random_checkpoint  # noqa: E402
 from benchmarks.forward import SHAPE_0_1B, logit_error  # noqa: E402
 from rwkvjax.eval.scoring import score_stream  # noqa: E402
 from rwkvjax.model.params import from_official  # noqa: E402
 from rwkvjax.train.corpus import _is_heldout, corpus_files  # noqa: E402
-from tests.tools.make_golden import random_checkpoint  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "rwkvjax" / "data" / "demo_model.safetensors"
 

@@ -55,7 +55,7 @@ def train_step_memory(cfg, *, ctx: int, batch: int, remat: str, dtype=jnp.bfloat
     from rwkvjax.train.optim import OptimConfig, state_tuning_optimizer
     from rwkvjax.train.step import make_train_step
     from rwkvjax.train.trainable import init_trainable
-    from tests.model.test_parity_official import param_spec
+    from benchmarks.common.checkpoints import param_spec
     params = param_spec(cfg, dtype)
     tr0 = jax.eval_shape(functools.partial(init_trainable, cfg))
     tx = state_tuning_optimizer(tr0, OptimConfig())
@@ -72,7 +72,7 @@ def train_step_memory(cfg, *, ctx: int, batch: int, remat: str, dtype=jnp.bfloat
 def forward_memory(cfg, *, T: int, batch: int, dtype=jnp.bfloat16) -> dict:
     """`rwkvjax.forward` on T tokens (T = 1 is one decode step) compiled for abstract weights and state."""
     import rwkvjax
-    from tests.model.test_parity_official import param_spec
+    from benchmarks.common.checkpoints import param_spec
     params = param_spec(cfg, dtype)
     state = jax.eval_shape(functools.partial(rwkvjax.zero_state, cfg, batch))
     tokens = jax.ShapeDtypeStruct((batch, T), jnp.int32)

@@ -41,10 +41,9 @@ def _sessions(traces: str, model: str):
     from rwkvjax.io.formats import load
     from rwkvjax.memory.lm import stream_paths
     from rwkvjax.model.state import zero_state
-    from rwkvjax.text.tokenizer import for_vocab
     loaded = load(model)
     config, params = loaded.arch, loaded.params
-    sessions = split_by_time(load_sessions(traces, for_vocab(config.vocab_size)), 1 / 3)
+    sessions = split_by_time(load_sessions(traces, loaded.tokenizer), 1 / 3)
     out = []
     for s in sessions:
         st, nll, _ = stream_paths(params, config, s.tokens, zero_state(config, 1), nbits=8)

@@ -11,8 +11,8 @@ recurrence as rwkvjax (and fails otherwise):
 - rwkv-ops `generalized_delta_rule(r, w, k, v, a, b, initial_state)` takes the decay in log-log form
   (decay = exp(-exp(w)), so w = log(-log_w), converted once before any timing: each library gets its own input
   form), a = -kk, b = kk*iclr as rwkvjax does, and a [value, key] state. Its y and final state are compared with
-  the float64 per-token reference of tests/model/wkv_reference.py, and so are rwkvjax's; a transposed initial state
-  is fed once as a control that the comparison can tell the layouts apart.
+  the float64 per-token reference (benchmarks/common/wkv_reference.py), and so are rwkvjax's; a transposed initial
+  state is fed once as a control that the comparison can tell the layouts apart.
 - the official package runs a random 0.1B-shaped checkpoint (benchmarks/forward.py's) and its prefill logits are
   compared with rwkvjax's on the same weights.
 
@@ -47,13 +47,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import rwkvjax  # noqa: E402
+from benchmarks.common.checkpoints import random_checkpoint  # noqa: E402
+from benchmarks.common.wkv_reference import reference_f64, rel_err, rwkv_inputs  # noqa: E402
 from benchmarks.forward import SHAPE_0_1B, Official, Ours, interleaved  # noqa: E402  (sets the RWKV_* variables)
 from benchmarks.wkv import fwd_bwd_fn, fwd_fn, make_inputs  # noqa: E402
 from rwkvjax.model.params import from_official  # noqa: E402
 from rwkvjax.model.wkv import resolve, wkv7, wkv7_scan  # noqa: E402
 from rwkvjax.model.wkv_chunked import wkv7_chunked  # noqa: E402
-from tests.model.wkv_reference import reference_f64, rel_err, rwkv_inputs  # noqa: E402
-from tests.tools.make_golden import random_checkpoint  # noqa: E402
 
 SHAPES = [(1, 4096, 12, 64), (8, 512, 12, 64)]
 BEGIN, END = "<!-- peers.py: begin -->", "<!-- peers.py: end -->"

@@ -1,8 +1,8 @@
 """Red team, bigger than the test (tests/train/test_redteam.py), in two parts.
 
 `training`: clean sessions (pieces of real transcripts) interleaved with poisoning sessions (those of
-tests/tools/redteam.py, plus a file re-read 50 times), trained three ways: poisoned with the gate, poisoned without
-it, clean only with the gate. Reports canary bpb over the run (the model's, and the mixture's with a copy of the
+benchmarks/common/redteam.py, plus a file re-read 50 times), trained three ways: poisoned with the gate, poisoned
+without it, clean only with the gate. Reports canary bpb over the run (the model's, and the mixture's with a copy of the
 session memory), what happened to each kind of poison, and the held-out bpb of later clean pieces under each final
 state, alone and mixed with a copy of the final memory (paired per-window differences with a 95% interval).
 
@@ -47,9 +47,8 @@ def main():
     a = ap.parse_args()
     import rwkvjax
     from rwkvjax.eval.sessions import load_sessions
-    from rwkvjax.text.tokenizer import for_vocab
     model = rwkvjax.load(a.model)
-    tok = for_vocab(model.arch.vocab_size)
+    tok = model.tokenizer
     texts = [s.text for s in load_sessions(a.traces, tok)]
     out = {"model": a.model, "date": time.strftime("%Y-%m-%d")}
     if a.part in ("all", "training"):
@@ -69,11 +68,10 @@ def _ci(x, y, nb):
 def heldout_mixture_bits(model, trainable, memory, texts: list[str], ctx_len: int):
     """Per-window mixture bits of held-out texts: each window read from the start state by the model (as
     training reads it), mixed with a copy of `memory` that reads the texts in order (scored, then learned)."""
-    from rwkvjax.text.tokenizer import for_vocab
     from rwkvjax.train.data import stream_windows
     from rwkvjax.train.session_memory import window_paths
     config, params = model.arch, model.params
-    tok = for_vocab(config.vocab_size)
+    tok = model.tokenizer
     mem = memory.copy()
     bits, nbytes = [], []
     for i, t in enumerate(texts):
@@ -91,9 +89,7 @@ def training(a, model, tok, texts) -> dict:
 
     import jax.numpy as jnp
 
-    from rwkvjax.train.probe import TextProbe, default_canaries, read_texts
-    from rwkvjax.train.session_memory import checkpoint_memory
-    from tests.tools.redteam import (
+    from benchmarks.common.redteam import (
         clean_pieces,
         heldout_bits,
         poison_share_stopped,
@@ -101,7 +97,9 @@ def training(a, model, tok, texts) -> dict:
         run_arm,
         write_stream,
     )
-    from tests.tools.synth_sessions import write_session
+    from benchmarks.common.sessions import write_session
+    from rwkvjax.train.probe import TextProbe, default_canaries, read_texts
+    from rwkvjax.train.session_memory import checkpoint_memory
     pieces = clean_pieces(texts, a.piece_bytes)[:a.pieces + a.heldout]
     train, held = pieces[:a.pieces], pieces[a.pieces:]
     canaries = read_texts(default_canaries())

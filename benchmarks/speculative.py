@@ -93,12 +93,11 @@ def bench_generate(a) -> None:
     from rwkvjax.model.params import unstack_layers
     from rwkvjax.serve.generate import generate_ids
     from rwkvjax.serve.sampling import token_weights
-    from rwkvjax.text.tokenizer import for_vocab
     path = MODELS[a.model]
     loaded = rwkvjax.load(path)
     config, params = loaded.arch, loaded.params
     dec = unstack_layers(params)
-    weights = token_weights(for_vocab(config.vocab_size).decode_bytes, config.vocab_size)
+    weights = token_weights(loaded.tokenizer.decode_bytes, config.vocab_size)
     memfile = primed_memory(path, config, params, a.prime_kb)
     memories = {"user": lambda: SessionMemory.load(memfile, private_copy=True),
                 "empty": lambda: SessionMemory(MemorySettings.for_vocab(config.vocab_size))}
@@ -180,10 +179,9 @@ def bench_engine(a) -> None:
     from rwkvjax.model.state import zero_state
     from rwkvjax.serve.config import DEFAULT_DRAFT_TOKENS
     from rwkvjax.serve.engine import Engine, Request, Sampling
-    from rwkvjax.text.tokenizer import for_vocab
     loaded = rwkvjax.load(MODELS[a.model])
     config, params = loaded.arch, loaded.params
-    dec, tok = unstack_layers(params), for_vocab(config.vocab_size)
+    dec, tok = unstack_layers(params), loaded.tokenizer
     engines = {"--no-memory": Engine(dec, config, tok, max_batch=max(a.streams)),
                "memory, K=0": Engine(dec, config, tok, max_batch=max(a.streams), memory=True),
                f"memory, K={DEFAULT_DRAFT_TOKENS}": Engine(dec, config, tok, max_batch=max(a.streams), memory=True,

@@ -52,10 +52,10 @@ def main():
     from rwkvjax.model.params import params_hash
     from rwkvjax.model.state import start_state, zero_state
     from rwkvjax.serve.ttt import ConversationTuner, TTTSettings
-    from rwkvjax.text.tokenizer import for_vocab, tokenizer_id
+    from rwkvjax.text.tokenizer import tokenizer_id
     loaded = rwkvjax.load(a.model)
     config, params = loaded.arch, loaded.params
-    tok = for_vocab(config.vocab_size)
+    tok = loaded.tokenizer
     sessions = split_by_time(load_sessions(a.traces, tok), 0.3)
     held = [s for s in sessions if s.heldout][-a.sessions:]
     store = StateStore(tempfile.mkdtemp())

@@ -79,11 +79,9 @@ def heldout_bits(model, trainable, texts: list[str], ctx_len: int):
     import numpy as np
 
     from rwkvjax.merges.units import PLAIN
-    from rwkvjax.text.tokenizer import for_vocab
     from rwkvjax.train.data import make_batch, stream_windows
     from rwkvjax.train.step import make_eval_fn, to_host
-    config, params = model
-    tok = for_vocab(config.vocab_size)
+    config, params, tok = model.arch, model.params, model.tokenizer
     fn = make_eval_fn(config, units=PLAIN, wkv_impl="scan")
     wins = [w for i, t in enumerate(texts) for w in stream_windows(f"h{i}", tok.encode(t), ctx_len, tok)]
     bits, nbytes = [], []

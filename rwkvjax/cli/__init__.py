@@ -98,6 +98,41 @@ def _stopped(signum: int) -> int:
     return 143 if signum == signal.SIGTERM else 130
 
 
+class _OrbaxSaveThreadErrors(logging.Filter):
+    """Orbax logs a failed save from each of its background threads (a traceback each) before the save
+    raises; `TrainCheckpointer.save_items` reports the failure once (`SaveFailed`), so those copies are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not (record.levelno >= logging.ERROR and ("operation_id=" in msg or "background save thread" in msg
+                                                         or "Save Finalize" in msg))
+
+
+_prev_excepthook = sys.excepthook
+
+
+def _late_writer_hook(kind, value, tb):
+    """When a save fails, orbax's tensorstore writers go on finishing in their own threads and each reports,
+    through `sys.excepthook`, that the event loop it would call back is gone: a traceback each around the
+    one-line error. Those reports (and only those) are dropped."""
+    if kind is RuntimeError and str(value) == "Event loop is closed":
+        return
+    _prev_excepthook(kind, value, tb)
+
+
+def quiet_orbax_reports() -> None:
+    """What the commands say in one line (a damaged step, a failed save), orbax would also print at length.
+    Process-wide settings, so the CLI makes them (once), not the checkpoint module a library user imports."""
+    absl = logging.getLogger("absl")
+    absl.setLevel(logging.ERROR)  # orbax reports through absl at WARNING what the commands already say
+    if not any(isinstance(f, _OrbaxSaveThreadErrors) for f in absl.filters):
+        absl.addFilter(_OrbaxSaveThreadErrors())
+    global _prev_excepthook
+    if sys.excepthook is not _late_writer_hook:
+        _prev_excepthook = sys.excepthook
+        sys.excepthook = _late_writer_hook
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. User errors (`rwkvjax.errors.UserError`, `ingest.errors.InputError`) print one line
     and return 2; Ctrl-C returns 130 and SIGTERM 143, after the command saved what it had (SIGTERM is raised
@@ -110,8 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         for s in (signal.SIGINT, signal.SIGTERM):
             signal.signal(s, _on_signal)
         sys.unraisablehook = _unraisable
-    # orbax reports through absl at WARNING what the commands already say in one line (a damaged step)
-    logging.getLogger("absl").setLevel(logging.ERROR)
+    quiet_orbax_reports()
     try:
         args = build_parser(argv).parse_args(argv)
         status = importlib.import_module(COMMANDS[args.command][0]).run(args)

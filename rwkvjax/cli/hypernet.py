@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
+import logging
 
 from rwkvjax.cli.flags import add_dataclass_args, dataclass_from_args
-from rwkvjax.eval.config import HyperTrainConfig
+from rwkvjax.train.config import HyperTrainConfig
 
 
 def add_arguments(p):
@@ -16,6 +16,9 @@ def add_arguments(p):
 def run(args) -> None:
     from rwkvjax.eval.hypernet import run_hyper_train
     from rwkvjax.io.formats import load
+    # the run's lines (what it trains on, the curve, an interrupt) go to stderr as log records; the result to stdout
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("rwkvjax").setLevel(logging.INFO)
     cfg = dataclass_from_args(HyperTrainConfig, args)
-    res = run_hyper_train(cfg, load(cfg.model), log=lambda m: print(m, file=sys.stderr, flush=True))
+    res = run_hyper_train(cfg, load(cfg.model))
     print(json.dumps(res, indent=1, ensure_ascii=False))

@@ -1,4 +1,4 @@
-"""Settings of the `eval`, `score`, `hypernet`, `inspect` and `merge-stats` commands (light to import)."""
+"""Settings of the `eval`, `score`, `inspect` and `merge-stats` commands (light to import)."""
 
 from __future__ import annotations
 
@@ -158,35 +158,6 @@ class ScoreConfig:
     def __post_init__(self):
         if not (self.memory_mb >= 1):
             raise ConfigError(f"--memory-mb {self.memory_mb}: must be at least 1 (MB)")
-
-
-@dataclasses.dataclass(frozen=True)
-class HyperTrainConfig:
-    traces: str = option(help="folder of Claude Code transcripts")
-    out: str = option(help="output .safetensors file")
-    model: str = option(DEFAULT_MODEL, help="the model the hypernetwork is trained for")
-    heldout_fraction: float = option(1 / 3, help="the latest sessions held out (as in `eval`): this share")
-    ctx_len: int = option(512, help="units per training window")
-    batch: int = option(8, help="windows per step")
-    steps: int = option(600, help="training steps")
-    lr: float = option(3e-3, help="peak learning rate")
-    lr_final: float = option(3e-4, help="final learning rate")
-    warmup: int = option(30, help="warmup steps")
-    seed: int = option(0, help="random seed")
-    window: int = option(512, help="dynamic tokenizer: bigram occurrences watched")
-    threshold: int = option(3, help="dynamic tokenizer: occurrences that promote a bigram")
-    n_slots: int = option(256, help="dynamic tokenizer: slots")
-    speed_steps: int = option(8, help="training steps timed per arm for the speed comparison")
-    corpus: tuple[str, ...] = option((), help="train on these text files/folders instead of the training sessions "
-                                              "(held-out sessions are still scored)")
-    max_corpus_bytes: int = option(2_000_000, help="corpus bytes read at most")
-
-    def __post_init__(self):
-        for name in ("ctx_len", "batch", "steps", "n_slots", "window", "threshold"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.heldout_fraction < 1:
-            raise ConfigError(f"--heldout-fraction {self.heldout_fraction}: must be in (0, 1)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -84,6 +84,7 @@ class Arm:
             # the canaries `train --canaries` would give it: this run's
             self.gate = UpdateGate(config, params, tok, read_texts(cfg.canaries or default_canaries()),
                                    ctx_len=self.ctx_len, settings=GateSettings(slice_every=0))
+            self.learner.projector = self.gate.projector  # as `train`'s learner: projected against the canaries
         self.carried: State | None = None
         self.trained_sessions: set[str] = set()
         self.train_tokens = 0
@@ -146,7 +147,7 @@ class Arm:
         n = self.learner.live_per_step
         t0 = time.perf_counter()
         if self.gate is not None:
-            live_all = [w for w in live_all if not self.gate.divert(w)]  # screened windows are not trained on
+            live_all = [w for w in live_all if not self.gate.sources.divert(w)]  # screened windows are not trained on
             recs = []
 
             def describe(step, upd):
@@ -194,16 +195,19 @@ class Arm:
 
 
 class MemoryArm:
-    """A memory arm: the model of another arm (`MEMORY_ARMS[name]`, read from that arm's start state) mixed with
-    a session memory. `memory_alone` empties its memory at every session; the others keep learning."""
+    """A memory arm (`ArmSpec.memory_of`): the model of its base arm, read from that arm's start state, mixed
+    with a session memory, which keeps learning (`ArmSpec.memory_keeps`) or is emptied at every session."""
 
+    stateful = True
+    batched = False
     learner = None
     gate = None
-    merges = False
     updates = 0
 
-    def __init__(self, name: str, cfg: EvalConfig, config):
-        self.name, self.base = name, MEMORY_ARMS[name]
+    def __init__(self, name: str, cfg: EvalConfig, config, base: Arm, *, spec: ArmSpec | None = None):
+        self.name, self.base = name, base
+        self.spec = ARM_SPECS[name] if spec is None else spec
+        self.ctx_len = cfg.ctx_len
         self.settings = MemorySettings.for_vocab(config.vocab_size, cfg.memory_mb)
         self.memory = SessionMemory(self.settings)
         self.trained_sessions: set[str] = set()
@@ -211,45 +215,84 @@ class MemoryArm:
         self.train_seconds = 0.0
         self._canary_key, self._canary_paths = None, {}
 
-    def score(self, s: Session, st: np.ndarray, bits_lm: np.ndarray) -> np.ndarray:
-        """Bits per token of the session under the mixture, each token scored before the memory learns it."""
-        mem = SessionMemory(self.settings) if self.name == "memory_alone" else self.memory
+    def _session_memory(self) -> SessionMemory:
+        return self.memory if self.spec.memory_keeps else SessionMemory(self.settings)
+
+    def read(self, params, s: Session, paths: dict) -> tuple[np.ndarray, None]:
+        """Bits per token of the session under the mixture, each token scored before the memory learns it; the
+        model's half is the base arm's row of the shared pass (`paths`)."""
+        st, bits_lm = paths[self.base.name]
+        mem = self._session_memory()
         t0 = time.perf_counter()
         bits = mem.score(st, bits_lm, s.tokens)
         self.train_seconds += time.perf_counter() - t0
         self.train_tokens += len(s.tokens)
-        if self.name != "memory_alone":
+        if self.spec.memory_keeps:
             self.trained_sessions.add(s.sid)
-        return bits
+        return bits, None
 
-    def canary_bits(self, params, config, base: Arm, canaries: dict[str, np.ndarray], ctx_len: int) -> dict:
+    def moves(self, s: Session) -> bool:
+        """A kept memory learns every session; an emptied one changes only with its base arm's S0."""
+        return self.spec.memory_keeps or self.base.moves(s)
+
+    def canary_bits(self, params, canaries: dict[str, np.ndarray]) -> dict:
         """Bits of each canary under the base arm's start state mixed with a copy of this memory (the copy reads
         the canary prequentially and is dropped: canaries never reach the memory)."""
+        base = self.base
         key = (base.updates, id(base.trainable))
         if key != self._canary_key:  # the model's opinions change only when the base arm's S0 does
             state = initial_state(base.trainable, 1)
             self._canary_key = key
             self._canary_paths = {}
             for name, toks in canaries.items():
-                st, nll, _ = stream_paths(params, config, toks, state, nbits=self.settings.nbits, max_len=ctx_len)
+                st, nll, _ = stream_paths(params, base.config, toks, state, nbits=self.settings.nbits,
+                                          max_len=self.ctx_len)
                 self._canary_paths[name] = (st[0], nll[0].astype(np.float64) / LN2)
-        mem = SessionMemory(self.settings) if self.name == "memory_alone" else self.memory
+        mem = self._session_memory()
         return {name: float(mem.copy().score(st, bits, canaries[name]).sum())
                 for name, (st, bits) in self._canary_paths.items()}
 
     # ----- saved between sessions (`progress.Progress`) -----
     def state_dict(self) -> tuple[dict, dict]:
-        if self.name == "memory_alone":  # nothing survives a session
+        if not self.spec.memory_keeps:  # nothing survives a session
             return {}, {}
         meta, arrays = self.memory.state_dict()
         return {"memory": meta}, {"memory": arrays}
 
     def load_state_dict(self, host: dict, leaves: dict[str, list[np.ndarray]]) -> None:
-        if self.name == "memory_alone":
+        if not self.spec.memory_keeps:
             return
         names = sorted(self.memory.state_dict()[1])  # the leaf order of a dict of arrays
         self.memory = SessionMemory.from_state_dict(host["memory"], dict(zip(names, leaves["memory"])),
                                                     source=f"eval arm {self.name}")
+
+
+class ResetArm:
+    """A reset arm (`ArmSpec.reset_of`): its base arm's start state, returned to every --reset-every tokens. It
+    owns nothing: its counters, canary scores and saved state are its base arm's."""
+
+    stateful = False
+    batched = False
+
+    def __init__(self, name: str, cfg: EvalConfig, base: Arm, *, spec: ArmSpec | None = None):
+        self.name, self.base, self.reset_every = name, base, cfg.reset_every
+        self.spec = ARM_SPECS[name] if spec is None else spec
+
+    def read(self, params, s: Session, paths: dict) -> tuple[np.ndarray, None]:
+        st = initial_state(self.base.trainable, 1)
+        return score_reset(params, self.base.config, s.tokens, st, self.reset_every).astype(np.float64) / LN2, None
+
+
+def build_arms(specs: dict[str, ArmSpec], cfg: EvalConfig, config, params, tok, model_hash: str | None) -> dict:
+    """The arms of `specs` (checked by `check_arms`), in its order: those with a model of their own first built,
+    then those that read one of them."""
+    built = {n: Arm(n, cfg, config, params, tok, model_hash, spec=s) for n, s in specs.items() if s.own_model}
+    for n, s in specs.items():
+        if s.reset_of:
+            built[n] = ResetArm(n, cfg, built[s.reset_of], spec=s)
+        elif s.memory_of:
+            built[n] = MemoryArm(n, cfg, config, built[s.memory_of], spec=s)
+    return {n: built[n] for n in specs}
 
 
 def score_plain(arms: list[Arm], params, s: Session, nbits: int | None = None) \
@@ -267,37 +310,54 @@ def score_plain(arms: list[Arm], params, s: Session, nbits: int | None = None) \
         sts = list(st)
     nll = np.asarray(nll).reshape(len(arms), -1)
     for i, a in enumerate(arms):
-        if a.name == "carry":
+        if a.spec.carry:
             a.carried = jax.tree.map(lambda x: x[:, i:i + 1], state)
     return [row.astype(np.float64) / LN2 for row in nll], sts
 
 
-def score_canaries(arms: list[Arm], params, canaries: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """Bits of each canary text read from each arm's start state: one batched pass per text, a row per arm."""
-    if not arms:
-        return {}
-    state = jax.tree.map(lambda *x: jnp.concatenate(x, axis=1), *[initial_state(a.trainable, 1) for a in arms])
-    out = {a.name: {} for a in arms}
-    for name, toks in canaries.items():
-        nll, _ = score_stream(params, arms[0].config, toks, state, max_len=arms[0].cfg.ctx_len)
-        for a, row in zip(arms, np.asarray(nll).reshape(len(arms), -1)):
-            out[a.name][name] = float(row.sum() / LN2)
+def score_canaries(arms: list, params, canaries: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Bits of each canary text under each arm: those with a model of their own read it from their start
+    states, one batched pass per text (a row per arm); each memory arm with a copy of its memory."""
+    own = [a for a in arms if isinstance(a, Arm)]
+    out = {a.name: {} for a in own}
+    if own:
+        state = jax.tree.map(lambda *x: jnp.concatenate(x, axis=1), *[initial_state(a.trainable, 1) for a in own])
+        for name, toks in canaries.items():
+            nll, _ = score_stream(params, own[0].config, toks, state, max_len=own[0].cfg.ctx_len)
+            for a, row in zip(own, np.asarray(nll).reshape(len(own), -1)):
+                out[a.name][name] = float(row.sum() / LN2)
+    out.update({a.name: a.canary_bits(params, canaries) for a in arms if isinstance(a, MemoryArm)})
     return out
 
 
-def run_eval(cfg: EvalConfig, model, *, log=print) -> dict:
+def run_eval(cfg: EvalConfig, model, *, log=print, specs: dict[str, ArmSpec] | None = None) -> dict:
     """Run every arm over the same stream; returns the raw results (see `report.write_eval_report`).
 
     Each finished session is saved in `<cfg.out>/progress/` with the arms' learners after it (`progress`), so
     an interrupt (KeyboardInterrupt, or SIGTERM through the CLI) loses at most the session in flight, and a
     rerun with the same settings continues from the last finished one with the same results as an unbroken
     run. `cfg.max_sessions` stops after that many sessions of the stream (the split is over all of them).
+    `specs`: run these arms (name -> spec, in report order) instead of `cfg.arms`' specs from `ARM_SPECS`; a
+    continuation must pass the same.
     """
+    specs = arm_specs(cfg, specs)
+    check_arms(specs)
     with RunLock(cfg.out, "eval"):  # one writer per report folder
-        return _run_eval(cfg, model, log)
+        return _run_eval(cfg, model, log, specs)
 
 
-def _run_eval(cfg: EvalConfig, model, log) -> dict:
+def arm_specs(cfg: EvalConfig, specs: dict[str, ArmSpec] | None = None) -> dict[str, ArmSpec]:
+    """The arms a run runs: `specs`, or by default the table's specs of `cfg.arms`."""
+    return {n: ARM_SPECS[n] for n in cfg.arms} if specs is None else dict(specs)
+
+
+def _own_specs(cfg: EvalConfig, specs: dict[str, ArmSpec]) -> dict | None:
+    """The specs a run's fingerprint records: none when they are the table's for `cfg.arms` (so the saved run
+    of a command reads the same as before specs existed), else all of them."""
+    return None if specs == arm_specs(cfg) else {n: dataclasses.asdict(s) for n, s in specs.items()}
+
+
+def _run_eval(cfg: EvalConfig, model, log, specs: dict[str, ArmSpec]) -> dict:
     config, params, tok = model.arch, model.params, model.tokenizer
     sessions = load_sessions(cfg.traces, tok)
     if len(sessions) < 2:
@@ -307,29 +367,27 @@ def _run_eval(cfg: EvalConfig, model, log) -> dict:
     canaries = {name: np.asarray(tok.encode(t), np.int32) for name, t in texts.items()}
     store = Progress(cfg.out)
     mhash = model.hash
-    fp = fingerprint(cfg, mhash, dataclasses.asdict(config), sessions, texts)
+    fp = fingerprint(cfg, mhash, dataclasses.asdict(config), sessions, texts, arm_specs=_own_specs(cfg, specs))
     saved = store.open(fp, cfg)
     limit = len(sessions) if cfg.max_sessions is None else min(cfg.max_sessions, len(sessions))
     done = store.done() if saved is not None else 0
     records = store.read_sessions(min(done, limit))
     if done >= limit:
         log(f"{store.dir}: {done} of {len(sessions)} sessions already done; nothing to compute")
-        return results(cfg, store.run, records)
-    names = list(cfg.arms)
-    arms = {n: (MemoryArm(n, cfg, config) if n in MEMORY_ARMS else
-                Arm(n, cfg, config, params, tok, mhash if cfg.hypernet else None))
-            for n in names if n not in RESET_OF}
+        return results(cfg, store.run, records, specs=specs)
+    names = list(specs)
+    arms = build_arms(specs, cfg, config, params, tok, mhash if cfg.hypernet else None)
+    kept = {n: a for n, a in arms.items() if a.stateful}  # what is saved, counted and scored on the canaries
     if saved is None:
-        start = score_canaries([a for a in arms.values() if not isinstance(a, MemoryArm)], params, canaries)
-        start.update(score_memory_canaries(arms, params, canaries, cfg.ctx_len))
+        start = score_canaries(list(kept.values()), params, canaries)
         store.start(fp, canary_start=start, canary_bytes={n: len(t.encode()) for n, t in texts.items()},
                     sessions_total=len(sessions))
     score_seconds = {n: 0.0 for n in names}
     if done:
-        store.load_arms(arms)
+        store.load_arms(kept)
         last = records[-1]
         score_seconds.update(last["score_seconds"])
-        for a in arms.values():
+        for a in kept.values():
             c = last["counters"][a.name]
             a.train_tokens, a.train_seconds = c["train_tokens"], c["train_seconds"]
             a.trained_sessions = {sid for r in records for sid in r["counters"][a.name]["trained_new"]}
@@ -339,93 +397,71 @@ def _run_eval(cfg: EvalConfig, model, log) -> dict:
     for si in range(done, limit):
         s = sessions[si]
         t_session = time.perf_counter()
-        rec = score_session(s, arms, names, model, tok, cfg, prime, score_seconds)
+        rec = score_session(s, arms, model, tok, cfg, prime, score_seconds)
         prime += s.text.encode()
         rec["bits"] = {n: as_stored(b) for n, b in rec["bits"].items()}
-        # only a learner that has just trained has a new start state, only a memory that learned a new memory;
-        # the others' canary scores stay as they were
-        moved = [a for a in arms.values() if a.learner is not None and not s.heldout]
+        # only a learner that has just trained has a new start state, only a memory that learned (or whose
+        # model moved) a new mixture; the others' canary scores stay as they were
+        moved = [a for a in kept.values() if a.moves(s)]
         before = records[-1]["canary"] if records else store.run["canary_start"]
-        rec["canary"] = {**before, **score_canaries(moved, params, canaries),
-                         **score_memory_canaries(arms, params, canaries, cfg.ctx_len, moved_only=True)}
+        rec["canary"] = {**before, **score_canaries(moved, params, canaries)}
         rec["score_seconds"] = dict(score_seconds)
-        rec["merge_stats"] = arms["merges"].dyntok.stats(top=10) if "merges" in arms else None
+        rec["merge_stats"] = next((a.dyntok.stats(top=10) for a in kept.values() if a.spec.merges), None)
         rec["seconds"] = time.perf_counter() - t_session
         store.write_session(si, rec)
-        store.save_arms(si + 1, arms)  # after the session file: `done` never counts a session not on disk
+        store.save_arms(si + 1, kept)  # after the session file: `done` never counts a session not on disk
         records.append(rec)
         summary = {n: round(float(rec["bits"][n].sum() / rec["bytes"]), 4) for n in names}
         gz = rec["compressors"]["gzip -9"]["alone"] / rec["bytes"]
         log(f"[{si + 1}/{len(sessions)}] {'held-out' if s.heldout else 'train   '} {s.sid[:12]} "
             f"{rec['bytes']} B  {rec['seconds']:.1f} s  bpb {summary}  gzip -9 {gz:.4f}")
-    return results(cfg, store.run, records)
+    return results(cfg, store.run, records, specs=specs)
 
 
-def score_memory_canaries(arms: dict, params, canaries: dict[str, np.ndarray], ctx_len: int = 512, *,
-                          moved_only: bool = False) -> dict[str, dict[str, float]]:
-    """Canary bits of every memory arm (each mixes its base arm's start state with a copy of its memory).
-    `moved_only`: leave out `memory_alone`, whose empty memory and frozen model never change."""
-    out = {}
-    for a in arms.values():
-        if isinstance(a, MemoryArm) and not (moved_only and a.name == "memory_alone"):
-            out[a.name] = a.canary_bits(params, arms[a.base].config, arms[a.base], canaries, ctx_len)
-    return out
-
-
-def score_session(s: Session, arms: dict[str, Arm], names: list[str], model, tok, cfg: EvalConfig,
-                  prime: bytes, score_seconds: dict[str, float]) -> dict:
-    """Score session `s` with every arm, then (a training session) train the learners on it."""
-    config, params = model.arch, model.params
+def score_session(s: Session, arms: dict, model, tok, cfg: EvalConfig, prime: bytes,
+                  score_seconds: dict[str, float]) -> dict:
+    """Score session `s` with every arm, then (a training session) train the arms that learn on it."""
+    params = model.params
     rec = {"sid": s.sid, "group": s.group, "start": s.start, "heldout": s.heldout, "bytes": int(s.nbytes.sum()),
            "tokens": int(len(s.tokens)), "roles": s.roles, "nbytes": s.nbytes, "bits": {},
            "compressors": compressors.table(s.text.encode(), prime)}
-    before = {a.name: set(a.trained_sessions) for a in arms.values()}
-    mem_arms = [a for a in arms.values() if isinstance(a, MemoryArm)]
-    plain = [a for a in arms.values() if not a.merges and not isinstance(a, MemoryArm)]
-    nbits = mem_arms[0].settings.nbits if mem_arms else None
-    t0 = time.perf_counter()
-    all_bits, all_st = score_plain(plain, params, s, nbits)
+    kept = [a for a in arms.values() if a.stateful]
+    before = {a.name: set(a.trained_sessions) for a in kept}
+    batched = [a for a in arms.values() if a.batched]
+    # the memories read path stretches of the plain pass (all of them the same settings: one vocabulary, one size)
+    nbits = next((a.settings.nbits for a in arms.values() if a.spec.memory_of), None)
     paths = {}
-    for a, bits, st in zip(plain, all_bits, all_st):
-        rec["bits"][a.name] = bits
-        paths[a.name] = (st, bits)
-    for a in plain:  # one batched pass served them all; charge each its share
-        score_seconds[a.name] += (time.perf_counter() - t0) / len(plain)
-    for a in mem_arms:  # the memory's own time (its model's forward is the base arm's, above)
+    if batched:
         t0 = time.perf_counter()
-        st, bits_lm = paths[a.base]
-        rec["bits"][a.name] = a.score(s, st, bits_lm)
+        all_bits, all_st = score_plain(batched, params, s, nbits)
+        paths = {a.name: (st, bits) for a, bits, st in zip(batched, all_bits, all_st)}
+        for a in batched:  # one batched pass served them all; charge each its share
+            score_seconds[a.name] += (time.perf_counter() - t0) / len(batched)
+    own_wins = {}
+    for a in arms.values():  # a memory's own time only: its model's forward is its base arm's, above
+        t0 = time.perf_counter()
+        rec["bits"][a.name], own_wins[a.name] = a.read(params, s, paths)
         score_seconds[a.name] += time.perf_counter() - t0
-    for r, base in RESET_OF.items():
-        if r in names:
-            t0 = time.perf_counter()
-            st = initial_state(arms[base].trainable, 1)
-            rec["bits"][r] = score_reset(params, config, s.tokens, st, cfg.reset_every).astype(np.float64) / LN2
-            score_seconds[r] += time.perf_counter() - t0
-    if "merges" in arms:
-        a = arms["merges"]
-        t0 = time.perf_counter()
-        rec["bits"]["merges"], mwins = a.score_merged(params, s)
-        score_seconds["merges"] += time.perf_counter() - t0
     if not s.heldout:
         wins = stream_windows(s.sid, s.tokens, cfg.ctx_len, tok)
-        for a in plain:
-            if a.learner is not None:
-                a.train(s, wins)
-        if "merges" in arms:
-            arms["merges"].train(s, mwins)
+        for a in arms.values():
+            if a.spec.learns:  # merges: the windows it read, its dynamic merges as they were then
+                a.train(s, wins if own_wins[a.name] is None else own_wins[a.name])
     rec["counters"] = {a.name: {"updates": a.updates, "train_seconds": a.train_seconds,
                                 "train_tokens": a.train_tokens,
                                 "gate": dict(a.gate.counts) if a.gate is not None else None,
                                 "trained_new": sorted(a.trained_sessions - before[a.name])}
-                       for a in arms.values()}
+                       for a in kept}
     return rec
 
 
-def results(cfg: EvalConfig, run: dict, records: list[dict], *, interrupted: bool = False) -> dict:
-    """The raw results the report reads, from the run's description and its finished sessions' records."""
-    names = list(cfg.arms)
-    own = lambda n: n if n in run["canary_start"] else RESET_OF[n]
+def results(cfg: EvalConfig, run: dict, records: list[dict], *, interrupted: bool = False,
+            specs: dict[str, ArmSpec] | None = None) -> dict:
+    """The raw results the report reads, from the run's description and its finished sessions' records (a reset
+    arm's counters and canary scores are its base arm's)."""
+    specs = arm_specs(cfg, specs)
+    names = list(specs)
+    own = lambda n: specs[n].reset_of or n
     res = {"config": dataclasses.asdict(cfg), "sessions": records, "canary_bytes": run["canary_bytes"],
            "arms": names, "compressors": list(compressors.COMPRESSORS),
            "canary": {n: [run["canary_start"][own(n)]] + [r["canary"][own(n)] for r in records] for n in names},
@@ -435,7 +471,7 @@ def results(cfg: EvalConfig, run: dict, records: list[dict], *, interrupted: boo
     tokens = sum(r["tokens"] for r in records)
     res["timing"] = {}
     for n in names:
-        c = last["counters"].get(n) if n == own(n) else None
+        c = None if specs[n].reset_of else last["counters"].get(n)
         upd, secs = (c["updates"], c["train_seconds"]) if c else (0, 0.0)
         res["timing"][n] = {
             "updates": upd, "train_seconds": secs, "gate": c["gate"] if c else None,
@@ -448,11 +484,14 @@ def results(cfg: EvalConfig, run: dict, records: list[dict], *, interrupted: boo
     return res
 
 
-def saved_results(cfg: EvalConfig, *, interrupted: bool = False) -> dict | None:
-    """The results of the sessions finished so far in `cfg.out` (no model needed); None before the first."""
+def saved_results(cfg: EvalConfig, *, interrupted: bool = False, specs: dict[str, ArmSpec] | None = None
+                  ) -> dict | None:
+    """The results of the sessions finished so far in `cfg.out` (no model needed); None before the first.
+    `specs`: as given to `run_eval`."""
+    specs = arm_specs(cfg, specs)
     store = Progress(cfg.out)
-    run = store.load(cfg)
+    run = store.load(cfg, arm_specs=_own_specs(cfg, specs))
     if run is None:
         return None
     limit = store.done() if cfg.max_sessions is None else min(cfg.max_sessions, store.done())
-    return results(cfg, run, store.read_sessions(limit), interrupted=interrupted) if limit else None
+    return results(cfg, run, store.read_sessions(limit), interrupted=interrupted, specs=specs) if limit else None

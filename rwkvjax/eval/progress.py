@@ -60,14 +60,19 @@ def _load_npz(path: Path, *, meta_only: bool = False) -> tuple[dict, dict[str, n
     return meta, arrays
 
 
-def fingerprint(cfg, model_hash: str, model_config: dict, sessions, canary_texts: dict[str, str]) -> dict:
-    """Everything that fixes the results of a run, in JSON form."""
+def fingerprint(cfg, model_hash: str, model_config: dict, sessions, canary_texts: dict[str, str], *,
+                arm_specs: dict | None = None) -> dict:
+    """Everything that fixes the results of a run, in JSON form. `arm_specs`: the arms' specs where they are not
+    the table's for `cfg.arms` (`prequential._own_specs`); left out when None, as before there were specs."""
     settings = RESUME.settings(dataclasses.asdict(cfg))
     canary = hashlib.sha256(json.dumps(sorted(canary_texts.items())).encode()).hexdigest()[:16]
     sess = [{"sid": s.sid, "heldout": s.heldout,
              "digest": hashlib.sha256(np.ascontiguousarray(s.tokens).tobytes()).hexdigest()[:16]} for s in sessions]
-    return json.loads(json.dumps({"format": FORMAT, "model_hash": model_hash, "model_config": model_config,
-                                  "settings": settings, "canaries": canary, "sessions": sess}))
+    fp = {"format": FORMAT, "model_hash": model_hash, "model_config": model_config, "settings": settings,
+          "canaries": canary, "sessions": sess}
+    if arm_specs is not None:
+        fp["arm_specs"] = arm_specs
+    return json.loads(json.dumps(fp))
 
 
 def _mismatch(saved: dict, now: dict, cfg) -> str | None:
@@ -80,6 +85,8 @@ def _mismatch(saved: dict, now: dict, cfg) -> str | None:
     changed = RESUME.change(saved["settings"], now["settings"])
     if changed:
         return changed
+    if saved.get("arm_specs") != now.get("arm_specs"):
+        return "the arms' specs (run_eval's specs) differ from the saved run's"
     if saved["canaries"] != now["canaries"]:
         return "the canary texts (--canaries) differ from the saved run's"
     a, b = saved["sessions"], now["sessions"]
@@ -121,15 +128,16 @@ class Progress:
                     "sessions_total": sessions_total}
         atomic_write(self.dir / "run.json", lambda f: f.write(json.dumps(self.run, indent=1).encode()))
 
-    def load(self, cfg) -> dict | None:
-        """The saved run if its settings are `cfg`'s (the model and sessions are not checked: this is for a report
-        of what is on disk, without a model); None otherwise."""
+    def load(self, cfg, *, arm_specs: dict | None = None) -> dict | None:
+        """The saved run if its settings are `cfg`'s and its arms' specs `arm_specs` (as `fingerprint` takes
+        them; the model and sessions are not checked: this is for a report of what is on disk, without a
+        model); None otherwise."""
         path = self.dir / "run.json"
         if path.is_file():
             try:
                 run = json.loads(path.read_text())
                 mine = RESUME.settings(dataclasses.asdict(cfg))
-                if run["fingerprint"]["settings"] == mine:
+                if run["fingerprint"]["settings"] == mine and run["fingerprint"].get("arm_specs") == arm_specs:
                     self.run = run
             except (OSError, json.JSONDecodeError, KeyError, TypeError):
                 return None

@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from rwkvjax.atomic import atomic_write
+from rwkvjax.eval.config import ARM_SPECS
 from rwkvjax.eval.prequential import POSITION_BUCKETS, ROLES
 
+REFERENCE = "frozen"  # the arm every gain is measured against: the base model as it is, read from its own S0
 HEADLINE = ((0, 1024), (0, 4096), (0, None))  # first 1K tokens, first 4K, whole session
 # a bootstrap over one session has one value: a zero-width "interval" that says nothing about the next session
 MIN_VERDICT_SESSIONS = 2
@@ -34,7 +36,7 @@ def _bpb(sessions, arm, mask_fn=None) -> tuple[float, float]:
     return (bits / bytes_ if bytes_ else float("nan")), bytes_
 
 
-def bootstrap_gain(sessions, arm, ref="frozen", n=10_000, seed=0, mask_fn=None) -> tuple[float, float, float]:
+def bootstrap_gain(sessions, arm, ref=REFERENCE, n=10_000, seed=0, mask_fn=None) -> tuple[float, float, float]:
     """Byte-weighted bpb gain (ref - arm) over the masked positions and its paired bootstrap 95% interval
     over sessions. With fewer than two sessions there is no interval (nan)."""
     if not sessions:
@@ -71,14 +73,14 @@ def summarize(res: dict) -> dict:
         row = {}
         for name, group in (("train", train), ("heldout", held)):
             bpb, _ = _bpb(group, a)
-            g, lo, hi = bootstrap_gain(group, a, n=n_boot) if "frozen" in arms else (None,) * 3
+            g, lo, hi = bootstrap_gain(group, a, n=n_boot) if REFERENCE in arms else (None,) * 3
             row[name] = {"bpb": bpb, "gain": g, "gain_ci95": _interval(lo, hi)}
         row["heldout_headline"] = {}
         for lo_, hi_ in HEADLINE:
             mask = _window(lo_, hi_)
             bpb = _bpb(held, a, mask)[0]
-            g, glo, ghi = bootstrap_gain(held, a, n=n_boot, mask_fn=mask) if "frozen" in arms else (None,) * 3
-            ref = _bpb(held, "frozen", mask)[0] if "frozen" in arms else None
+            g, glo, ghi = bootstrap_gain(held, a, n=n_boot, mask_fn=mask) if REFERENCE in arms else (None,) * 3
+            ref = _bpb(held, REFERENCE, mask)[0] if REFERENCE in arms else None
             row["heldout_headline"][_key(lo_, hi_)] = {
                 "bpb": bpb, "gain": g, "gain_ci95": _interval(glo, ghi),
                 "rel_gain": (g / ref) if g is not None and ref else None}
@@ -108,7 +110,10 @@ def summarize(res: dict) -> dict:
     return out
 
 
-MEMORY_VS = (("memory_alone", "alone"), ("memory", "primed"), ("tuned_memory", "primed"))
+# each memory arm of the table against the compressors given the same history: a memory emptied at every session
+# against each session alone, a kept one against the compressors primed with every earlier session
+MEMORY_VS = tuple((n, "primed" if s.memory_keeps else "alone") for n, s in ARM_SPECS.items() if s.memory_of)
+ACROSS_SESSIONS = ("memory", "memory_alone")  # what learning across sessions earns: the first over the second
 
 
 def memory_summary(summ: dict, held: list, n_boot: int) -> dict | None:
@@ -129,9 +134,10 @@ def memory_summary(summ: dict, held: list, n_boot: int) -> dict | None:
             row["per_session_ratio"][c] = {
                 sid: arms[a]["heldout_per_session"][sid] / v[mode] for sid, v in r["heldout_per_session"].items()}
         out["vs_compressors"][a] = row
-    if "memory" in arms and "memory_alone" in arms and held:
-        g, lo, hi = bootstrap_gain(held, "memory", ref="memory_alone", n=n_boot)
-        ref = arms["memory_alone"]["heldout"]["bpb"]
+    kept, emptied = ACROSS_SESSIONS
+    if kept in arms and emptied in arms and held:
+        g, lo, hi = bootstrap_gain(held, kept, ref=emptied, n=n_boot)
+        ref = arms[emptied]["heldout"]["bpb"]
         out["across_sessions"] = {"gain": g, "gain_ci95": _interval(lo, hi), "rel_gain": g / ref if ref else None}
     return out
 
@@ -141,14 +147,14 @@ def verdict(summ: dict, split: str) -> dict:
     distinguishable; no verdict (`by_arm` None, `note` says why) from fewer than two sessions or without frozen."""
     n = summ["n_train_sessions" if split == "train" else "n_heldout_sessions"]
     stream = "training" if split == "train" else "held-out"
-    if "frozen" not in summ["arms"]:
+    if REFERENCE not in summ["arms"]:
         return {"n_sessions": n, "by_arm": None, "note": "no frozen arm to compare with"}
     if n < MIN_VERDICT_SESSIONS:
         return {"n_sessions": n, "by_arm": None,
                 "note": f"a verdict needs at least {MIN_VERDICT_SESSIONS} {stream} sessions; this run has {n}"}
     by_arm = {}
     for a, row in summ["arms"].items():
-        if a == "frozen":
+        if a == REFERENCE:
             continue
         lo, hi = row[split]["gain_ci95"]
         by_arm[a] = ("better than frozen" if lo > 0 else "worse than frozen" if hi < 0
@@ -223,24 +229,39 @@ def _memory_lines(summ: dict) -> list[str]:
 
 
 def write_eval_report(res: dict, out_dir: str | Path, command: str) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """The report folder of `run_eval`'s results: summary.json, prequential.png and REPORT.md; returns the
+    path of REPORT.md."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summ = summarize(res)
-    arms = res["arms"]
-    strict = json.dumps(_strict(summ), indent=1, allow_nan=False).encode()
-    atomic_write(out / "summary.json", lambda f: f.write(strict), private=False)
+    write_summary(summ, out)
+    write_plot(res, summ, out)
+    return write_markdown(res, summ, out, command)
 
+
+def write_summary(summ: dict, out: Path) -> Path:
+    """`summarize`'s figures as strict JSON (an undefined number is null), in `out`/summary.json."""
+    path = out / "summary.json"
+    strict = json.dumps(_strict(summ), indent=1, allow_nan=False).encode()
+    atomic_write(path, lambda f: f.write(strict), private=False)
+    return path
+
+
+def write_plot(res: dict, summ: dict, out: Path) -> Path:
+    """`out`/prequential.png: the cumulative bits/byte of the training stream, the held-out gain over frozen by
+    position, the canary bits/byte after each session; an arm per line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    arms = res["arms"]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     train = [s for s in res["sessions"] if not s["heldout"]]
     for a in arms:
         cb = np.cumsum([s["bits"][a].sum() for s in train]) / np.cumsum([s["nbytes"].sum() for s in train])
         axes[0].plot(range(1, len(train) + 1), cb, marker="o", label=a)
         buckets = list(summ["arms"][a]["heldout_by_position"].keys())
-        if "frozen" in arms:
-            axes[1].plot(buckets, [summ["arms"]["frozen"]["heldout_by_position"][b]
+        if REFERENCE in arms:
+            axes[1].plot(buckets, [summ["arms"][REFERENCE]["heldout_by_position"][b]
                                    - summ["arms"][a]["heldout_by_position"][b] for b in buckets], marker="o", label=a)
         tot = sum(res["canary_bytes"].values())
         if tot:
@@ -254,8 +275,14 @@ def write_eval_report(res: dict, out_dir: str | Path, command: str) -> Path:
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
-    atomic_write(out / "prequential.png", lambda f: f.write(png.getvalue()), private=False)
+    path = out / "prequential.png"
+    atomic_write(path, lambda f: f.write(png.getvalue()), private=False)
+    return path
 
+
+def write_markdown(res: dict, summ: dict, out: Path, command: str) -> Path:
+    """`out`/REPORT.md: the tables of `summ` (`summarize`), with `command` and the run's settings."""
+    arms = res["arms"]
     cfg = res["config"]
     n_held = summ["n_heldout_sessions"]
     lines = [
@@ -275,7 +302,7 @@ def write_eval_report(res: dict, out_dir: str | Path, command: str) -> Path:
         f"*_reset: back to the start state every {cfg['reset_every']} tokens.",
         "",
     ]
-    if "frozen" in arms:
+    if REFERENCE in arms:
         lines += ["## Headline: held-out (future) sessions, gain over frozen (bits/byte) [paired bootstrap 95% CI]",
                   "", "| arm | first 1K tokens | rel. | first 4K tokens | rel. | whole session | rel. |",
                   "|---|---|---|---|---|---|---|"]

@@ -7,7 +7,9 @@ travels as JSON in the same step so it always matches the arrays.
 Damage is expected (a disk that filled up, a copy cut short, a step folder emptied by hand): readers take
 the newest step that reads back whole, with one warning line naming the damaged ones, and a resuming
 writer moves those aside (`<step>.damaged`, never deleted). A save that fails (a full disk) raises
-`SaveFailed` with one line at once, instead of training on with nothing saved.
+`SaveFailed` with one line at once, instead of training on with nothing saved. (The copies orbax's own threads
+print of that failure are silenced by the CLI, `rwkvjax.cli.quiet_orbax_reports`, not here: importing this module
+changes no process-wide logging or hook.)
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -37,38 +38,14 @@ class SaveFailed(CheckpointError):
     """A checkpoint step could not be written (the earlier steps are intact)."""
 
 
-class _OrbaxSaveThreadErrors(logging.Filter):
-    """Orbax logs a failed save from each of its background threads (a traceback each) before the save
-    raises; `TrainCheckpointer.save` reports the failure once, so those copies are dropped."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        return not (record.levelno >= logging.ERROR and ("operation_id=" in msg or "background save thread" in msg
-                                                         or "Save Finalize" in msg))
-
-
-logging.getLogger("absl").addFilter(_OrbaxSaveThreadErrors())
-
-
-def _quiet_late_writer_reports() -> None:
-    """When a save fails, orbax's tensorstore writers go on finishing in their own threads and each reports,
-    through `sys.excepthook`, that the event loop it would call back is gone: a traceback each around the
-    one-line error. Those reports (and only those) are dropped; installed once, by the first save."""
-    global _quieted
-    if _quieted:
-        return
-    prev = sys.excepthook
-
-    def hook(kind, value, tb):
-        if kind is RuntimeError and str(value) == "Event loop is closed":
-            return
-        prev(kind, value, tb)
-
-    sys.excepthook = hook
-    _quieted = True
-
-
-_quieted = False
+# What reading a damaged step raises (a file cut short, a missing item, an emptied folder): tensorstore reports
+# unreadable data as ValueError (and a torn host file is a JSONDecodeError, also one), orbax a missing item as
+# KeyError, the OS a missing file as OSError. Anything else (a TypeError, an AttributeError) is a bug in the reader
+# and propagates instead of being reported as damage.
+DAMAGE_ERRORS = (OSError, ValueError, KeyError)
+# What a save that cannot be written raises: the OS's OSError (a full disk, no permission), tensorstore's ValueError
+# (RESOURCE_EXHAUSTED and the like). A host that is not JSON (TypeError) is a bug and propagates.
+SAVE_ERRORS = (OSError, ValueError)
 
 
 def _root_cause(e: BaseException) -> str:
@@ -198,7 +175,7 @@ class TrainCheckpointer:
                 out = read(step)
             except UserError:
                 raise
-            except Exception as e:  # truncated arrays, a missing item, an empty folder: what a damaged step gives
+            except DAMAGE_ERRORS as e:
                 damaged.append((step, _root_cause(e)))
                 continue
             if damaged:
@@ -245,7 +222,6 @@ class TrainCheckpointer:
         JSON `host`, as one step. Waits for the step to be committed, so a failure (a full disk) stops the run at
         this step."""
         more = {k: ocp.args.StandardSave(v) for k, v in items.items()}
-        _quiet_late_writer_reports()
         self._check_space(step)
         # Owner-only from the first byte: the host state and the session memory hold the user's (redacted) text,
         # and a chmod after the write would leave them readable by others until it ran (or forever after a kill).
@@ -254,7 +230,7 @@ class TrainCheckpointer:
         try:
             self._mngr.save(step, args=ocp.args.Composite(host=ocp.args.JsonSave(host), **more))
             self._mngr.wait_until_finished()
-        except Exception as e:
+        except SAVE_ERRORS as e:
             self._failed = True
             last = [s for s in self.all_steps() if s != step]
             for partial in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from rwkvjax.train.data import stream_windows
 from rwkvjax.train.gate import GateSettings, UpdateGate
-from rwkvjax.train.learner import Learner, Snapshot
+from rwkvjax.train.learner import Learner
 from rwkvjax.train.loop import train_loop
 from rwkvjax.train.optim import OptimConfig, state_tuning_optimizer
 from rwkvjax.train.probe import default_canaries, read_texts
@@ -56,6 +56,7 @@ class ConversationTuner:
                                live_per_step=settings.windows, wkv_impl="chunked")
         self.gate = UpdateGate(config, params, tok, canaries or read_texts(default_canaries()),
                                ctx_len=settings.ctx_len, settings=GateSettings(slice_every=0))
+        self.learner.projector = self.gate.projector  # updates projected against the canary gradient the gate keeps
         # conversations with steps queued or running (an entry goes when they are done: the server may see
         # millions of conversations; what each has been trained on is in its stored state's record)
         self.pending: dict[str, threading.Event] = {}
@@ -126,7 +127,7 @@ class ConversationTuner:
         # the new text, and one window of what came before it for context
         start = max(0, min(done, len(tokens)) - self.s.ctx_len)
         windows = stream_windows(name, tokens[start:], self.s.ctx_len, self.tok)
-        self.learner.rollback(Snapshot(trainable, self.tx.init(trainable), None, 0))
+        self.learner.load(trainable, self.tx.init(trainable), None, 0)
         self.gate.switch(name, self.learner.trainable)
         recs = []
 

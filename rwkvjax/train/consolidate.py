@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import threading
 
 from rwkvjax.merges.units import PLAIN
 from rwkvjax.train.data import Window, make_batch
 from rwkvjax.train.learner import Learner
-from rwkvjax.train.loop import Hook, StepInfo
+from rwkvjax.train.loop import Hook, StepInfo, train_loop
 from rwkvjax.train.optim import OptimConfig, state_tuning_optimizer
 from rwkvjax.train.probe import TextProbe
 from rwkvjax.train.step import make_eval_fn, to_host
@@ -73,10 +74,14 @@ def consolidate(config, params, global_state: Trainable, project_windows: dict[s
                       max_traces=None)
     rng = random.Random(s.seed)
     names = sorted(pools)
-    for step in range(s.steps):
-        # projects in turn, a random window of each: every project weighs the same
-        batch = [rng.choice(pools[names[(step * s.batch + j) % len(names)]]) for j in range(s.batch)]
-        learner.update(batch)
+
+    def batches():
+        for step in range(s.steps):
+            # projects in turn, a random window of each: every project weighs the same
+            yield [rng.choice(pools[names[(step * s.batch + j) % len(names)]]) for j in range(s.batch)]
+
+    train_loop(learner, batches(), [], step=0, steps=s.steps, stop=threading.Event(),
+               describe=lambda step, _: {"step": step})
     cand = learner.trainable
     eval_fn = make_eval_fn(config, units=PLAIN, wkv_impl=wkv_impl)
     checked = {p: ws for p, ws in heldout.items() if ws}
@@ -122,7 +127,7 @@ def consolidate_checkpoint(cfg) -> dict:
     from rwkvjax.io.formats import load
     from rwkvjax.io.states import StateStore
     from rwkvjax.train.probe import default_canaries, read_texts
-    from rwkvjax.train.projects import store_trainable
+    from rwkvjax.train.projects import publish_tuned
     from rwkvjax.train.replay import ReplayBuffer
     from rwkvjax.train.trainable import init_trainable
 
@@ -161,16 +166,11 @@ def consolidate_checkpoint(cfg) -> dict:
                       ctx_len=tc["ctx_len"], settings=ConsolidationSettings(
                           steps=cfg.steps, batch=cfg.batch, lr=cfg.lr, canary_rel=cfg.canary_rel,
                           tolerance=cfg.tolerance, seed=cfg.seed))
-    store = StateStore(states)
     name = tc.get("state_name") or Path(cfg.ckpt_dir).name
-    top = store.get(name) if any(r.name == name for r in store.records()) else None
     source = {"checkpoint": str(Path(cfg.ckpt_dir).absolute()), "step": step, "consolidated": step,
               "reason": res.reason}
-    put = lambda n, tr, **kw: store_trainable(store, n, tr, base_hash=host["base_hash"],
-                                              tokenizer=model.tokenizer_id, memory=memory, **kw)
-    if res.promoted:
-        rec = put(name, res.trainable, source={**source, "scope": "global"})
-    else:
-        rec = put(f"{name}.candidate", res.trainable, parent=None if top is None else top.id,
-                  source={**source, "scope": "consolidation candidate"})
+    written = publish_tuned(StateStore(states), name, base_hash=host["base_hash"], tokenizer=model.tokenizer_id,
+                            source=source, memory=lambda project: memory,
+                            **(dict(state=res.trainable, scope="global") if res.promoted else dict(candidate=res)))
+    rec = written[name if res.promoted else f"{name}.candidate"]
     return {**res.summary(), "state": rec.name, "state_id": rec.id, "checkpoint_step": step}

@@ -389,7 +389,7 @@ class UpdateGate(Hook, StatePart):
         # the frozen model reads base tokens: with dynamic merges the windows are expanded first (merged units
         # are ids it does not have; read as they are, its figure was NaN and the quarantine rule never fired)
         merged = any(w.slots is not None for w in live)
-        plain = [w if w.slots is None else base_window(w, self.vocab_size) for w in live]
+        plain = [w if w.slots is None else base_window(w, self.canary.vocab_size) for w in live]
         frozen = self.canary.bpb(learner.trainable0, plain, batch_size=len(live),
                            ctx_len=learner.ctx_len * (2 if merged else 1))
         grad = float(info.update.metrics["state_grad_norm"]) / max(self.ref_grad, 1e-30)

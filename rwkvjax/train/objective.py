@@ -116,19 +116,26 @@ def hidden_under_policy(params, x_BTC, state, *, config: Architecture, wkv_impl=
 
 
 def nll_per_token(params, inputs_BT, targets_BT, state, *, config: Architecture, units: UnitFns = PLAIN, hyper=None,
-                  tables=None, pos=None, wkv_impl="auto", remat: str = "none"):
+                  tables=None, pos=None, wkv_impl="auto", remat: str = "none", frozen_weights: bool = False,
+                  with_hidden: bool = False):
     """Forward + head + cross-entropy: NLL in nats of every target [B,T] given the inputs from `state`, and the
-    state after them. The one written-out objective of pretraining, scoring and (through `window_nll_and_hidden`,
-    which adds the trainable start state and the frozen-head shortcut) state tuning.
+    state after them (and with `with_hidden`, the final hidden states [B,T,C]). The one objective of pretraining,
+    scoring and state tuning (`window_nll_and_hidden`).
 
     With merged units (`units=MERGED`), `hyper` and `tables` (`SlotTables`) are the hypernetwork and the slot
-    table, `pos` the per-position `UnitPositions`; the head runs HEAD_CHUNK positions at a time.
+    table, `pos` the per-position `UnitPositions`. The head runs HEAD_CHUNK positions at a time, recomputed in
+    the backward pass; `frozen_weights` (state tuning: no gradient reaches the weights) takes the plain head's
+    gradient w.r.t. the hidden states with the loss instead (`_frozen_head_nll`). A hypernetwork's head is
+    trained, so merged units always take the recomputed path.
     """
     x = units.embed(params, hyper, inputs_BT, tables)
     hidden, state = hidden_under_policy(params, x, state, config=config, wkv_impl=wkv_impl, remat=remat)
-    nll = chunked_nll(lambda h, p: units.logits(params, hyper, tables, h, p), hidden, targets_BT, pos,
-                      min(HEAD_CHUNK, inputs_BT.shape[1]))
-    return nll, state
+    chunk = min(HEAD_CHUNK, inputs_BT.shape[1])
+    if frozen_weights and not units.merged:
+        nll = _frozen_head_nll(params, hidden, targets_BT, units, chunk)
+    else:
+        nll = chunked_nll(lambda h, p: units.logits(params, hyper, tables, h, p), hidden, targets_BT, pos, chunk)
+    return (nll, state, hidden) if with_hidden else (nll, state)
 
 
 def window_nll(trainable: Trainable, params, batch: Batch, **kw):
@@ -138,19 +145,14 @@ def window_nll(trainable: Trainable, params, batch: Batch, **kw):
 
 def window_nll_and_hidden(trainable: Trainable, params, batch: Batch, *, config: Architecture, units: UnitFns = PLAIN,
                           wkv_impl="auto", remat: str = "full"):
-    """(`window_nll`, the final hidden states [B,T,C] it was computed from)."""
-    B = batch.inputs.shape[0]
-    tables = None if batch.slots is None else batch.slots.tables
-    per_pos = None if batch.slots is None else batch.slots.pos
-    x = units.embed(params, trainable.hyper, batch.inputs, tables)
-    hidden, _ = hidden_under_policy(params, x, initial_state(trainable, B), config=config, wkv_impl=wkv_impl,
-                                    remat=remat)
-    chunk = min(HEAD_CHUNK, batch.inputs.shape[1])
-    if units.merged:  # the hypernetwork (trainable) scores merged units: plain autodiff, recomputed per chunk
-        nll = chunked_nll(lambda h, pos: units.logits(params, trainable.hyper, tables, h, pos), hidden,
-                          batch.targets, per_pos, chunk)
-    else:
-        nll = _frozen_head_nll(params, hidden, batch.targets, units, chunk)
+    """(`window_nll`, the final hidden states [B,T,C] it was computed from): `nll_per_token` from the trainable
+    start state, the weights frozen."""
+    slots = batch.slots
+    nll, _, hidden = nll_per_token(
+        params, batch.inputs, batch.targets, initial_state(trainable, batch.inputs.shape[0]), config=config,
+        units=units, hyper=trainable.hyper, tables=None if slots is None else slots.tables,
+        pos=None if slots is None else slots.pos, wkv_impl=wkv_impl, remat=remat, frozen_weights=True,
+        with_hidden=True)
     # where(): a masked position may score an unavailable (-inf) slot; it must not poison the sum
     return jnp.where(batch.mask > 0, nll, 0.0), hidden
 

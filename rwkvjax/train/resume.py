@@ -38,7 +38,7 @@ class ResumeRule:
         for k, v in self.settings(now).items():
             if k not in saved and self.absent_ok:
                 continue
-            old = saved.get(k)
+            old = json.loads(json.dumps(saved.get(k)))  # as read back from disk, whatever `saved` came from
             if old != v:
                 name = f"--{k.replace('_', '-')} {v!r}" if self.as_flags else f"{k}={v!r}"
                 return f"setting {name} differs from {self.saved_as} {old!r}"

@@ -19,6 +19,7 @@ from rwkvjax.eval.prequential import ARMS, Arm, EvalConfig, load_sessions, run_e
 from rwkvjax.eval.progress import Progress
 from rwkvjax.eval.report import summarize, write_eval_report
 from rwkvjax.model.init import init_params
+from rwkvjax.model.value import Model
 from rwkvjax.text.tokenizer import ByteTokenizer
 from rwkvjax.train.run import DEMO_TRACES
 
@@ -31,12 +32,13 @@ def result(tmp_path_factory):
     canary.write_text("The quick brown fox jumps over the lazy dog.\n" * 8)
     cfg = EvalConfig(traces=str(DEMO_TRACES), out=str(tmp_path_factory.mktemp("out")), ctx_len=32,
                      max_windows_per_session=3, canaries=(str(canary),), bootstrap=200, tbptt_windows=2)
-    model = (SMALL, init_params(SMALL, 0, live_output=True))
+    model = Model(SMALL, init_params(SMALL, 0, live_output=True), ByteTokenizer())
     return cfg, model, run_eval(cfg, model, log=lambda m: None)
 
 
 def test_frozen_arm_equals_plain_forward(result):
-    cfg, (config, params), res = result
+    cfg, model, res = result
+    config, params = model.arch, model.params
     s = res["sessions"][0]
     sess = load_sessions(cfg.traces, ByteTokenizer())[0]
     toks = np.asarray(sess.tokens)
@@ -163,7 +165,7 @@ def test_a_continuation_with_other_settings_or_model_is_refused(result):
     with pytest.raises(CheckpointMismatch, match="setting --arms"):
         run_eval(dataclasses.replace(cfg, arms=("frozen", "tuned")), model, log=lambda m: None)
     with pytest.raises(CheckpointMismatch, match="another base model"):
-        run_eval(cfg, (SMALL, init_params(SMALL, 1, live_output=True)), log=lambda m: None)
+        run_eval(cfg, Model(SMALL, init_params(SMALL, 1, live_output=True), ByteTokenizer()), log=lambda m: None)
 
 
 def test_no_verdict_from_one_heldout_session(result, tmp_path):

@@ -1,4 +1,5 @@
-"""Offline hypernetwork training: held-out figures are what an independent scorer gets; the file round-trips."""
+"""Offline hypernetwork training, measured (`eval.hypernet`): held-out figures are what an independent scorer
+gets; the file round-trips."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import rwkvjax
-from rwkvjax.eval.hypernet import HyperTrainConfig, run_hyper_train
+from rwkvjax.eval.hypernet import run_hyper_train
 from rwkvjax.eval.scoring import score_stream
 from rwkvjax.eval.sessions import load_sessions, split_by_time
 from rwkvjax.merges.dyntok import DynamicTokenizer, DynTokSettings, digit_protected
@@ -18,6 +19,7 @@ from rwkvjax.model.init import init_params
 from rwkvjax.model.params import params_hash
 from rwkvjax.model.value import Model
 from rwkvjax.text.tokenizer import ByteTokenizer
+from rwkvjax.train.config import HyperTrainConfig
 from rwkvjax.train.data import stream_windows
 from rwkvjax.train.run import DEMO_TRACES
 
@@ -30,12 +32,13 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("hyper") / "h.safetensors"
     cfg = HyperTrainConfig(traces=str(DEMO_TRACES), out=str(out), ctx_len=32, batch=4, steps=6, warmup=2,
                            speed_steps=1, window=64, threshold=2, n_slots=16)
-    model = (SMALL, init_params(SMALL, 0, live_output=True))
-    return cfg, model, run_hyper_train(cfg, model, log=lambda m: None)
+    model = Model(SMALL, init_params(SMALL, 0, live_output=True), ByteTokenizer())
+    return cfg, model, run_hyper_train(cfg, model, progress=False)
 
 
 def test_split_and_heldout_plain_figure_match_an_independent_scorer(run):
-    cfg, (config, params), res = run
+    cfg, model, res = run
+    config, params = model.arch, model.params
     sessions = split_by_time(load_sessions(cfg.traces, ByteTokenizer()), cfg.heldout_fraction)
     held = [s for s in sessions if s.heldout]
     assert res["heldout_sessions"] == [s.sid for s in held]
@@ -49,7 +52,8 @@ def test_split_and_heldout_plain_figure_match_an_independent_scorer(run):
 
 def test_heldout_merged_figure_continues_the_training_streams_tokenizer(run):
     """Untrained arm re-scored by hand: tokenizer state carried from the training sessions, state carried."""
-    cfg, (config, params), res = run
+    cfg, model, res = run
+    config, params = model.arch, model.params
     tok = ByteTokenizer()
     sessions = split_by_time(load_sessions(cfg.traces, tok), cfg.heldout_fraction)
     dyn = DynamicTokenizer(DynTokSettings(v_base=256, window=64, threshold=2, n_slots=16,
@@ -76,7 +80,8 @@ def test_heldout_merged_figure_continues_the_training_streams_tokenizer(run):
 
 
 def test_saved_hypernet_round_trips_and_is_what_was_measured(run):
-    cfg, (config, params), res = run
+    cfg, model, res = run
+    config, params = model.arch, model.params
     h = load_hypernet(cfg.out, config, params_hash(params))
     h0 = init_hypernet(config, jax.random.key(cfg.seed))
     moved = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(h), jax.tree.leaves(h0))]
@@ -122,7 +127,7 @@ def test_trainer_and_eval_start_from_the_file_and_reject_it_without_merges(run, 
     from rwkvjax.train.config import TrainConfig
     from rwkvjax.train.run import Trainer
     cfg, model, _ = run
-    config, params = model
+    config = model.arch
     tc = TrainConfig(ckpt_dir=str(tmp_path / "ck"), source=(str(DEMO_TRACES),), steps=1, ctx_len=32, merges=True,
                      hypernet=cfg.out, merge_slots=16, replay_per_step=0)
     with Trainer(tc, model=model) as tr:

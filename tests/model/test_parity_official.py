@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import rwkvjax
-from rwkvjax.model.params import _BLOCK_NAMES, Block, Params, expected_shapes
+from benchmarks.common.checkpoints import param_spec
 from rwkvjax.model.state import State
 from tests.conftest import RWKVCPP_DIR
 
@@ -64,7 +64,7 @@ CPU_IMPLS = [rwkvjax.WkvImpl.AUTO, rwkvjax.WkvImpl.SCAN, rwkvjax.WkvImpl.CHUNKED
 
 @pytest.mark.parametrize("impl", CPU_IMPLS, ids=lambda i: i.value)
 def test_sequence_mode_matches_official(golden, tiny_fp32, impl):
-    cfg, params = tiny_fp32
+    cfg, params = tiny_fp32.arch, tiny_fp32.params
     tokens = jnp.asarray(golden["tokens"])[None]
     logits, st = rwkvjax.forward(params, tokens, rwkvjax.zero_state(cfg, 1), config=cfg, wkv_impl=impl)
     chex.assert_shape(logits, (1, tokens.shape[1], cfg.vocab_size))
@@ -74,7 +74,7 @@ def test_sequence_mode_matches_official(golden, tiny_fp32, impl):
 
 
 def test_one_token_mode_matches_official(golden, tiny_fp32):
-    cfg, params = tiny_fp32
+    cfg, params = tiny_fp32.arch, tiny_fp32.params
     st, steps = rwkvjax.zero_state(cfg, 1), []
     for tok in golden["tokens"]:
         logits, st = rwkvjax.forward(params, jnp.full((1, 1), tok, jnp.int32), st, config=cfg)
@@ -87,7 +87,7 @@ def test_one_token_mode_matches_official(golden, tiny_fp32):
 
 @pytest.mark.parametrize("impl", CPU_IMPLS, ids=lambda i: i.value)
 def test_nonzero_initial_wkv_state_matches_official(golden, tiny_fp32, impl):
-    cfg, params = tiny_fp32
+    cfg, params = tiny_fp32.arch, tiny_fp32.params
     tokens = jnp.asarray(golden["tokens"])[None]
     s0 = rwkvjax.zero_state(cfg, 1)._replace(wkv=jnp.asarray(golden["S0"])[:, None])  # official [H, Nv, Nk]
     logits, st = rwkvjax.forward(params, tokens, s0, config=cfg, wkv_impl=impl)
@@ -147,9 +147,6 @@ def test_rwkvcpp_expected_logits(variant, expected_rwkvcpp_logits):
 
 
 # --- shapes at released sizes, nothing allocated --------------------------------------------------------
-
-_VECTOR_FIELDS = {"x_r", "x_w", "x_k", "x_v", "x_a", "x_g", "w0", "a0", "v0", "k_k", "k_a", "ffn_x_k"}
-
 
 @pytest.mark.parametrize("size", sorted(rwkvjax.PRESETS))
 @pytest.mark.parametrize("T", [1, 16])

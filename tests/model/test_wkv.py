@@ -17,11 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from benchmarks.common.wkv_reference import INPUT_NAMES, reference_f64, rel_err, rwkv_inputs
 from pallas_kernels.wkv7 import wkv7 as wkv7_pallas
 from rwkvjax.model.wkv import WkvImpl, resolve, wkv7, wkv7_loop_chunked, wkv7_scan
 from rwkvjax.model.wkv_chunked import wkv7_chunked
 from rwkvjax.model.wkv_loop import wkv7_loop
-from tests.model.wkv_reference import INPUT_NAMES, reference_f64, rel_err, rwkv_inputs
 
 IMPLS = {
     "scan": wkv7_scan,

@@ -11,11 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from benchmarks.common.wkv_reference import rwkv_inputs
 from rwkvjax.model import wkv
 from rwkvjax.model.wkv import WkvImpl, resolve, wkv7
 from rwkvjax.model.wkv_chunked import wkv7_chunked
 from rwkvjax.options import WKV_IMPLS
-from tests.model.wkv_reference import rwkv_inputs
 
 
 def test_the_enum_has_exactly_the_option_names():

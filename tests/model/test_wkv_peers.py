@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from benchmarks.common.wkv_reference import reference_f64, rel_err, rwkv_inputs
 from rwkvjax.model.wkv import wkv7
-from tests.model.wkv_reference import reference_f64, rel_err, rwkv_inputs
 
 
 @pytest.fixture(scope="module")

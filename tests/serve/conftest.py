@@ -29,12 +29,12 @@ def running_server(model, warmup=False, **kw):
 
 @pytest.fixture(scope="session")
 def small_model():
-    return SMALL, init_params(SMALL, 0, live_output=True)
+    return rwkvjax.Model(SMALL, init_params(SMALL, 0, live_output=True), ByteTokenizer())
 
 
 @pytest.fixture(scope="session")
 def store_dir(small_model, tmp_path_factory):
-    config, params = small_model
+    config, params = small_model.arch, small_model.params
     d = tmp_path_factory.mktemp("states")
     rng = np.random.default_rng(0)
     wkv = rng.normal(0, 3.0, (config.n_layer, config.n_head, config.head_size, config.head_size)).astype(np.float32)

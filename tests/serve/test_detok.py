@@ -107,3 +107,11 @@ def test_random_streams_match_the_text_cut_at_the_first_stop(seed):
         got += d.finish()
         assert got == expect, (text, stops)
         assert d.stopped == any(s in text for s in stops)
+
+
+def test_generate_streams_text_through_the_same_detokenizer():
+    from rwkvjax.serve.generate import stream_text
+    tok = for_vocab(65536)
+    out = list(stream_text(iter(tok.encode("🙂 ok") + [tok.encode("é")[0]]), tok.decode_bytes))
+    assert out == ["🙂", " ok", "é"]  # the emoji's two tokens make one piece
+    assert list(stream_text(iter(b"a\xe6"), BYTES)) == ["a", "\ufffd"]  # a cut character ends the stream replaced

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from rwkvjax.memory.memory import MemorySettings, SessionMemory, node_stretch_np
+from rwkvjax.memory.memory import MemorySettings, SessionMemory
 from rwkvjax.serve.mixture import MemoryDecoder, read_mark, read_upto
 from rwkvjax.serve.sampling import Penalties, RowSampler, SamplingRows, inverse_cdf, observe, sample, verify_draft
 from tests.serve.test_sampling import official_probs

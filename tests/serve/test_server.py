@@ -94,6 +94,19 @@ def test_seeded_sampling_is_reproducible(server):
     assert run() == run()
 
 
+def test_a_stop_string_ends_the_reply_streamed_or_not(server):
+    c = client(server)
+    kw = dict(model="base", prompt="def main():\n", max_tokens=24, temperature=0)
+    full = c.completions.create(**kw).choices[0].text
+    assert len(full) >= 8, full  # greedy: the reply to cut
+    stop = full[4:7]
+    want = full[:full.find(stop)]
+    r = c.completions.create(stop=[stop, "\x01never"], **kw)
+    assert r.choices[0].text == want and r.choices[0].finish_reason == "stop"
+    streamed = [ch.choices[0] for ch in c.completions.create(stop=stop, stream=True, **kw)]
+    assert "".join(ch.text for ch in streamed) == want and streamed[-1].finish_reason == "stop"
+
+
 def test_tuned_state_changes_the_output(server):
     c = client(server)
     kw = dict(prompt="The ", max_tokens=16, temperature=0)
@@ -140,10 +153,10 @@ def test_prompt_too_long_is_413(small_model):
 
 def test_full_queue_is_429_with_retry_after_and_a_disconnect_frees_its_slot(small_model):
     import dataclasses
-    config, params = small_model
+    params = small_model.params
     # end-of-text (id 0) scores 0 while the best of 255 random logits is above it: greedy never stops early
     never_ends = dataclasses.replace(params, head=params.head.at[:, 0].set(0.0))
-    with running_server((config, never_ends), max_batch=1, max_waiting=1) as url:
+    with running_server(dataclasses.replace(small_model, params=never_ends), max_batch=1, max_waiting=1) as url:
         c = client(url)
         stream = c.completions.create(model="base", prompt="a", max_tokens=100000, stream=True, temperature=0)
         chunks = iter(stream)  # kept: a dropped iterator would close the connection
@@ -179,7 +192,7 @@ def test_a_state_stored_while_serving_is_served_without_restart(server, store_di
     from rwkvjax.io.states import StateStore
     from rwkvjax.model.params import params_hash
     from rwkvjax.text.tokenizer import ByteTokenizer, tokenizer_id
-    config, params = small_model
+    config, params = small_model.arch, small_model.params
     c = client(server)
     assert "late" not in [m.id for m in c.models.list().data]
     wkv = np.random.default_rng(5).normal(0, 3.0, (config.n_layer, config.n_head, config.head_size,

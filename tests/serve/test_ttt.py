@@ -81,10 +81,10 @@ def test_the_tuner_keeps_nothing_per_conversation_but_a_bounded_window(tmp_path)
 
     from rwkvjax.model.params import params_hash
     from rwkvjax.serve.ttt import ConversationTuner, TTTSettings
-    from rwkvjax.text.tokenizer import for_vocab, tokenizer_id
+    from rwkvjax.text.tokenizer import tokenizer_id
     loaded = rwkvjax.load(DEMO_MODEL)
     config, params = loaded.arch, loaded.params
-    tok = for_vocab(config.vocab_size)
+    tok = loaded.tokenizer
     store = StateStore(tmp_path / "states")
     tuner = ConversationTuner(config, params, tok, store, base_hash=params_hash(params), tokenizer_id=tokenizer_id(tok),
                               settings=TTTSettings(steps=1, ctx_len=64, windows=1, log_turns=3))

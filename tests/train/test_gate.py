@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import rwkvjax
-from rwkvjax.text.tokenizer import for_vocab
 from rwkvjax.train.data import stream_windows
 from rwkvjax.train.gate import GateSettings, UpdateGate, robust_z
 from rwkvjax.train.learner import Learner
@@ -29,7 +28,7 @@ CTX = 64
 def demo():
     loaded = rwkvjax.load(DEMO_MODEL)
     config, params = loaded.arch, loaded.params
-    return config, params, for_vocab(config.vocab_size), read_texts(default_canaries())
+    return config, params, loaded.tokenizer, read_texts(default_canaries())
 
 
 def _gate(demo, **kw):
@@ -59,14 +58,14 @@ def test_screen_skips_repeats_and_canary_copies(demo):
     gate = _gate(demo)
     text = "def parse(line):\n    key, _, value = line.partition('=')\n    return key.strip(), value\n" * 3
     first = _windows(demo, "a", text[:CTX])[0]
-    assert gate.screen(first) is None
-    assert "redundant" in gate.screen(dataclasses.replace(first, session="b"))
+    assert gate.sources.screen(first) is None
+    assert "redundant" in gate.sources.screen(dataclasses.replace(first, session="b"))
     canary = next(iter(demo[3].values()))
     w = _windows(demo, "c", canary[1000:1000 + CTX])[0]
-    assert "canary passage" in gate.screen(w)
+    assert "canary passage" in gate.sources.screen(w)
     # a short shared phrase is not a copy
     w = _windows(demo, "d", "x = 1\n" + canary[1000:1000 + 40] + "\ny = 2 and more text after it")[0]
-    assert gate.screen(w) is None
+    assert gate.sources.screen(w) is None
 
 
 def _run(learner, gate, windows, steps):
@@ -112,29 +111,43 @@ def test_out_of_distribution_heavy_writes_are_quarantined(demo):
 
 
 def test_projection_removes_the_first_order_canary_increase(demo):
+    """The learner applies the gate's projector to its own update (no hook edits the learner afterwards)."""
     learner = _learner(demo, lr=0.5)
     gate = _gate(demo)
+    text = next(iter(demo[3].values()))[5000:5000 + CTX]
+    wins = _windows(demo, "t", text)
     snap = learner.snapshot()
-    text = next(iter(demo[3].values()))[20000:20000 + CTX]
-    learner.update(_windows(demo, "t", text))
-    _, g = gate.canary_and_grad(snap.trainable)
-    share = gate._project(learner, snap)
-    d = learner.trainable.wkv - snap.trainable.wkv
-    assert 0.0 <= share <= 1.0
+    start = np.asarray(snap.trainable.wkv)  # (the learner takes the snapshot's arrays back, and donates them)
+    _, g = gate.canary.canary_and_grad(snap.trainable)
+    learner.update(wins)  # the same update without the projector raises the canary loss to first order
+    assert float(jnp.vdot(learner.trainable.wkv - start, g.wkv)) > 0
+    learner.rollback(snap)
+    learner.projector = gate.projector
+    share = learner.update(wins).projected_share
+    d = learner.trainable.wkv - start
+    assert share is not None and 0.0 < share <= 1.0
     assert float(jnp.vdot(d, g.wkv)) <= 1e-6 * float(jnp.linalg.norm(d) * jnp.linalg.norm(g.wkv)) + 1e-12
+
+
+def test_a_disabled_projector_leaves_the_update_and_says_nothing(demo):
+    learner = _learner(demo, lr=0.5)
+    learner.projector = _gate(demo, project=False).projector
+    text = next(iter(demo[3].values()))[5000:5000 + CTX]
+    assert learner.update(_windows(demo, "t", text)).projected_share is None
+    assert learner.projector.grad is None  # nothing was read for it
 
 
 def test_gate_state_round_trips(demo):
     gate = _gate(demo, slice_every=2)
     for i, w in enumerate(_windows(demo, "s", "some text that is long enough for a few windows " * 8)):
-        gate.divert(w)
+        gate.sources.divert(w)
     gate.start_canary, gate.last_canary, gate.ref_grad = 3.0, 2.9, 0.01
     gate.deltas.extend([0.001, -0.002])
     other = _gate(demo, slice_every=2)
     other.load_state_dict(gate.state_dict())
     assert other.state_dict() == gate.state_dict()
-    assert len(other.slice) == len(gate.slice) > 0
-    mine, theirs = gate.redundancy._recent, other.redundancy._recent
+    assert len(other.sources.slice("")) == len(gate.sources.slice("")) > 0
+    mine, theirs = gate.sources.redundancy._recent, other.sources.redundancy._recent
     assert list(theirs) == list(mine) and len(mine) > 0  # a resumed run screens alike
     again = _windows(demo, "t", "some text that is long enough for a few windows " * 4)[0]
-    assert other.screen(again) == gate.screen(again)
+    assert other.sources.screen(again) == gate.sources.screen(again)

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 import rwkvjax
+from benchmarks.common.sessions import write_session
 from rwkvjax.io.states import StateStore
 from rwkvjax.train.config import TrainConfig
 from rwkvjax.train.consolidate import ConsolidationSettings, consolidate
 from rwkvjax.train.run import DEMO_MODEL, Trainer
 from rwkvjax.train.step import to_host
 from tests.conftest import REPO
-from tests.tools.synth_sessions import write_session
 
 CTX = 64
 ALPHA = "-home-dev-alpha"
@@ -117,12 +117,12 @@ def test_consolidation_promotes_only_when_no_project_gets_worse(run):
     g, windows = tr.gate, tr.projects.project_windows()
     heldout = {p: ws[:2] for p, ws in windows.items()}
     config, params = tr.config, tr.learner.params
-    ok = consolidate(config, params, tr.projects.global_state, windows, heldout, g.probe,
+    ok = consolidate(config, params, tr.projects.global_state, windows, heldout, g.canary.probe,
                      canary_start=g.start_canary, ctx_len=CTX, settings=ConsolidationSettings(steps=8))
     better = all(ok.heldout_after[p] <= ok.heldout_before[p] for p in heldout)
     assert ok.promoted == (better and ok.canary_after <= g.start_canary * 1.01), ok.summary()
     # a canary bound the candidate cannot meet: kept as a candidate, with the reason
-    no = consolidate(config, params, tr.projects.global_state, windows, heldout, g.probe,
+    no = consolidate(config, params, tr.projects.global_state, windows, heldout, g.canary.probe,
                      canary_start=ok.canary_before * 0.5, ctx_len=CTX, settings=ConsolidationSettings(steps=8))
     assert not no.promoted and "canary" in no.reason
 

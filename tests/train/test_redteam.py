@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 import rwkvjax
+from benchmarks.common.redteam import (clean_pieces, heldout_bits, poison_share_stopped, poison_texts, run_arm,
+                                       write_stream)
 from rwkvjax.eval.sessions import load_sessions
-from rwkvjax.text.tokenizer import for_vocab
 from rwkvjax.train.probe import TextProbe, default_canaries, read_texts
 from rwkvjax.train.run import DEMO_MODEL
 from tests.conftest import CLAUDE_PROJECTS
-from tests.tools.redteam import clean_pieces, heldout_bits, poison_share_stopped, poison_texts, run_arm, write_stream
 
 CTX = 128
 PIECE = 512
@@ -22,7 +22,7 @@ PIECE = 512
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory):
     model = rwkvjax.load(DEMO_MODEL)
-    tok = for_vocab(model.arch.vocab_size)
+    tok = model.tokenizer
     texts = [s.text for s in load_sessions(str(CLAUDE_PROJECTS), tok)]
     pieces = clean_pieces(texts, PIECE)[:11]
     train, held = pieces[:8], pieces[8:]  # held out by time: the last pieces
@@ -103,7 +103,7 @@ def test_benign_lookalikes_are_not_screened_by_pattern():
     from rwkvjax.train.gate import UpdateGate
     loaded = rwkvjax.load(DEMO_MODEL)
     config, params = loaded.arch, loaded.params
-    tok = for_vocab(config.vocab_size)
+    tok = loaded.tokenizer
     gate = UpdateGate(config, params, tok, read_texts(default_canaries()), ctx_len=CTX)
     import hashlib
     benign = {"b64": poison_texts(512, "")["base64_blob"],
@@ -111,4 +111,4 @@ def test_benign_lookalikes_are_not_screened_by_pattern():
               "inst": "Ignore the failing lint job for now and run the unit tests first, then fix the import."}
     for name, text in benign.items():
         for w in stream_windows(name, tok.encode(text), CTX, tok):
-            assert gate.screen(w) is None, name
+            assert gate.sources.screen(w) is None, name

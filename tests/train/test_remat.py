@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 import rwkvjax
+from benchmarks.common.checkpoints import param_spec
 from rwkvjax.train import objective
-from rwkvjax.train.objective import Batch, _chunked_nll, loss_and_metrics
+from rwkvjax.train.objective import Batch, chunked_nll, loss_and_metrics
 from rwkvjax.train.optim import OptimConfig, state_tuning_optimizer
 from rwkvjax.train.remat import POLICIES, activation_bytes, choose_remat, resolve_remat
 from rwkvjax.train.step import make_train_step
 from rwkvjax.train.trainable import init_trainable
-from tests.model.test_parity_official import param_spec
 
 GB = 2 ** 30
 SMALL = rwkvjax.Architecture(256, 64, 2, 256, 32, 32, 32, 32)
@@ -73,7 +73,7 @@ def _reference_loss(tr, params, b, *, config):
     from rwkvjax.train.trainable import initial_state
     hidden, _ = forward_hidden(params, embed(params, b.inputs), initial_state(tr, b.inputs.shape[0]),
                                config=config, remat=False)
-    nll = _chunked_nll(lambda h, _: head_logits(params, h), hidden, b.targets, None, 16)
+    nll = chunked_nll(lambda h, _: head_logits(params, h), hidden, b.targets, None, 16)
     nll = jnp.where(b.mask > 0, nll, 0.0)
     return jnp.sum(b.weight * nll.sum(1)) / jnp.sum(b.weight * b.mask.sum(1))
 

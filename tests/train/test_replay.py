@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import chisquare
 
+from rwkvjax.errors import DataError
 from rwkvjax.train.replay import ReplayBuffer, ReplaySettings
 
 nlls = st.floats(-5, 20, allow_nan=False, allow_infinity=False)
@@ -121,3 +122,19 @@ def test_bad_inputs():
     d["texts"] = ["x"]
     with pytest.raises(ValueError, match="'texts'"):
         ReplayBuffer.from_dict(d)
+
+
+def test_a_step_from_before_the_buffer_held_its_windows_restores_them():
+    """Such steps kept the windows beside the buffer, under "replay_windows"; they read back as the same buffer."""
+    from rwkvjax.train.data import Window
+    buf = ReplayBuffer(ReplaySettings(capacity=4), seed=3)
+    for i in range(3):
+        buf.add(Window(f"s{i}", np.arange(i, i + 5, dtype=np.int32), 5, 5), float(i), 0.5 * i)
+    d = buf.to_dict()
+    legacy = {"replay": {k: v for k, v in d.items() if k not in ("windows", "nll_frozen")},
+              "replay_windows": [{"window": w, "nll_frozen": f} for w, f in zip(d["windows"], d["nll_frozen"])]}
+    assert ReplayBuffer.from_host(legacy).to_dict() == d
+    assert ReplayBuffer.from_host({"replay": d}).to_dict() == d
+    assert ReplayBuffer.from_host({"replay": None}) is None
+    with pytest.raises(DataError, match="step 7"):  # without the windows beside it, the old layout is malformed
+        ReplayBuffer.from_host({"replay": legacy["replay"]}, source="step 7")

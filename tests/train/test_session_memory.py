@@ -18,6 +18,7 @@ import chex
 import numpy as np
 import pytest
 
+from benchmarks.common.sessions import write_session
 from rwkvjax.errors import CheckpointMismatch, ConfigError
 from rwkvjax.io.checkpoint import TrainCheckpointer
 from rwkvjax.memory.memory import MemorySettings, SessionMemory
@@ -28,7 +29,6 @@ from rwkvjax.train.session_memory import GLOBAL, FloodScreen, RunMemory, checkpo
 from rwkvjax.train.trainable import init_trainable
 from tests.conftest import REPO
 from tests.tools.kill_resume import run_killed
-from tests.tools.synth_sessions import write_session
 
 MB = 8.0  # small memories: the per-step copies stay cheap
 
@@ -150,9 +150,9 @@ def test_past_the_canary_bound_with_the_memory_only_the_memorys_learning_is_undo
                                                                                     monkeypatch):
     """The mixture is made to read the canaries far worse than the model did at the start: every step's update
     of S0 stands (judged by the model's canaries, as without a memory), the memory's learning of it is undone."""
-    from rwkvjax.train.gate import UpdateGate
-    real = UpdateGate.canary_mix
-    monkeypatch.setattr(UpdateGate, "canary_mix", lambda gate, *a, **k: 1.5 * real(gate, *a, **k) + 10.0)
+    from rwkvjax.train.gate import CanaryProbe
+    real = CanaryProbe.canary_mix
+    monkeypatch.setattr(CanaryProbe, "canary_mix", lambda probe, *a, **k: 1.5 * real(probe, *a, **k) + 10.0)
     tr = Trainer(_cfg(tmp_path / "ck", model_file, steps=3, gate=True), model=model)
     tr.run(progress=False)
     recs = _records(tmp_path / "ck")
@@ -334,7 +334,7 @@ def test_a_checkpoint_from_before_the_memory_resumes_with_an_empty_one(tmp_path,
         del host["train_config"][k]
     meta.write_text(json.dumps(host))
     chex.clear_trace_counter()
-    with caplog.at_level(logging.WARNING, logger="rwkvjax.train.run"):
+    with caplog.at_level(logging.WARNING, logger="rwkvjax.train.session_memory"):
         tr = Trainer(dataclasses.replace(cfg, steps=4, memory=True), model=model)
     assert any("holds no session memory" in r.getMessage() for r in caplog.records)
     tr.run(progress=False)
