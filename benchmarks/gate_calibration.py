@@ -64,7 +64,7 @@ def main():
     tok = loaded.tokenizer
     tr0 = init_trainable(config)
     gate = UpdateGate(config, params, tok, read_texts(default_canaries()), ctx_len=a.ctx_len)
-    ref_bpb, g0 = gate.canary_and_grad(tr0)
+    ref_bpb, g0 = gate.canary.canary_and_grad(tr0)
     ref_grad = float(state_norm(g0))
 
     def loss(tr, batch):

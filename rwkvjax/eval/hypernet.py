@@ -25,9 +25,9 @@ from rwkvjax.eval.sessions import load_sessions, split_by_time
 from rwkvjax.merges.dyntok import for_tokenizer
 from rwkvjax.merges.hypernet import init_hypernet
 from rwkvjax.merges.hypernet_io import save_hypernet
-from rwkvjax.model.params import params_hash
 from rwkvjax.model.state import zero_state
 from rwkvjax.model.units import LN2
+from rwkvjax.model.value import Model
 from rwkvjax.train.config import HyperTrainConfig
 from rwkvjax.train.data import stream_windows
 from rwkvjax.train.hypernet import corpus_streams, train_hypernet, train_speed
@@ -66,12 +66,10 @@ def _measure(params, config, tok, sessions, ctx_len, arms: dict, dyntok) -> dict
     return out
 
 
-def run_hyper_train(cfg: HyperTrainConfig, model, *, progress: bool | None = None) -> dict:
+def run_hyper_train(cfg: HyperTrainConfig, model: Model, *, progress: bool | None = None) -> dict:
     """Split, train (`train.hypernet.train_hypernet`), time the training step, measure on the held-out sessions;
     the file at `cfg.out` is written after training and again with the held-out figures."""
-    from rwkvjax.text.tokenizer import for_vocab
-    config, params = model
-    tok = for_vocab(config.vocab_size)
+    config, params, tok = model.arch, model.params, model.tokenizer
     sessions = load_sessions(cfg.traces, tok)
     split_by_time(sessions, cfg.heldout_fraction)
     heldout = [s for s in sessions if s.heldout]
@@ -88,7 +86,7 @@ def run_hyper_train(cfg: HyperTrainConfig, model, *, progress: bool | None = Non
              len(heldout))
 
     hyper0 = init_hypernet(config, jax.random.key(cfg.seed))
-    model_hash = params_hash(params)
+    model_hash = model.hash
     split = {"train_sessions": [] if cfg.corpus else [s.sid for s in train], "corpus": corpus_stats,
              "heldout_sessions": [s.sid for s in heldout]}
     trained = train_hypernet(cfg, config, params, windows, hyper0, model_hash=model_hash, meta=split,

@@ -354,10 +354,6 @@ class UpdateGate(Hook, StatePart):
             else:
                 self.last_canary, self.projector.grad = self.canary.canary_and_grad(trainable)
 
-    def canary_and_grad(self, trainable):
-        """Mean canary bits/byte under `trainable`, and the gradient of the canary loss there."""
-        return self.canary.canary_and_grad(trainable)
-
     def after_step(self, info: StepInfo) -> Veto | None:
         t0 = time.perf_counter()
         learner, rec = info.learner, info.record

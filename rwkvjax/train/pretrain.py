@@ -192,10 +192,10 @@ class SegmentLearner:
             self.seg = segment_batch(self.stream, self.rng, c.batch, c.ctx_len * c.windows_per_segment, c.copy_prob,
                                      c.copy_noise)
             self.state = shard_rows(zero_state(self.config, c.batch), self.mesh, axis=1)
-        rows = self.seg[:, cols]
-        x, y = shard_rows((rows[:, :-1], rows[:, 1:]), self.mesh)
+        window_BT1 = self.seg[:, cols]  # T inputs and, one to the right, T targets
+        x_BT, y_BT = shard_rows((window_BT1[:, :-1], window_BT1[:, 1:]), self.mesh)
         self.params, self.opt_state, self.state, loss = self.train_step(self.params, self.opt_state, self.state,
-                                                                         x, y)
+                                                                         x_BT, y_BT)
         self.losses.append(loss)
         return loss
 

@@ -226,7 +226,7 @@ class Trainer:
         is stored: promoted, it is the new global state; rejected, it is kept as `<name>.candidate`."""
         from rwkvjax.train.consolidate import consolidate
         g = self.gate
-        start = g.start_canary if g.start_canary is not None else g.canary_and_grad(self.learner.trainable0)[0]
+        start = g.start_canary if g.start_canary is not None else g.canary.canary_and_grad(self.learner.trainable0)[0]
         res = consolidate(self.config, self.learner.params, self.projects.global_state,
                           self.projects.project_windows(), {k: list(v) for k, v in g.sources.slices.items()},
                           g.canary.probe,

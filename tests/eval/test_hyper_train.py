@@ -93,7 +93,8 @@ def test_saved_hypernet_round_trips_and_is_what_was_measured(run):
 
 
 def test_bad_hypernet_files_raise_errors_naming_file_and_field(run, tmp_path):
-    cfg, (config, params), _ = run
+    cfg, model, _ = run
+    config = model.arch
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_hypernet(tmp_path / "nope.safetensors", config)
     with pytest.raises(ValueError, match="trained for model"):

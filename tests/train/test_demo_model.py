@@ -30,5 +30,6 @@ def test_demo_model_is_clearly_better_than_chance_on_heldout_code():
 
 
 def test_demo_setup_points_at_shipped_files(tmp_path):
-    cfg, (config, _) = demo_setup(str(tmp_path / "demo"))
+    cfg, model = demo_setup(str(tmp_path / "demo"))
+    config = model.arch
     assert Path(cfg.source[0]).is_dir() and config.vocab_size == 256 and cfg.steps == 60

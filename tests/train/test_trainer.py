@@ -18,6 +18,8 @@ import rwkvjax
 from rwkvjax.errors import CheckpointMismatch
 from rwkvjax.io.checkpoint import TrainCheckpointer
 from rwkvjax.model.init import init_params
+from rwkvjax.model.value import Model
+from rwkvjax.text.tokenizer import ByteTokenizer
 from rwkvjax.train.run import DEMO_TRACES, TrainConfig, Trainer
 from tests.conftest import REPO
 from tests.tools.kill_resume import run_killed
@@ -83,7 +85,7 @@ def test_resume_refuses_another_base_model(small_model_file, traces, tmp_path):
     cfg = TrainConfig(ckpt_dir=str(tmp_path / "ck"), source=(str(traces),), steps=1, ctx_len=16, merges=False,
                       replay_per_step=0, model=str(small_model_file))
     Trainer(cfg, model=rwkvjax.load(small_model_file)).run(progress=False)
-    other = (SMALL, init_params(SMALL, 1, live_output=True))
+    other = Model(SMALL, init_params(SMALL, 1, live_output=True), ByteTokenizer())
     with pytest.raises(CheckpointMismatch, match="different base model"):
         Trainer(cfg, model=other)
     with pytest.raises(CheckpointMismatch, match="ctx_len"):
