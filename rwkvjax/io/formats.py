@@ -25,7 +25,7 @@ from rwkvjax.text.tokenizer import for_model
 RWKVCPP_MAGIC = 0x67676D66
 RWKVCPP_VERSION = 101
 _SAFETENSORS_INDEX = "model.safetensors.index.json"
-_TIME_STATE_KEY = re.compile(r"^blocks\.(\d+)\.att\.time_state$")  # RWKV-PEFT's name for a layer's S0
+_TIME_STATE_NAME = re.compile(r"^blocks\.(\d+)\.att\.time_state$")  # RWKV-PEFT's name for a layer's S0
 
 
 def load(source: str | os.PathLike, dtype: str = "fp32", *, revision: str | None = None,
@@ -50,7 +50,7 @@ def load(source: str | os.PathLike, dtype: str = "fp32", *, revision: str | None
 def split_time_state(tensors: dict[str, np.ndarray], path) -> np.ndarray | None:
     """Take the `blocks.{i}.att.time_state` tensors out of `tensors` (a state file, or a model file that
     ships its start state) as S0 [L,H,N,N] float32; None when there are none. Refuses an incomplete set."""
-    layers = {int(m.group(1)): tensors.pop(k) for k in list(tensors) if (m := _TIME_STATE_KEY.match(k))}
+    layers = {int(m.group(1)): tensors.pop(k) for k in list(tensors) if (m := _TIME_STATE_NAME.match(k))}
     if not layers:
         return None
     L = max(layers) + 1

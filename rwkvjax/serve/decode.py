@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable, ClassVar
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -31,26 +31,37 @@ from rwkvjax.serve.sampling import Penalties, SamplingRows, observe, sample, spl
 # (benchmarks/RESULTS.md, WKV kernels).
 
 
+_BATCH_AXIS = "batch_axis"
+
+
+def _rows(axis: int):
+    """A required dataclass field whose arrays hold one row per batch entry along `axis`."""
+    return dataclasses.field(metadata={_BATCH_AXIS: axis})
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Carry:
-    """What decoding carries per row: the token to feed next, the recurrent state, penalties, PRNG keys."""
+    """What decoding carries per row: the token id to feed next, the recurrent state, penalties, PRNG keys."""
 
-    token: jax.Array   # [B] int32
-    state: State
-    pen: Penalties
-    keys: jax.Array    # [B] PRNG keys
+    # Each field declares the batch axis of every array under it (a State's arrays are [L, B, ...], the rest
+    # [B, ...]): the one statement of the row layout; whatever gathers, scatters or concatenates rows goes
+    # through `map_rows`.
+    next_id: jax.Array = _rows(0)   # [B] int32: the token fed at the next step
+    state: State = _rows(1)
+    pen: Penalties = _rows(0)
+    keys: jax.Array = _rows(0)    # [B] PRNG keys
 
-    # The batch axis of every array under each field (a State's arrays are [L, B, ...], the rest [B, ...]): the
-    # one statement of the row layout; whatever gathers, scatters or concatenates rows goes through `map_rows`.
-    BATCH_AXES: ClassVar[dict[str, int]] = {"token": 0, "state": 1, "pen": 0, "keys": 0}
+    @classmethod
+    def batch_axes(cls) -> dict[str, int]:
+        return {f.name: f.metadata[_BATCH_AXIS] for f in dataclasses.fields(cls)}
 
     def map_rows(self, fn: Callable[..., jax.Array], *others: Carry) -> Carry:
         """The carry of `fn(array, *the arrays of others at the same place, axis=its batch axis)` over every
         array (`others`: carries of the same structure, e.g. a row to put in)."""
         return Carry(**{name: jax.tree.map(functools.partial(_with_axis, fn, axis), getattr(self, name),
                                            *(getattr(o, name) for o in others))
-                        for name, axis in self.BATCH_AXES.items()})
+                        for name, axis in self.batch_axes().items()})
 
 
 def _with_axis(fn, axis: int, *arrays):
@@ -58,7 +69,7 @@ def _with_axis(fn, axis: int, *arrays):
 
 
 def _step_logits(params, carry: Carry, rows: SamplingRows, weight_V, config: Architecture) -> tuple[Carry, jax.Array]:
-    hidden, state = forward_hidden(params, embed(params, carry.token[:, None]), carry.state, config=config,
+    hidden, state = forward_hidden(params, embed(params, carry.next_id[:, None]), carry.state, config=config,
                                    wkv_impl=WkvImpl.AUTO)
     logits = head_logits(params, hidden)[:, -1]
     now, later = split_keys(carry.keys)
@@ -79,7 +90,7 @@ def decode_step_probs(params, carry: Carry, rows: SamplingRows, weight_V, feed_B
     memory keep the token sampled here; rows with one choose theirs on the host from the mixture. Rows where
     `host_B` [B] bool is set feed `feed_B` [B] int32 (the host's last choice) instead of the carried token:
     the choice travels with the step's arguments rather than in a transfer of its own."""
-    carry = dataclasses.replace(carry, token=jnp.where(host_B, feed_B, carry.token))
+    carry = dataclasses.replace(carry, next_id=jnp.where(host_B, feed_B, carry.next_id))
     carry, logits = _step_logits(params, carry, rows, weight_V, config)
     return carry, jax.nn.softmax(logits, axis=-1)
 
@@ -96,7 +107,7 @@ def forward_probs(params, tokens_1T, state: State, *, config: Architecture):
 def decode_n(params, carry: Carry, rows: SamplingRows, weight_V, stop_S, limit, *, config: Architecture, n: int):
     """Up to `limit` (<= n, traced: any value without recompiling) steps in one call, ending early once every row
     has sampled a token of `stop_S` [S] int32 -> (carry, tokens [n, B] int32 with -1 after the last step, steps)."""
-    B = carry.token.shape[0]
+    B = carry.next_id.shape[0]
 
     def cond(s):
         i, _, _, done_B = s
@@ -105,8 +116,8 @@ def decode_n(params, carry: Carry, rows: SamplingRows, weight_V, stop_S, limit, 
     def body(s):
         i, c, toks_NB, done_B = s
         c = _step(params, c, rows, weight_V, config)
-        done_B = done_B | jnp.any(c.token[:, None] == stop_S[None, :], axis=-1)
-        return i + 1, c, jax.lax.dynamic_update_index_in_dim(toks_NB, c.token, i, 0), done_B
+        done_B = done_B | jnp.any(c.next_id[:, None] == stop_S[None, :], axis=-1)
+        return i + 1, c, jax.lax.dynamic_update_index_in_dim(toks_NB, c.next_id, i, 0), done_B
 
     start = (jnp.int32(0), carry, jnp.full((n, B), -1, jnp.int32), jnp.zeros((B,), bool))
     steps, carry, toks_NB, _ = jax.lax.while_loop(cond, body, start)

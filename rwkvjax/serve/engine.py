@@ -200,7 +200,7 @@ class Engine:
             else:
                 carry = decode_step(self.params, carry, rows, self.weights, config=self.config)
             for other in {max(B // 2, 1), sizes[min(sizes.index(B) + 1, len(sizes) - 1)]}:
-                jax.block_until_ready(_resize(carry, other).token)
+                jax.block_until_ready(_resize(carry, other).next_id)
         if self.memory and self.draft_tokens > 0:
             T = self.draft_tokens + 1
             self.timer.shapes.add(("verify", T))
@@ -285,14 +285,14 @@ class Engine:
         n = len(self._running)
         if self._carry is None:
             self._carry = _resize(row, 1)
-        elif n == self._carry.token.shape[0]:
+        elif n == self._carry.next_id.shape[0]:
             self._carry = _resize(self._carry, min(2 * n, self.max_batch))
         self._carry = _put_row(self._carry, row, jnp.int32(n))
         self._running.append(r)
         self._sampling_rows()
 
     def _sampling_rows(self) -> None:
-        B = self._carry.token.shape[0]
+        B = self._carry.next_id.shape[0]
         rows = [dataclasses.asdict(r.sampling) for r in self._running]
         self._rows = SamplingRows.of(rows + [rows[0]] * (B - len(rows)))
 
@@ -302,7 +302,7 @@ class Engine:
         if not any(r.mixture is not None for r in self._running):
             self._carry = decode_step(self.params, self._carry, self._rows, self.weights, config=self.config)
             self.steps += 1
-            tokens = np.asarray(self._carry.token)
+            tokens = np.asarray(self._carry.next_id)
             done = []
             for i, r in enumerate(self._running):
                 r.in_state += 1
@@ -321,7 +321,7 @@ class Engine:
         with unfed tokens prefill them and join, every other row takes the batched step."""
         running = self._running
         drafts, own, verify = {}, {}, {}
-        step_kind = f"step@{self._carry.token.shape[0]}"  # a row's share of the batched step at this batch size
+        step_kind = f"step@{self._carry.next_id.shape[0]}"  # a row's share of the batched step at this batch size
         for i, r in enumerate(running):
             if r.mixture is None or r.cancelled.is_set():
                 continue
@@ -364,7 +364,7 @@ class Engine:
                 self._carry = _put_row(self._carry, self._host_row(r.feed[0], st), jnp.int32(i))
         stepping = [i for i in range(len(running)) if i not in verify]
         if stepping:
-            B = self._carry.token.shape[0]
+            B = self._carry.next_id.shape[0]
             feed, host = np.zeros(B, np.int32), np.zeros(B, bool)
             for i, r in enumerate(running):
                 if r.mixture is not None:  # the host's choice is what the row feeds, not the step's own sample
@@ -372,7 +372,7 @@ class Engine:
             with self.timer(step_kind, self.costs, step_kind, 1 / len(stepping)):
                 self._carry, probs = decode_step_probs(self.params, self._carry, self._rows, self.weights, feed,
                                                        host, config=self.config)
-                tokens = np.asarray(self._carry.token)
+                tokens = np.asarray(self._carry.next_id)
                 probs = np.asarray(probs)
             self.steps += 1
         for i, st in states.items():
@@ -450,10 +450,10 @@ class Engine:
         if not self._running:
             self._carry, self._rows = None, None
             return
-        B = self._carry.token.shape[0]
+        B = self._carry.next_id.shape[0]
         while B > 1 and len(self._running) <= B // 2:
             B //= 2
-        if B != self._carry.token.shape[0]:
+        if B != self._carry.next_id.shape[0]:
             self._carry = _resize(self._carry, B)
         self._sampling_rows()
 
@@ -483,5 +483,5 @@ def _move_row(carry: Carry, src, dst) -> Carry:
 
 @jax.jit
 def _row_state(state: State, i) -> State:
-    axis = Carry.BATCH_AXES["state"]
+    axis = Carry.batch_axes()["state"]
     return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, i, 1, axis=axis), state)

@@ -42,7 +42,7 @@ def _one_step_at_a_time(params, cfg, prompt, n, *, seed=0, temperature=1.0, top_
     out = []
     for _ in range(n):
         carry = decode_step(params, carry, rows, jnp.ones((V,), jnp.float32), config=cfg)
-        t = int(carry.token[0])
+        t = int(carry.next_id[0])
         if t == 0:
             break
         out.append(t)

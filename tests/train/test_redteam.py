@@ -44,7 +44,7 @@ def test_canaries_hold_over_the_whole_run(scenario):
     committed = [r["canary_bpb"] for r in recs]
     assert max(committed) <= start * 1.01
     # and measured independently on the final state, the way the gate reads canaries
-    config, params = scenario["model"]
+    config, params = scenario["model"].arch, scenario["model"].params
     probe = TextProbe(config, params, scenario["tok"], scenario["canaries"], ctx_len=512, max_windows=1,
                       wkv_impl="scan")
     final = float(np.mean(list(probe(scenario["mixed_tr"]).values())))
