@@ -45,3 +45,13 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread by the CLI's handler. It derives from `KeyboardInterrupt` so every
     command's Ctrl-C path (save what it has, then stop) also runs on SIGTERM; the CLI exits 143 for it, 130
     for Ctrl-C."""
+
+
+class CannotWrite(UserError, OSError):
+    """A file could not be written for a reason the user can fix (a full disk, a file-size limit, a read-only or
+    foreign folder). It is still an `OSError`, with the original `errno` and `filename`, for callers that catch
+    those; nothing was left under the final name or beside it."""
+
+
+class DiskFull(CannotWrite):
+    """No space left on the device (or the user's quota, or the file-size limit) for a file being written."""

@@ -82,6 +82,7 @@ def inspect(ckpt_dir: str | Path, last: int = 20) -> dict:
                    "top": [{"priority": round(float(prio[i]), 4),
                             "preview": (rep["texts"][i] or "")[:160]} for i in order]},
         "gate": _gate_summary(host.get("gate"), rows, host_has_memory=bool(host.get("memory"))),
+        "learning": learning_status(rows, host["train_config"], host.get("lr_backoff")),
         "projects": None if not host.get("projects") else {
             p: {"updates": host["projects"]["updates"][p], "replay": len(host["projects"]["replay"][p]["windows"])}
             for p in host["projects"]["replay"]},
@@ -143,6 +144,41 @@ def _gate_summary(gate: dict | None, rows: list[dict], last: int = 5, host_has_m
             "probe_seconds_total": gate.get("probe_seconds"),
             "probe_seconds_per_step": gate.get("probe_seconds", 0) / steps if steps else None,
             "last_reasons": reasons[-last:]}
+
+
+# the train setting's default, for a run from before it was recorded
+STALL_AFTER = 8
+
+
+def rollback_streak(rows: list[dict]) -> int:
+    """Updates rolled back in a row at the newest record: the trainer's count when it records one, else the
+    trailing rolled-back records (quarantined ones neither end nor extend a streak)."""
+    if rows and isinstance(rows[-1].get("rollback_streak"), int):
+        return rows[-1]["rollback_streak"]
+    n = 0
+    for r in reversed(rows):
+        if r.get("gate") == "accepted":
+            break
+        n += r.get("gate") == "rolled_back"
+    return n
+
+
+def learning_status(rows: list[dict], train_config: dict, backoff: dict | None) -> dict | None:
+    """Whether the run still learns: "stalled" when the last `stall_warn_after` updates were all rolled back by
+    the update gate (a run can go on for hours so, learning nothing), with the learning rate the backoff left.
+    None for a run without the gate."""
+    if not train_config.get("gate"):
+        return None
+    after = train_config.get("stall_warn_after", STALL_AFTER)
+    streak = rollback_streak(rows)
+    scale = (backoff or {}).get("scale", 1.0)
+    lr = train_config["lr"] * scale
+    stalled = streak >= after
+    text = (f"stalled: the last {streak} updates were all rolled back by the update gate (learning rate now "
+            f"{lr:.4g}); lower --lr or raise --gate-canary-rel" if stalled else
+            f"learning: {streak} updates rolled back in a row (stalled at {after}); learning rate {lr:.4g}")
+    return {"stalled": stalled, "rollback_streak": streak, "stall_after": after, "lr_scale": scale, "lr": lr,
+            "backoffs": [r["lr_backoff"] for r in rows if r.get("lr_backoff")][-5:], "text": text}
 
 
 def merge_stats(ckpt_dir: str | Path, top: int = 25) -> dict:
@@ -235,6 +271,11 @@ def format_inspect(r: dict) -> str:
                          "canaries read with it past the bound)")
         for x in g["last_reasons"]:
             lines.append(f"  step {x['step']} {x['decision']}: {x['reason']}")
+    s = r.get("learning")
+    if s is not None:
+        lines.append(s["text"])
+        for b in s["backoffs"]:
+            lines.append(f"  backoff at {b}")
     for p, v in (r.get("projects") or {}).items():
         lines.append(f"project {p}: {v['updates']} updates, {v['replay']} replay windows")
     m = r.get("memory")

@@ -40,6 +40,8 @@ class StateForkConfig:
 class StateRmConfig:
     name: str = option(positional=True, help="state name or id")
     states: str = option(help="named-states folder")
+    recursive: bool = option(False, help="also remove every state forked from it (a state with children is "
+                                         "refused without this)")
 
 
 @dataclasses.dataclass(frozen=True)

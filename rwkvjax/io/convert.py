@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rwkvjax.atomic import atomic_path
+from rwkvjax.atomic import atomic_path, ensure_folder
 from rwkvjax.errors import ConfigError
 from rwkvjax.model.config import Architecture
 from rwkvjax.model.params import Params, dequantize_official, from_official, quantize_official, to_official
@@ -42,7 +42,7 @@ def save_official(params: Params, config: Architecture, path: str | os.PathLike,
         sd = dequantize_official(sd)
         cast = lambda a: jnp.asarray(a, DTYPES[dtype])
     tensors = {k: cast(np.ascontiguousarray(v)) for k, v in sd.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_folder(path.parent)
     with atomic_path(path, private=False) as tmp:  # never leave a half-written file under the final name
         save_file(tensors, str(tmp), metadata=md)
     return str(path)

@@ -7,6 +7,7 @@ a local HF-format folder, or a Hugging Face repo id (downloaded through huggingf
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -47,24 +48,55 @@ def load(source: str | os.PathLike, dtype: str = "fp32", *, revision: str | None
                  start_wkv_LHNN=start)
 
 
-def split_time_state(tensors: dict[str, np.ndarray], path) -> np.ndarray | None:
+def split_time_state(tensors: dict[str, np.ndarray], path, expect_LHNN: tuple[int, ...] | None = None
+                     ) -> np.ndarray | None:
     """Take the `blocks.{i}.att.time_state` tensors out of `tensors` (a state file, or a model file that
-    ships its start state) as S0 [L,H,N,N] float32; None when there are none. Refuses an incomplete set."""
+    ships its start state) as S0 [L,H,N,N] float32; None when there are none. Refuses an incomplete set, and
+    with `expect_LHNN` one that does not fit that shape, before stacking anything."""
     layers = {int(m.group(1)): tensors.pop(k) for k in list(tensors) if (m := _TIME_STATE_NAME.match(k))}
     if not layers:
         return None
-    L = max(layers) + 1
-    missing = sorted(set(range(L)) - set(layers))
-    if missing:
-        raise CheckpointError(f"{path}: time_state of layer(s) {missing} missing (layers 0..{L - 1} expected)")
-    shapes = {np.shape(v) for v in layers.values()}
-    if len(shapes) != 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[1] != next(iter(shapes))[2]:
-        raise CheckpointError(f"{path}: time_state tensors must all be [H, N, N]; found shapes {sorted(shapes)}")
+    L = check_time_state_layers({i: np.shape(v) for i, v in layers.items()}, path, expect_LHNN)[0]
     wkv = np.stack([np.asarray(layers[i], np.float32) for i in range(L)])
     if not np.isfinite(wkv).all():
         bad = next(i for i in range(L) if not np.isfinite(wkv[i]).all())
         raise CheckpointError(f"{path}: 'blocks.{bad}.att.time_state' holds non-finite values")
     return wkv
+
+
+TIME_STATE_LISTED = 8  # at most this many layers or shapes named in one error message
+
+
+def time_state_layer(name: str) -> int | None:
+    """The layer index of an RWKV-PEFT `blocks.{i}.att.time_state` tensor name, else None."""
+    m = _TIME_STATE_NAME.match(name)
+    return int(m.group(1)) if m else None
+
+
+def check_time_state_layers(shapes: dict[int, tuple[int, ...]], path, expect_LHNN: tuple[int, ...] | None = None
+                            ) -> tuple[int, int, int, int]:
+    """The [L, H, N, N] that per-layer time_state shapes {layer: shape} make, refusing a set that is not layers
+    0..L-1 of one [H, N, N] shape (or not `expect_LHNN`). Works on shapes alone, in time and memory of the number
+    of tensors (never of a layer index a file claims), so a file is refused before anything is read from it."""
+    def listed(items) -> str:
+        items = list(items)
+        more = f" and {len(items) - TIME_STATE_LISTED} more" if len(items) > TIME_STATE_LISTED else ""
+        return ", ".join(map(str, items[:TIME_STATE_LISTED])) + more
+
+    L = max(shapes) + 1
+    n_missing = L - len(shapes)  # every index is below L here
+    if n_missing:
+        first = list(itertools.islice((i for i in range(L) if i not in shapes), TIME_STATE_LISTED))
+        more = f" and {n_missing - len(first)} more" if n_missing > len(first) else ""
+        raise CheckpointError(f"{path}: time_state of layer(s) {', '.join(map(str, first))}{more} missing "
+                              f"(layers 0..{L - 1} expected)")
+    found = sorted({tuple(int(d) for d in s) for s in shapes.values()})
+    if len(found) != 1 or len(found[0]) != 3 or found[0][1] != found[0][2]:
+        raise CheckpointError(f"{path}: time_state tensors must all be [H, N, N]; found shapes {listed(found)}")
+    LHNN = (L, *found[0])
+    if expect_LHNN is not None and LHNN != tuple(expect_LHNN):
+        raise CheckpointError(f"{path}: time_state has shape {LHNN}, the model needs {tuple(expect_LHNN)}")
+    return LHNN
 
 
 def check_finite(sd: dict[str, np.ndarray], where: str) -> None:

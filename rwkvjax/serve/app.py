@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import hmac
 import json
 import logging
 import time
@@ -54,21 +55,41 @@ def build_app(server) -> Starlette:
     return app
 
 
+def key_ok(req: HttpRequest, key: str | None) -> bool:
+    """True without a key, or when the request carries it: `Authorization: <scheme> <key>` with the scheme `Bearer`
+    in any case (RFC 7235: schemes are case-insensitive), or `x-api-key: <key>` (what some clients send). Compared
+    in constant time, so the time of a refusal says nothing about how much of a guess was right."""
+    if not key:
+        return True
+    want = key.encode()
+    scheme, _, given = req.headers.get("authorization", "").strip().partition(" ")
+    by_bearer = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), want)
+    by_header = hmac.compare_digest(req.headers.get("x-api-key", "").strip().encode(), want)
+    return by_bearer or by_header
+
+
+def _refused():
+    return error(401, "missing or wrong API key (send 'Authorization: Bearer <key>' or 'x-api-key: <key>')",
+                 code="invalid_api_key")
+
+
 def _keyed(handler):
     """The route answers 401 unless the request carries the server's API key (when it has one). Per route rather
     than a middleware: an unknown path stays a 404, and a dashboard mounted beside the routes checks its own."""
     @functools.wraps(handler)
     async def checked(req: HttpRequest):
-        key = req.app.state.server.api_key
-        if key and req.headers.get("authorization", "") != f"Bearer {key}":
-            return error(401, "missing or wrong API key (send 'Authorization: Bearer <key>')", code="invalid_api_key")
+        if not key_ok(req, req.app.state.server.api_key):
+            return _refused()
         return await handler(req)
     return checked
 
 
-@_keyed
 async def health(req: HttpRequest):
+    """Open to all (a load balancer's probe carries no key): a bare status without the key, the model's name and
+    the engine's counters with it."""
     server = req.app.state.server
+    if not key_ok(req, server.api_key):
+        return JSONResponse({"status": "ok"})
     return JSONResponse({"status": "ok", "model": server.model_name, **server.engine.stats()})
 
 

@@ -225,16 +225,35 @@ class Engine:
         while not self._stop.is_set():
             try:
                 busy = self._admit() | self._prefill_one() | self._decode()
-            except Exception as e:  # a bug must not hang every client: fail the requests in flight, keep serving
+            except Exception as e:
+                # What one row does (its admission, prefill, sampling, text) fails only its request, where it
+                # happens (`_fail`); what reaches here broke the batch itself (the stacked step, moving rows), so
+                # no row's state can be trusted: every request in flight is answered with an error, none left
+                # waiting, and the engine goes on serving those still queued.
                 log.exception("engine step failed")
                 self.errors += 1
                 for r in self._running + self._prefilling:
-                    r.emit("error", f"internal error: {type(e).__name__}")
-                self._running, self._prefilling, self._carry = [], [], None
+                    self._answer_error(r, e)
+                self._running, self._prefilling, self._carry, self._rows = [], [], None, None
                 busy = True
             if not busy:
                 self._wake.wait(0.05)
                 self._wake.clear()
+
+    def _fail(self, r: Request, e: Exception) -> None:
+        """One request's row failed: it alone gets an error event and leaves (it is marked cancelled, so every
+        path that meets it next drops its row as it drops a client's cancellation)."""
+        log.error("request failed in the engine: %s: %s", type(e).__name__, e, exc_info=e)
+        self.errors += 1
+        self._answer_error(r, e)
+
+    @staticmethod
+    def _answer_error(r: Request, e: Exception) -> None:
+        r.cancelled.set()
+        try:
+            r.emit("error", f"internal error: {type(e).__name__}")
+        except Exception:  # the client's side is gone (its event loop closed): nobody is left to answer
+            log.debug("could not deliver an error event", exc_info=True)
 
     def _admit(self) -> bool:
         admitted = False
@@ -245,10 +264,14 @@ class Engine:
                 break
             if r.cancelled.is_set():
                 continue
-            n, st = self.cache.longest(r.start_key, r.prompt, len(r.prompt) - 1)
-            r.fed = r.cached = n
-            r.state = jax.tree.map(jnp.asarray, st) if st is not None else r.start
-            r.detok = Detokenizer(self.tok.decode_bytes, r.sampling.stop)
+            try:
+                n, st = self.cache.longest(r.start_key, r.prompt, len(r.prompt) - 1)
+                r.fed = r.cached = n
+                r.state = jax.tree.map(jnp.asarray, st) if st is not None else r.start
+                r.detok = Detokenizer(self.tok.decode_bytes, r.sampling.stop)
+            except Exception as e:
+                self._fail(r, e)
+                continue
             self._prefilling.append(r)
             admitted = True
         return admitted
@@ -262,25 +285,37 @@ class Engine:
         todo = len(r.prompt) - 1 - r.fed  # the last prompt token is fed by the first decode step
         if todo > 0:
             n = min(todo, self.prefill_chunk)
-            r.state = prefill(self.params, self.config, r.prompt[r.fed:r.fed + n], r.state, chunk=self.prefill_chunk)
-            r.fed += n
-            if r.fed == len(r.prompt) - 1:
-                self.cache.put(r.start_key, r.prompt[:r.fed], r.state)
+            try:  # the request's own forward: a failure is its alone
+                r.state = prefill(self.params, self.config, r.prompt[r.fed:r.fed + n], r.state,
+                                  chunk=self.prefill_chunk)
+                r.fed += n
+                if r.fed == len(r.prompt) - 1:
+                    self.cache.put(r.start_key, r.prompt[:r.fed], r.state)
+            except Exception as e:
+                self._prefilling.pop(0)
+                self._fail(r, e)
             return True
+        self._join(r)  # still listed as prefilling until it has a row: a batch failure meanwhile answers it too
         self._prefilling.pop(0)
-        self._join(r)
         return True
 
     def _join(self, r: Request) -> None:
         s = r.sampling
         seed = s.seed if s.seed is not None else int.from_bytes(hashlib.sha256(str(time.time_ns()).encode())
                                                                 .digest()[:4], "little")
-        row = Carry(jnp.asarray([r.prompt[-1]], jnp.int32), r.state, Penalties.zeros(1, self.config.vocab_size),
-                    jax.random.key(seed)[None])
+        try:  # everything of the row alone, before the batch is touched: a row that cannot be made fails alone
+            row = Carry(jnp.asarray([r.prompt[-1]], jnp.int32), r.state, Penalties.zeros(1, self.config.vocab_size),
+                        jax.random.key(seed)[None])
+            SamplingRows.of([dataclasses.asdict(s)])  # its settings fit the batch's arrays (top_k is int32)
+            if r.memory is not None:
+                # numpy's generator takes no negative seed: the same 64 bits, read unsigned
+                sampler = RowSampler(dataclasses.asdict(s), self.weights_np, seed % (1 << 64))
+                r.mixture = MemoryDecoder(r.memory, sampler, r.draft_tokens)
+        except Exception as e:
+            self._fail(r, e)
+            return
         r.feed, r.in_state = [r.prompt[-1]], len(r.prompt) - 1
-        if r.memory is not None:
-            sampler = RowSampler(dataclasses.asdict(s), self.weights_np, seed)
-            r.mixture = MemoryDecoder(r.memory, sampler, r.draft_tokens)
+        if r.mixture is not None:
             self.spec["memory_rows"] += 1
         n = len(self._running)
         if self._carry is None:
@@ -309,7 +344,11 @@ class Engine:
                 if r.cancelled.is_set():
                     done.append(i)
                     continue
-                if self._emit_token(r, int(tokens[i])):
+                try:
+                    if self._emit_token(r, int(tokens[i])):
+                        done.append(i)
+                except Exception as e:  # this row's text or delivery: its request alone fails
+                    self._fail(r, e)
                     done.append(i)
             if done:
                 self._finish(done)
@@ -325,8 +364,12 @@ class Engine:
         for i, r in enumerate(running):
             if r.mixture is None or r.cancelled.is_set():
                 continue
-            drafts[i] = r.mixture.drafts()
-            d = r.mixture.speculate(len(r.feed), drafts[i], self.costs, step_kind)
+            try:
+                drafts[i] = r.mixture.drafts()
+                d = r.mixture.speculate(len(r.feed), drafts[i], self.costs, step_kind)
+            except Exception as e:  # cancelled now: the row takes the step and leaves after it
+                self._fail(r, e)
+                continue
             if d:
                 verify[i] = d
             if d or len(r.feed) > 1:
@@ -334,32 +377,22 @@ class Engine:
         finished: set[int] = set()
         states: dict[int, State] = {}  # rows whose state is put back after the batched step
         for i, d in verify.items():
-            r = running[i]
-            chunk = r.mixture.chunk(r.feed, drafts[i][:d])
-            with self.timer("verify", self.costs, ("verify", len(chunk))):
-                probs, after = forward_probs(self.params, np.asarray([chunk], np.int32), own[i], config=self.config)
-                probs = np.asarray(probs)
-            ended = []
-
-            def stop(t, n, r=r, ended=ended):
-                ended.append(self._emit_token(r, t))
-                return ended[-1]
-
-            out = r.mixture.verify(probs[len(r.feed) - 1:], drafts[i][:d], stop)
-            if ended and ended[-1]:
-                finished.add(i)
-                states[i] = own[i]
-            elif len(out) == d + 1 and len(r.feed) + d == len(chunk):  # all drafts passed, no padding: its state
-                states[i], r.in_state, r.feed = after, r.in_state + len(chunk), [out[-1]]
-            else:                    # the state before the chunk; the accepted tokens wait to be fed
-                states[i], r.feed = own[i], r.feed + out
+            try:
+                self._verify_row(i, d, running[i], drafts[i], own, states, finished)
+            except Exception as e:  # the row's own forward and sampling: it leaves with the finished rows
+                self._fail(running[i], e)
         for i in own:
-            if i not in verify:      # unfed tokens after a rejection: prefilled, then the row takes the step
+            if i not in verify and not running[i].cancelled.is_set():
+                # unfed tokens after a rejection: prefilled, then the row takes the step
                 r = running[i]
-                n = len(r.feed) - 1
-                with self.timer("refeed", self.costs, ("refeed", n)):
-                    st = jax.block_until_ready(prefill(self.params, self.config, r.feed[:-1], own[i],
-                                                       chunk=self.prefill_chunk))
+                try:
+                    n = len(r.feed) - 1
+                    with self.timer("refeed", self.costs, ("refeed", n)):
+                        st = jax.block_until_ready(prefill(self.params, self.config, r.feed[:-1], own[i],
+                                                           chunk=self.prefill_chunk))
+                except Exception as e:  # cancelled now: it takes the step with its old state and leaves
+                    self._fail(r, e)
+                    continue
                 r.in_state, r.feed = r.in_state + n, r.feed[-1:]
                 self._carry = _put_row(self._carry, self._host_row(r.feed[0], st), jnp.int32(i))
         stepping = [i for i in range(len(running)) if i not in verify]
@@ -383,13 +416,17 @@ class Engine:
             if r.cancelled.is_set():
                 finished.add(i)
                 continue
-            if r.mixture is not None:
-                d = drafts.get(i) or []
-                t = r.mixture.choose(probs[i], d[0] if d else None)
-                r.feed = [t]
-            else:
-                t = int(tokens[i])
-            if self._emit_token(r, t):
+            try:
+                if r.mixture is not None:
+                    d = drafts.get(i) or []
+                    t = r.mixture.choose(probs[i], d[0] if d else None)
+                    r.feed = [t]
+                else:
+                    t = int(tokens[i])
+                if self._emit_token(r, t):
+                    finished.add(i)
+            except Exception as e:  # this row's sampling or text: its request alone fails
+                self._fail(r, e)
                 finished.add(i)
         for i in verify:
             if running[i].cancelled.is_set():
@@ -397,6 +434,29 @@ class Engine:
         if finished:
             self._finish(sorted(finished))
         return True
+
+    def _verify_row(self, i: int, d: int, r: Request, drafts: list[int], own: dict, states: dict,
+                    finished: set) -> None:
+        """Row i's speculative verification of its first `d` drafts: one forward of its own, then its tokens; the
+        state it continues from goes to `states`."""
+        chunk = r.mixture.chunk(r.feed, drafts[:d])
+        with self.timer("verify", self.costs, ("verify", len(chunk))):
+            probs, after = forward_probs(self.params, np.asarray([chunk], np.int32), own[i], config=self.config)
+            probs = np.asarray(probs)
+        ended = []
+
+        def stop(t, n):
+            ended.append(self._emit_token(r, t))
+            return ended[-1]
+
+        out = r.mixture.verify(probs[len(r.feed) - 1:], drafts[:d], stop)
+        if ended and ended[-1]:
+            finished.add(i)
+            states[i] = own[i]
+        elif len(out) == d + 1 and len(r.feed) + d == len(chunk):  # all drafts passed, no padding: its state
+            states[i], r.in_state, r.feed = after, r.in_state + len(chunk), [out[-1]]
+        else:                    # the state before the chunk; the accepted tokens wait to be fed
+            states[i], r.feed = own[i], r.feed + out
 
     def _host_row(self, token: int, state: State) -> Carry:
         """A row of the carry for a request sampled on the host (its device penalties and key are not used)."""

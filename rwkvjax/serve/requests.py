@@ -29,11 +29,63 @@ class BadRequest(Exception):
         self.message, self.param, self.status, self.code = message, param, status, code
 
 
+INT64 = (-(1 << 63), (1 << 63) - 1)  # the seed's range: what a PRNG key is made from
+INT32_MAX = (1 << 31) - 1            # top_k and max_tokens travel to the device as int32
+MAX_STOP_CHARS = 1000                # one stop string: the detokenizer holds back this much text at most
+MAX_DEPTH = 64                       # nesting of the body: no field of either route is deeper than 4
+
+
+class _LongNumber:
+    """An integer literal of more digits than any field takes: kept as its length, not converted (Python refuses
+    to convert over 4,300 digits, and the conversion is quadratic below that); every field refuses it by name."""
+
+    def __init__(self, digits: str):
+        self.digits = len(digits.lstrip("-"))
+
+    def __repr__(self) -> str:
+        return f"a {self.digits}-digit number"
+
+
+def _int_literal(digits: str):
+    return int(digits) if len(digits) <= 40 else _LongNumber(digits)
+
+
 def read_json(raw: bytes):
     try:
-        return json.loads(raw)
+        body = json.loads(raw, parse_int=_int_literal)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BadRequest(f"the body is not valid JSON ({e})") from None
+    except RecursionError:
+        raise BadRequest(f"the body is nested too deeply (at most {MAX_DEPTH} levels)") from None
+    _check_tree(body)
+    return body
+
+
+def _check_tree(body) -> None:
+    """Refuses a body nested deeper than MAX_DEPTH or holding a string that is not Unicode text (a lone surrogate
+    escape, `"\\ud800"`, is valid JSON but cannot be encoded), naming the field; iterative, so no depth can
+    exhaust the stack."""
+    todo = [(body, "", 0)]
+    while todo:
+        v, path, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            raise BadRequest(f"the body is nested too deeply (at most {MAX_DEPTH} levels)", path or None)
+        if isinstance(v, str):
+            _check_text(v, path)
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                sub = f"{path}.{k}" if path else k
+                _check_text(k, sub)
+                todo.append((x, sub, depth + 1))
+        elif isinstance(v, list):
+            todo.extend((x, f"{path}[{i}]", depth + 1) for i, x in enumerate(v))
+
+
+def _check_text(s: str, path: str) -> None:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"'{path}' is not valid Unicode text (a lone surrogate)", path or None) from None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -86,10 +138,15 @@ class ChatCompletion(_Generation):
         return chat_prompt(self.messages)
 
 
-def _num(body: dict, name: str, default, lo=None, hi=None, *, integer=False, lo_open=False):
+def _num(body: dict, name: str, default, lo=None, hi=None, *, integer=False, lo_open=False, limit=None):
+    """`lo`/`hi`: the field's meaningful range; `limit`: the largest integer the engine can carry (an `int` field
+    whose range is open above), refused with its own message."""
     v = body.get(name, default)
     if v is None:
         return default
+    if isinstance(v, _LongNumber):  # beyond every field's range; never converted
+        bound = f"at most {limit}" if limit is not None else f"in [{lo}, {hi if hi is not None else 'inf'}]"
+        raise BadRequest(f"'{name}' must be {bound}, got {v!r}", name)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not float(v).is_integer()):
         raise BadRequest(f"'{name}' must be {'an integer' if integer else 'a number'}, got {v!r}", name)
     if not math.isfinite(v):
@@ -97,6 +154,8 @@ def _num(body: dict, name: str, default, lo=None, hi=None, *, integer=False, lo_
     if lo is not None and (v <= lo if lo_open else v < lo) or hi is not None and v > hi:
         rng = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'}]"
         raise BadRequest(f"'{name}' must be in {rng}, got {v!r}", name)
+    if limit is not None and v > limit:
+        raise BadRequest(f"'{name}' must be at most {limit}, got {v!r}", name)
     return int(v) if integer else float(v)
 
 
@@ -108,7 +167,7 @@ def _common(body, default_max_tokens: int) -> dict:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("'model' is required: 'base' or the name of a state (GET /v1/models lists them)", "model")
-    n = _num(body, "n", 1, integer=True)
+    n = _num(body, "n", 1, integer=True, limit=INT32_MAX)
     if n != 1:
         raise BadRequest("'n' must be 1 (one choice per request)", "n")
     stop = body.get("stop")
@@ -120,24 +179,32 @@ def _common(body, default_max_tokens: int) -> dict:
         raise BadRequest("'stop' must be a string or a list of at most 4 strings", "stop")
     if any(s == "" for s in stop):
         raise BadRequest("'stop' strings must not be empty", "stop")
+    if any(len(s) > MAX_STOP_CHARS for s in stop):
+        raise BadRequest(f"'stop' strings must be at most {MAX_STOP_CHARS} characters", "stop")
     seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, _LongNumber))):
         raise BadRequest(f"'seed' must be an integer, got {seed!r}", "seed")
+    if isinstance(seed, _LongNumber) or seed is not None and not INT64[0] <= seed <= INT64[1]:
+        raise BadRequest(f"'seed' must be in [-2^63, 2^63 - 1] (a 64-bit integer), got {seed!r}", "seed")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise BadRequest(f"'stream' must be true or false, got {stream!r}", "stream")
     opts = body.get("stream_options") or {}
     if not isinstance(opts, dict):
         raise BadRequest("'stream_options' must be an object", "stream_options")
+    include_usage = opts.get("include_usage", False)
+    if not isinstance(include_usage, bool) and include_usage is not None:
+        raise BadRequest(f"'stream_options.include_usage' must be true or false, got {include_usage!r}",
+                         "stream_options.include_usage")
     sampling = Sampling(
-        max_tokens=_num(body, "max_tokens", default_max_tokens, 1, integer=True),
+        max_tokens=_num(body, "max_tokens", default_max_tokens, 1, integer=True, limit=INT32_MAX),
         temperature=_num(body, "temperature", 1.0, 0, 2),
         top_p=_num(body, "top_p", 1.0, 0, 1, lo_open=True),
-        top_k=_num(body, "top_k", 0, 0, integer=True),
+        top_k=_num(body, "top_k", 0, 0, integer=True, limit=INT32_MAX),  # >= the vocabulary: no cutoff
         presence=_num(body, "presence_penalty", 0.0, -2, 2),
         frequency=_num(body, "frequency_penalty", 0.0, -2, 2),
         seed=seed, stop=tuple(stop))
-    return {"model": model, "stream": stream, "include_usage": bool(opts.get("include_usage", False)),
+    return {"model": model, "stream": stream, "include_usage": bool(include_usage),
             "sampling": sampling}
 
 
@@ -156,7 +223,8 @@ def _messages(body: dict) -> tuple[Message, ...]:
         raise BadRequest("'messages' must be a non-empty list of {role, content}", "messages")
     out = []
     for i, m in enumerate(msgs):
-        if not isinstance(m, dict) or m.get("role") not in ROLES:
+        role = m.get("role") if isinstance(m, dict) else None
+        if not isinstance(role, str) or role not in ROLES:  # a list or an object as `role` is not hashable
             raise BadRequest(f"'messages[{i}].role' must be one of {sorted(ROLES)}", f"messages[{i}].role")
         content = m.get("content")
         if isinstance(content, list):  # content parts: text only

@@ -22,6 +22,12 @@ from rwkvjax.serve.mixture import read_upto
 log = logging.getLogger(__name__)
 
 
+def unknown_model(name: str) -> str:
+    """A 404's message: only that the name is unknown. The store's own error names its folder and every state,
+    other clients' conversations included, which is nothing to tell a client."""
+    return f"model {name!r} does not exist (GET /v1/models lists them)"
+
+
 class Server:
     def __init__(self, cfg, model=None):
         from rwkvjax.serve.engine import Engine
@@ -75,8 +81,8 @@ class Server:
             raise LookupError(f"model {name!r}: this server has no --states folder; use {BASE!r}")
         try:
             rec = self.store.get(name)
-        except UnknownState as e:
-            raise LookupError(str(e)) from None
+        except UnknownState:
+            raise LookupError(unknown_model(name)) from None
         version = (rec.id, rec.created)
         with self._lock:
             hit = self._states.get(rec.id)
@@ -100,8 +106,8 @@ class Server:
         if name not in (BASE, self.model_name) and self.store is not None:
             try:
                 rec = self.store.get(name)
-            except UnknownState as e:
-                raise LookupError(str(e)) from None
+            except UnknownState:
+                raise LookupError(unknown_model(name)) from None
         path = self.store.memory_file(rec) if rec is not None else None
         if path is None:
             mem, start = SessionMemory(self.memory_settings), 0

@@ -48,7 +48,9 @@ class TrainConfig:
                                       "costs 26%, benchmarks/RESULTS.md)")
     hypernet: str | None = option(None, help="with --merges: start from this `cli.py hypernet` file")
     train_shift: bool = option(False, help="also train the initial token-shift states")
-    lr: float = option(1.0, help="S0 peak learning rate")
+    lr: float = option(0.3, help="S0 peak learning rate (0.3: measured best of 1, 0.3, 0.1, 0.03 on the demo model "
+                                 "with the gate on; at 1.0 nearly every update was rolled back, "
+                                 "benchmarks/RESULTS.md \"Default state-tuning learning rate\")")
     lr_final: float = option(0.01, help="S0 learning rate at the end of the cosine decay")
     hyper_lr: float = option(1e-3, help="hypernetwork peak learning rate")
     decay_steps: int = option(1000, help="cosine horizon (constant at the final LR afterwards)")
@@ -91,6 +93,14 @@ class TrainConfig:
                                                    "times the canaries' is a heavy write; both together quarantine")
     gate_slice_every: int = option(16, help="gate: every n-th new window is held out as the recent probe slice "
                                             "(0: none)")
+    lr_backoff_after: int = option(4, help="gate: halve the learning rate after this many updates in a row were "
+                                           "rolled back (0: never); the run's state, kept across resumes "
+                                           "(benchmarks/RESULTS.md \"Default state-tuning learning rate\")")
+    lr_backoff_floor: float = option(0.01, help="gate: the backoff never takes the peak learning rate below this")
+    stall_warn_after: int = option(8, help="gate: warn (one line) once this many updates in a row were rolled back; "
+                                           "`inspect` and the dashboard then say the run is stalled (measured: "
+                                           "runs at --lr 0.3 or lower rolled back no update, one at 1.0 had 8 in a "
+                                           "row by step 11; benchmarks/RESULTS.md \"Default state-tuning learning rate\")")
     states: str | None = option(None, help="named-states folder: the tuned S0 is written there at every checkpoint")
     state_name: str | None = option(None, help="with --states: the name it is stored under (default: the "
                                                "checkpoint folder's name)")
@@ -134,9 +144,9 @@ class TrainConfig:
                        "merge_window", "merge_threshold", "merge_slots", "save_every", "keep", "log_every")
         check_positive(self, "replay_per_step", "clip_norm", "lr_final", "hyper_lr", "max_tool_output",
                        "eval_every", "replay_alpha", "replay_beta", "gate_slice_every", "consolidate_every",
-                       allow_zero=True)
+                       "lr_backoff_after", allow_zero=True)
         check_positive(self, "gate_canary_rel", "gate_z", "gate_quarantine_bpb", "gate_quarantine_grad",
-                       "memory_mb")
+                       "memory_mb", "lr_backoff_floor", "stall_warn_after")
         if self.ctx_len < 2:
             raise ConfigError(f"--ctx-len {self.ctx_len}: a window needs at least 2 units")
         if self.replay_per_step > self.replay_capacity:

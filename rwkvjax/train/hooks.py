@@ -32,8 +32,9 @@ class MetricsLog(Hook):
         if self.logged is not None:
             if not self.logged(info.record):
                 return
-        elif info.step % self.log_every and not any(k.startswith("eval/") for k in info.record):
-            return
+        elif info.step % self.log_every and not any(k.startswith("eval/") for k in info.record) \
+                and not any(k in info.record for k in ("lr_backoff", "stall_warning")):
+            return  # (a step that backed the learning rate off or warned of a stall is always recorded)
         line = json.dumps(info.record)
         try:
             with open(self.path, "a", encoding="utf-8") as f:

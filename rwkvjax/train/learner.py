@@ -52,6 +52,11 @@ class Snapshot:
     updates: int
 
 
+def scale_update(before: Trainable, after: Trainable, scale: float) -> Trainable:
+    """`before` plus `scale` times the update that took it to `after`."""
+    return jax.tree.map(lambda b, a: b + scale * (a - b), before, after)
+
+
 class Projector(Protocol):
     """What the learner applies to each update of the start state before it keeps it (`train.gate.CanaryProjector`):
     (the state it keeps, the share of the update removed; None when it applied nothing)."""
@@ -77,6 +82,9 @@ class Learner(StatePart):
                  remat: str = "full", projector: Projector | None = None):
         self.config, self.tx, self.units, self.mesh = config, tx, units, mesh
         self.projector = projector
+        # the share of the optimizer's update kept (the run's learning-rate backoff, `train.run_state.LrBackoff`):
+        # with AdamW that is the learning rate times it, without rebuilding the optimizer or its state
+        self.lr_scale = 1.0
         self.ctx_len, self.live_per_step, self.n_slots = ctx_len, live_per_step, n_slots
         self.replay = replay
         self.replay_per_step = replay_per_step if replay is not None else 0
@@ -133,13 +141,17 @@ class Learner(StatePart):
         if self.reducible and live:
             _, mf = self.eval_fn(self.trainable0, self.params, batch)
             nll_frozen = to_host(mf["window_nll"])
-        # the step donates its inputs: the projector needs the state the update started from
-        before = jax.tree.map(jnp.copy, self.trainable) if self.projector is not None else None
+        # the step donates its inputs: the projector and the backoff need the state the update started from
+        scaled = self.lr_scale != 1.0
+        before = jax.tree.map(jnp.copy, self.trainable) if self.projector is not None or scaled else None
         t0 = time.perf_counter()
         self.trainable, self.opt_state, m = self.step_fn(self.trainable, self.opt_state, self.params, batch)
         m = to_host(m)
         seconds = time.perf_counter() - t0
         share = None
+        if scaled:
+            self.trainable = scale_update(before, self.trainable, self.lr_scale)
+            self.place()
         if self.projector is not None:
             self.trainable, share = self.projector.project(before, self.trainable)
             self.place()

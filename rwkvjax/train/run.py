@@ -47,7 +47,7 @@ from rwkvjax.train.optim import OptimConfig, state_tuning_optimizer
 from rwkvjax.train.projects import ProjectStates, publish_tuned
 from rwkvjax.train.remat import resolve_remat
 from rwkvjax.train.replay import ReplayBuffer, ReplaySettings
-from rwkvjax.train.run_state import RunCounters, RunIdentity
+from rwkvjax.train.run_state import LrBackoff, RunCounters, RunIdentity
 from rwkvjax.train.signals import StopSignals
 from rwkvjax.train.step import available_device_memory, data_mesh
 from rwkvjax.train.trainable import init_trainable
@@ -123,6 +123,12 @@ class Trainer:
         self.state.register("windows", self.source)
         if self.gate is not None:
             self.state.register("gate", self.gate)
+            # what the gate's refusals did to the learning rate: run state, so a resumed run keeps its rate
+            self.backoff = self.state.register("lr_backoff", LrBackoff(
+                self.learner, lr=cfg.lr, after=cfg.lr_backoff_after, floor=cfg.lr_backoff_floor,
+                warn_after=cfg.stall_warn_after))
+        else:
+            self.backoff = None
         if self.memory is not None:  # committed with the step: a resumed run finds the memory of that very step
             self.state.register("memory", self.memory)
         self._save_failed = False
@@ -290,6 +296,8 @@ class Trainer:
             probe = TextProbe(self.config, self.learner.params, self.tok, texts, ctx_len=cfg.ctx_len,
                               wkv_impl=cfg.wkv_impl)
             out.append(hooks.PeriodicEval(probe, cfg.eval_every))
+        if self.backoff is not None:  # before the records are written: it adds its fields to every step's
+            out.append(self.backoff)
         out.append(hooks.RunStats(cfg.log_every, lambda: self.source.asm.dyntok, self.gate))
         out.append(hooks.MetricsLog(self.metrics_path, cfg.log_every))
         if cfg.tensorboard:

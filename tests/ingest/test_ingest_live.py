@@ -95,7 +95,9 @@ def test_back_pressure_and_clean_shutdown(tmp_path):
     async def run():
         stream = TraceStream("replay", projects=tmp_path, queue_size=4)
         async with stream:
-            await asyncio.sleep(1.0)  # nobody consumes: the queue fills, then the child blocks on its pipe
+            # nobody consumes: the queue fills (waited for, however slowly the bridge starts), then the child
+            # blocks on its pipe
+            await _wait(lambda: stream._queue.qsize() >= 4)
             assert stream._queue.qsize() == 4
             proc = stream._proc
             assert proc is not None and proc.returncode is None

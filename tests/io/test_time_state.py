@@ -136,8 +136,10 @@ def test_store_lineage_fork_and_refusals(tmp_path):
         store.put("base", wkv, base_hash="h1", tokenizer="t")
     again = store.put("proj", wkv + 2, base_hash="h1", tokenizer="t", replace=True)
     assert again.id == a.id and store.arrays(again)["wkv"][0, 0, 0, 0] == 2
-    store.remove("proj")
+    with pytest.raises(ValueError, match="recursive"):  # a parent is never removed from under its children
+        store.remove("proj")
+    assert store.get("proj/session-1").parent == a.id  # the child keeps its lineage record
+    assert [r.name for r in store.remove("proj", recursive=True)] == ["proj/session-1", "proj"]
     with pytest.raises(FileNotFoundError, match="no state named"):
         store.get("proj")
-    assert store.get("proj/session-1").parent == a.id  # the child keeps its lineage record
     assert tokenizer_id(rwkvjax.text.tokenizer.ByteTokenizer()) == "bytes-256"

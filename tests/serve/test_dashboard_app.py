@@ -66,9 +66,11 @@ def test_state_tree_nests_forks_and_keeps_orphans(tmp_path):
     top = put("proj", source={"checkpoint": str(run.absolute()), "step": 2})
     put("proj/web", parent=top.id, source={"checkpoint": str(run.absolute()), "step": 2, "scope": "project"})
     store.fork("proj", "proj/experiment")
-    put("old")
+    old = put("old")
     store.fork("old", "old/kept")
-    store.remove("old")
+    # an orphan as a store written before `rm` refused parents holds one (today `rm` takes the subtree with it)
+    for f in store.root.glob(f"{old.id}.*"):
+        f.unlink()
     with running_dashboard(run, states=str(tmp_path / "states")) as url:
         st = get_json(url + "/api/run")["states"]
     assert st["origin"] == "--states"

@@ -134,9 +134,113 @@ def test_routes_read_the_server_from_the_app_state():
 
 def test_every_route_needs_the_key_and_an_unknown_path_stays_404():
     with TestClient(build_app(_server("k"))) as c:
-        for method, path in [("get", "/health"), ("get", "/v1/models"), ("post", "/v1/completions"),
-                             ("post", "/v1/chat/completions")]:
+        for method, path in [("get", "/v1/models"), ("post", "/v1/completions"), ("post", "/v1/chat/completions")]:
             r = getattr(c, method)(path)
             assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key", path
-        assert c.get("/health", headers={"Authorization": "Bearer k"}).status_code == 200
+        # a load balancer's probe carries no key: a bare status; the details only with the key
+        assert c.get("/health").json() == {"status": "ok"}
+        assert c.get("/health", headers={"Authorization": "Bearer wrong"}).json() == {"status": "ok"}
+        assert c.get("/health", headers={"Authorization": "Bearer k"}).json() == \
+            {"status": "ok", "model": "m", "running": 0}
         assert c.get("/nowhere").status_code == 404
+
+
+@pytest.mark.parametrize("headers", [{"Authorization": "Bearer k"}, {"Authorization": "bearer k"},
+                                     {"Authorization": "BEARER  k "}, {"x-api-key": "k"}])
+def test_the_key_is_taken_with_any_case_of_bearer_and_as_x_api_key(headers):
+    with TestClient(build_app(_server("k"))) as c:
+        assert c.get("/v1/models", headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer kk"}, {"Authorization": "Basic k"},
+                                     {"Authorization": "k"}, {"x-api-key": "K"}, {"Authorization": "Bearer"}])
+def test_a_wrong_key_or_scheme_is_refused(headers):
+    with TestClient(build_app(_server("k"))) as c:
+        r = c.get("/v1/models", headers=headers)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_the_key_is_compared_in_constant_time(monkeypatch):
+    """Through `hmac.compare_digest`, not `==`: a refusal takes the same time however much of a guess was right."""
+    import hmac
+
+    from rwkvjax.serve import app as app_module
+    seen = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(app_module.hmac, "compare_digest", lambda a, b: seen.append((a, b)) or real(a, b))
+    with TestClient(build_app(_server("k"))) as c:
+        assert c.get("/v1/models", headers={"Authorization": "Bearer x"}).status_code == 401
+    assert (b"x", b"k") in seen
+
+
+def _raw(raw: bytes, chat=False):
+    """A body as the routes read it: bytes, then the typed request."""
+    return (parse_chat if chat else parse)(read_json(raw))
+
+
+_P = b'"model": "base", "prompt": "x"'
+_M = b'"model": "base", "messages": [{"role": "user", "content": "x"}]'
+
+
+@pytest.mark.parametrize("raw, param, words", [
+    (b'{%s, "top_k": 2147483648}' % _P, "top_k", "at most 2147483647"),
+    (b'{%s, "max_tokens": 2147483648}' % _P, "max_tokens", "at most 2147483647"),
+    (b'{%s, "seed": 9223372036854775808}' % _P, "seed", "[-2^63, 2^63 - 1]"),
+    (b'{%s, "seed": -9223372036854775809}' % _P, "seed", "[-2^63, 2^63 - 1]"),
+    (b'{%s, "seed": %s}' % (_P, b"7" * 5000), "seed", "a 5000-digit number"),
+    (b'{%s, "seed": -%s}' % (_P, b"7" * 5000), "seed", "a 5000-digit number"),
+    (b'{%s, "top_k": %s}' % (_P, b"9" * 5000), "top_k", "at most 2147483647, got a 5000-digit number"),
+    (b'{%s, "n": %s}' % (_P, b"9" * 5000), "n", "at most 2147483647"),
+    (b'{%s, "temperature": %s}' % (_P, b"9" * 5000), "temperature", "must be in [0, 2], got a 5000-digit"),
+    (b'{%s, "temperature": 1e400}' % _P, "temperature", "must be finite"),
+    (b'{%s, "top_p": -1e400}' % _P, "top_p", "must be finite"),
+    (b'{%s, "presence_penalty": 1e309}' % _P, "presence_penalty", "must be finite"),
+    (b'{%s, "seed": 1e400}' % _P, "seed", "must be an integer"),
+    (b'{%s, "stop": "%s"}' % (_P, b"s" * 1001), "stop", "at most 1000 characters"),
+    (b'{%s, "stream_options": {"include_usage": [1]}}' % _P, "stream_options.include_usage", "true or false"),
+    (b'{"model": "base", "prompt": "a\\ud800b"}', "prompt", "lone surrogate"),
+    (b'{"model": "\\udfff", "prompt": "x"}', "model", "lone surrogate"),
+    (b'{%s, "stop": ["ok", "\\ud83d"]}' % _P, "stop[1]", "lone surrogate"),
+    (b'{%s, "user": {"\\ud800": 1}}' % _P, "user.\ud800", "lone surrogate"),
+    (b'{%s, "user": %s}' % (_P, b"[" * 100 + b"]" * 100), "user" + "[0]" * 64, "nested too deeply"),
+    (b'{%s, "user": %s}' % (_P, b"[" * 100000 + b"]" * 100000), None, "nested too deeply"),
+])
+def test_out_of_range_and_malformed_values_are_400_naming_the_field(raw, param, words):
+    with pytest.raises(BadRequest) as e:
+        _raw(raw)
+    assert e.value.status == 400 and e.value.param == param and words in e.value.message, e.value.message
+
+
+@pytest.mark.parametrize("raw, param", [
+    (b'{"model": "base", "messages": [{"role": ["user"], "content": "x"}]}', "messages[0].role"),
+    (b'{"model": "base", "messages": [{"role": {"a": 1}, "content": "x"}]}', "messages[0].role"),
+    (b'{"model": "base", "messages": [{"role": 3, "content": "x"}]}', "messages[0].role"),
+    (b'{"model": "base", "messages": [{"role": "user", "content": "\\udc00"}]}', "messages[0].content"),
+    (b'{%s, "seed": %s}' % (_M, b"1" * 5000), "seed"),
+])
+def test_chat_malformed_values_are_400_naming_the_field(raw, param):
+    with pytest.raises(BadRequest) as e:
+        _raw(raw, chat=True)
+    assert e.value.status == 400 and e.value.param == param
+
+
+def test_the_edges_of_every_range_are_taken():
+    s = _raw(b'{%s, "seed": 9223372036854775807, "top_k": 2147483647, "max_tokens": 2147483647}' % _P).sampling
+    assert (s.seed, s.top_k, s.max_tokens) == (2**63 - 1, 2**31 - 1, 2**31 - 1)
+    assert _raw(b'{%s, "seed": -9223372036854775808}' % _P).sampling.seed == -2**63
+    assert _raw(b'{%s, "stop": "%s"}' % (_P, b"s" * 1000)).sampling.stop == ("s" * 1000,)
+    assert _raw(b'{"model": "base", "prompt": "\\ud83d\\ude00"}').prompt == "\U0001F600"  # a pair is one character
+    assert _raw(b'{%s, "user": %s}' % (_P, b"[" * 60 + b"]" * 60)).prompt == "x"
+
+
+def test_malformed_bodies_are_400_through_the_routes():
+    with TestClient(build_app(_server())) as c:
+        for path, raw, param in [
+                ("/v1/completions", b'{%s, "seed": %s}' % (_P, b"5" * 5000), "seed"),
+                ("/v1/completions", b'{%s, "top_k": 4294967296}' % _P, "top_k"),
+                ("/v1/completions", b'{"model": "base", "prompt": "\\ud800"}', "prompt"),
+                ("/v1/completions", b'{%s, "x": %s}' % (_P, b"[" * 100000 + b"]" * 100000), None),
+                ("/v1/chat/completions", b'{"model": "base", "messages": [{"role": [], "content": "x"}]}',
+                 "messages[0].role")]:
+            r = c.post(path, content=raw, headers={"Content-Type": "application/json"})
+            assert r.status_code == 400 and r.json()["error"]["param"] == param, (path, r.text[:200])

@@ -179,10 +179,12 @@ def test_api_key_required_on_every_route(small_model):
     with running_server(small_model, api_key="sekrit") as url:
         with pytest.raises(openai.AuthenticationError):
             client(url, api_key="wrong").models.list()
-        req = urllib.request.Request(url + "/health")
+        req = urllib.request.Request(url + "/v1/models")
         with pytest.raises(urllib.error.HTTPError) as ei:
             urllib.request.urlopen(req, timeout=30)
         assert ei.value.code == 401
+        # /health answers a probe without the key, and only that it is up
+        assert json.loads(urllib.request.urlopen(url + "/health", timeout=30).read()) == {"status": "ok"}
         assert client(url, api_key="sekrit").models.list().data[0].id == "base"
 
 

@@ -275,7 +275,8 @@ def test_resume_after_sigkill_restores_the_memory_bit_for_bit(model_file, tmp_pa
     assert r.returncode == 0, r.stderr[-3000:]
 
     killed = tmp_path / "killed"
-    assert run_killed(_train_argv(model_file, traces, killed, steps), killed, _env()) >= 1
+    # killed after steps 3 and 6 of 10, as the run logs them: both kills land whatever the machine's speed
+    assert run_killed(_train_argv(model_file, traces, killed, steps), killed, _env(), at_steps=(3, 6)) == 2
 
     a, b = _step_memories(ref), _step_memories(killed)
     assert max(a) == max(b) == steps and set(b) <= set(a)

@@ -10,7 +10,8 @@ a step wins, so the rows from that step on are dropped and `version` changes.
 Rows keep the scalar fields (a dict of scalars, e.g. `gate_counts` or `memory`, becomes `gate_counts/<key>`);
 list fields (replay histogram, top merges) are kept for the newest step only; gate decisions other than
 "accepted", screened windows, windows the session memory's flood screen skipped and steps whose learning by the
-memory the gate undid become events.
+memory the gate undid become events, and so do the steps that backed the learning rate off; `stalled` says in
+words when the newest record found the last updates all rolled back.
 """
 
 from __future__ import annotations
@@ -60,11 +61,24 @@ def split_record(rec: dict) -> tuple[dict, dict, list[dict]]:
     if rec.get("memory_gate") == "rolled_back":
         events.append({"step": step, "decision": "memory learning undone", "reason": rec.get("memory_gate_reason"),
                        "session": sessions})
+    if rec.get("lr_backoff"):
+        events.append({"step": step, "decision": "learning rate backed off", "reason": rec["lr_backoff"],
+                       "session": sessions})
     if rec.get("gate") in ("rolled_back", "quarantined"):
         events.append({"step": step, "decision": rec["gate"], "reason": rec.get("gate_reason"), "session": sessions})
     elif rec.get("rolled_back") and rec.get("gate") is None:  # a veto by another hook
         events.append({"step": step, "decision": "rolled_back", "reason": rec["rolled_back"], "session": sessions})
     return row, bulky, events
+
+
+def stalled(row: dict) -> str | None:
+    """The words the page shows when the newest record says the last updates were all rolled back (the trainer's
+    `stalled`, `train.run_state.LrBackoff`); None while the run learns."""
+    if not row.get("stalled"):
+        return None
+    lr = row.get("lr")
+    return (f"stalled: the last {row.get('rollback_streak')} updates were all rolled back by the update gate"
+            + ("" if lr is None else f" (learning rate now {lr:.4g})") + "; lower --lr or raise --gate-canary-rel")
 
 
 def _record(line: bytes) -> dict | None:
@@ -152,6 +166,7 @@ class MetricsTail:
             else:
                 rows = rows[start:]
             return {"version": self.version, "next": len(self.rows), "rows": rows, "stride": stride,
+                    "stalled": stalled(self.rows[-1]) if self.rows else None,
                     "events": self.events[-MAX_EVENTS:], "events_total": len(self.events), "latest": self.latest,
                     "unreadable": self.unreadable, "pending_bytes": len(self._partial),
                     "exists": self._file is not None}

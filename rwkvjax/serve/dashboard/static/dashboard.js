@@ -125,8 +125,10 @@ function status(m) {
   parts.push(`${view.rows} records shown` + (m.stride > 1 ? ` (every ${m.stride}th of the older ones)` : ""));
   if (m.unreadable) parts.push(`${m.unreadable} unreadable lines skipped`);
   if (m.pending_bytes) parts.push("a line is being written");
+  // a run whose updates are all refused learns nothing: said first, in words, and marked as an error
+  if (m.stalled) parts.unshift(m.stalled);
   el.textContent = parts.join(" · ");
-  el.classList.toggle("error", false);
+  el.classList.toggle("error", Boolean(m.stalled));
   document.body.dataset.version = String(view.version);
   document.body.dataset.lastStep = r ? String(r.step) : "";
 }
