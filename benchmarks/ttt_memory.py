@@ -51,8 +51,8 @@ def main():
             for i in range(1, a.conversations + 1):
                 text = (f"User: what does job {i} do?\n\nAssistant: it runs `make test-{i % 7}` and writes "
                         f"build/{i}.log\n\n")
-                tuner.submit(f"base/c{i}", None, text)
-                tuner.wait(f"base/c{i}")
+                tuner.submit(f"conv/base/c{i}", None, text)
+                tuner.wait(f"conv/base/c{i}")
                 if i == 1 or i % a.every == 0:
                     print(f"| {i} | {rss_mb():.0f} | {len(tuner.gate._grads)} / {len(tuner.gate._last)} | "
                           f"{len(tuner.log)} | {len(tuner.pending)} | {(time.perf_counter() - t0) / i:.2f} |",

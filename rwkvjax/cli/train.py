@@ -34,5 +34,11 @@ def run(args) -> int:
                   file=sys.stderr)
         cfg = demo_cfg
     out = Trainer(cfg, model=model).run()
+    from rwkvjax.train.summary import finished_line, format_summary
+    # people read stderr, scripts parse the JSON line on stdout
+    if out.get("already_finished"):
+        print(finished_line(out, cfg, demo=args.demo), file=sys.stderr)
+    else:
+        print(format_summary(out, cfg), file=sys.stderr)
     print(json.dumps(out))
     return SIGNAL_STATUS.get(out.get("signal"), 0)

@@ -13,7 +13,9 @@ writers (a training run, the server, the CLI) never make one name twice nor writ
 readers take no lock. A record file that cannot be read is skipped with one warning (the rest of the store stays
 usable), and a record's id must have the form the store generates (it names files: `../x` must reach nothing).
 Names are checked once, when a state is written: parts of letters, digits and `. _ - + @` between '/', no `.`/`..`
-part, never `base` nor the server's conversation namespace `base/<session>` (written only by `--ttt`).
+part, never `base` nor `base/...`. The conversation namespace `conv/...` (`conv/<model>/<session>`) is the
+server's test-time training's alone: only a write that says so (`put(..., conversation=True)`) goes there, and such
+a write goes nowhere else, so no conversation can replace a state it did not make, nor any other writer take one.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from rwkvjax.atomic import atomic_path, atomic_write
 from rwkvjax.errors import CannotWrite, CheckpointMismatch, ConfigError, DataError, MissingFile
 
 BASE = "base"
+CONVERSATIONS = "conv"  # the server's --ttt conversations: `conv/<model>/<session>`, written by nothing else
 _NAME = re.compile(r"^[\w.@+-]+(/[\w.@+-]+)*$")
 _ID = re.compile(r"^[0-9a-f]{12}$")  # `uuid4().hex[:12]`: the only ids the store makes, and the only ones it reads
 LOCK_NAME = ".store.lock"  # not `.lock`: a run's RunLock (held for hours) may share a folder with a store
@@ -68,7 +71,7 @@ class StateRecord:
 
 def check_name(name: str, *, conversation: bool = False) -> str:
     """`name` if a state may be stored under it. `conversation`: the writer is the server's test-time training,
-    the only one allowed in the namespace `base/<session>` (no other writer can take a conversation's name)."""
+    the only one allowed in the namespace `conv/...`, and allowed nowhere else."""
     if not isinstance(name, str) or not _NAME.match(name) or len(name) > 200:
         raise ConfigError(f"state name {str(name)[:80]!r}: use letters, digits, . _ - + @ and '/' between parts")
     parts = name.split("/")
@@ -76,17 +79,22 @@ def check_name(name: str, *, conversation: bool = False) -> str:
         raise ConfigError(f"state name {name!r}: '.' and '..' are not names")
     if name == BASE:
         raise ConfigError(f"state name {name!r}: '{BASE}' is the model's own start state")
-    if parts[0] == BASE and not conversation:
-        raise ConfigError(f"state name {name!r}: '{BASE}/...' is where the server keeps its conversations; "
+    if parts[0] == BASE:
+        raise ConfigError(f"state name {name!r}: '{BASE}/...' would read as the model's own start state; "
                           "choose another name")
+    if conversation and (parts[0] != CONVERSATIONS or len(parts) < 2):
+        raise ConfigError(f"state name {name!r}: a conversation's state is named '{CONVERSATIONS}/...'")
+    if not conversation and parts[0] == CONVERSATIONS:
+        raise ConfigError(f"state name {name!r}: '{CONVERSATIONS}' and '{CONVERSATIONS}/...' are where the server "
+                          "keeps its conversations; choose another name")
     if _ID.match(name):
         raise ConfigError(f"state name {name!r}: it has the form of a state id; choose another name")
     return name
 
 
-def is_conversation_source(source: dict | None) -> bool:
-    """A write from the server's test-time training (`serve/ttt.py` marks its records' source with `ttt`)."""
-    return isinstance(source, dict) and "ttt" in source
+def conversation_name(model: str, session: str) -> str:
+    """The state name of conversation `session` started from state `model` (`base`: the model's own)."""
+    return f"{CONVERSATIONS}/{model}/{session}"
 
 
 class StateStore:
@@ -213,13 +221,15 @@ class StateStore:
     # ----- writing -----
     def put(self, name: str, wkv: np.ndarray, *, base_hash: str, tokenizer: str, parent: str | None = None,
             hypernet: str | None = None, source: dict | None = None, att_shift: np.ndarray | None = None,
-            ffn_shift: np.ndarray | None = None, replace: bool = False, memory=None) -> StateRecord:
+            ffn_shift: np.ndarray | None = None, replace: bool = False, memory=None,
+            conversation: bool = False) -> StateRecord:
         """Store a state under `name`. With `replace`, a state of that name (same base model) is overwritten
         in place (its id stays, the previous one is its parent); otherwise the name must be new.
 
         `memory`: a session memory (anything with `save(path)`) stored with the state; None removes a stored one
-        when the state is replaced (the state is then exactly what was given)."""
-        check_name(name, conversation=is_conversation_source(source))
+        when the state is replaced (the state is then exactly what was given). `conversation`: the writer is the
+        server's test-time training, whose names are `conv/...` and nothing else (`check_name`)."""
+        check_name(name, conversation=conversation)
         wkv = np.asarray(wkv, np.float32)
         if wkv.ndim != 4 or wkv.shape[2] != wkv.shape[3]:
             raise DataError(f"state {name!r}: wkv must be [L, H, N, N], got {wkv.shape}")

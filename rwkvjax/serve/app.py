@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import hmac
 import json
 import logging
 import time
@@ -30,6 +29,7 @@ from rwkvjax.errors import UserError
 from rwkvjax.model.state import State
 from rwkvjax.serve.chat import TURN_END
 from rwkvjax.serve.engine import QueueFull, Request
+from rwkvjax.serve.guard import key_ok  # here too: the dashboard checks keys the same way, without the engine
 from rwkvjax.serve.mixture import read_mark
 from rwkvjax.serve.requests import BadRequest, ChatCompletion, Completion, read_json
 
@@ -53,19 +53,6 @@ def build_app(server) -> Starlette:
     app = Starlette(routes=routes, exception_handlers={HTTPException: not_found, Exception: internal})
     app.state.server = server
     return app
-
-
-def key_ok(req: HttpRequest, key: str | None) -> bool:
-    """True without a key, or when the request carries it: `Authorization: <scheme> <key>` with the scheme `Bearer`
-    in any case (RFC 7235: schemes are case-insensitive), or `x-api-key: <key>` (what some clients send). Compared
-    in constant time, so the time of a refusal says nothing about how much of a guess was right."""
-    if not key:
-        return True
-    want = key.encode()
-    scheme, _, given = req.headers.get("authorization", "").strip().partition(" ")
-    by_bearer = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), want)
-    by_header = hmac.compare_digest(req.headers.get("x-api-key", "").strip().encode(), want)
-    return by_bearer or by_header
 
 
 def _refused():

@@ -76,6 +76,8 @@ class ServeConfig:
     host: str = option("127.0.0.1", help="address to bind (loopback by default)")
     port: int = option(8000, help="port")
     api_key: str | None = option(None, help="require 'Authorization: Bearer KEY' on every route")
+    cors_origin: str | None = option(None, metavar="ORIGIN", help="let web pages of this origin (say "
+                                     "https://app.example) call the server; others are refused (CORS off)")
     dtype: str = option("fp32", choices=("fp32", "bf16", "int8"),
                         help="weight dtype: int8 quantizes the large matrices on load (a quarter of the memory; an "
                              "int8 file loads as int8 anyway); bf16 is refused on a CPU backend")
@@ -87,7 +89,7 @@ class ServeConfig:
     cache_mb: int = option(256, help="prefix-state cache budget (MB)")
     warmup: bool = option(True, help="compile every decode batch size and prefill piece before serving")
     ttt: bool = option(False, help="test-time training: a chat request with a `session` field adapts that "
-                                   "conversation's own state <model>/<session> between turns (needs --states)")
+                                   "conversation's own state conv/<model>/<session> between turns (needs --states)")
     ttt_steps: int = option(4, help="with --ttt: gated state-tuning steps per turn")
     ttt_lr: float = option(0.05, help="with --ttt: learning rate of those steps")
     dashboard: str | None = option(None, metavar="CKPT_DIR", help="also serve the live dashboard of this `train "

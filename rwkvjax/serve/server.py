@@ -4,7 +4,7 @@ With the session memory on (the default), every request samples from the mixture
 memory of its own: a copy-on-write mapping of the memory stored with the state its `model` names (nothing it
 learns reaches the file or any other request), or an empty one for `base` and states without a memory. The
 prompt is absorbed into it; the reply is learned token by token. Only a `--ttt` conversation keeps its
-memory: stored with the conversation's state `<model>/<session>` after each turn.
+memory: stored with the conversation's state `conv/<model>/<session>` after each turn.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import threading
 
 import jax.numpy as jnp
 
-from rwkvjax.io.states import BASE, StateStore, UnknownState
+from rwkvjax.io.states import BASE, StateStore, UnknownState, conversation_name
 from rwkvjax.model.state import State, start_state, zero_state
 from rwkvjax.serve.mixture import read_upto
 
@@ -68,7 +68,8 @@ class Server:
     def conversation(self, model: str, session: str) -> tuple[str, str | None]:
         """(the conversation's state name, the state it starts from: None for the base model)."""
         parent = None if model in (BASE, self.model_name) else model
-        return f"{parent or BASE}/{session}", parent
+        # its own namespace (`io.states.CONVERSATIONS`): a session named like a shared state never replaces it
+        return conversation_name(parent or BASE, session), parent
 
     def has_state(self, name: str) -> bool:
         return self.store is not None and any(r.name == name for r in self.store.records())
@@ -135,6 +136,7 @@ def serve(cfg, *, model=None, sock: socket.socket | None = None, ready: threadin
           stop: threading.Event | None = None) -> None:
     """Run until interrupted (or `stop` is set). Binds cfg.host:cfg.port, or uses `sock` (tests)."""
     from rwkvjax.serve.app import build_app
+    from rwkvjax.serve.guard import guarded
     from rwkvjax.serve.http import run_app
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
         log.warning("serving on %s without --api-key: anyone who can reach it can use the model", cfg.host)
@@ -150,7 +152,7 @@ def serve(cfg, *, model=None, sock: socket.socket | None = None, ready: threadin
     if dashboard is not None:
         app.mount("/dashboard", dashboard)
     try:
-        run_app(app, cfg.host, cfg.port, sock=sock, ready=ready, stop=stop)
+        run_app(guarded(app, cfg.host, cfg.cors_origin), cfg.host, cfg.port, sock=sock, ready=ready, stop=stop)
     finally:
         server.engine.stop()
         if server.tuner is not None:

@@ -1,5 +1,5 @@
 """Test-time training in the server: between turns of a conversation, a few gated state-tuning steps on that
-conversation adapt the conversation's own start state, stored as `<model>/<session>` (forkable like any
+conversation adapt the conversation's own start state, stored as `conv/<model>/<session>` (forkable like any
 state). Shared states (the base, project states) are never written: only consolidation folds anything back.
 With the session memory on, the conversation's memory (the turn's scratch memory: it read the prompt and
 learned the reply) is stored with that state, so the next turn of the conversation starts from it.
@@ -146,7 +146,7 @@ class ConversationTuner:
         source = {"ttt": name, "tokens": len(tokens), "steps": len(recs), "accepted": accepted, **(mark or {})}
         rec = self.store.put(state_safe_name(name), tr.wkv, base_hash=self.base_hash, tokenizer=self.tokenizer_id,
                              replace=True, parent=parent_id, source=source, att_shift=tr.att_shift,
-                             ffn_shift=tr.ffn_shift, memory=memory)
+                             ffn_shift=tr.ffn_shift, memory=memory, conversation=True)
         return {"conversation": name, "state_id": rec.id, "tokens": len(tokens), "steps": len(recs),
                 "accepted": accepted, "decisions": [r.get("gate") for r in recs],
                 "reasons": [r.get("gate_reason") for r in recs if r.get("gate_reason")],

@@ -132,6 +132,7 @@ class Trainer:
         if self.memory is not None:  # committed with the step: a resumed run finds the memory of that very step
             self.state.register("memory", self.memory)
         self._save_failed = False
+        self.steps_run = self.replay_only_steps = 0  # this command's steps, and those with no new text (the summary)
         self._restore()
 
     @property
@@ -260,6 +261,8 @@ class Trainer:
     def describe(self, step: int, upd: Update) -> dict:
         m, live = upd.metrics, upd.live
         live_base, live_bytes = self.counters.count(step, live)
+        self.steps_run += 1
+        self.replay_only_steps += int(not live)
         rec = {"step": step, "time": time.time(), "loss": m["loss"],
                "bits_per_byte": m["bits"] / max(m["bytes"], 1.0),
                "live_bits_per_byte": upd.live_bits / live_bytes if live_bytes else None,
@@ -310,7 +313,8 @@ class Trainer:
         cfg = self.cfg
         if cfg.steps is not None and self.step >= cfg.steps:
             self.close()
-            return {"step": self.step, "stopped": "done"}
+            return {"step": self.step, "stopped": "done", "already_finished": True,
+                    "ckpt_dir": str(self.ckpt.directory)}
         try:
             with StopSignals(self.stop) as signals, self.source:  # Ctrl-C/SIGTERM: the step in flight finishes
                 _, stopped = train_loop(self.learner, self.batches(), self.hooks(progress), step=self.step,
@@ -323,7 +327,30 @@ class Trainer:
                "ckpt_dir": str(self.ckpt.directory)}
         if signals.name:
             out["signal"] = signals.name
+        out.update(steps_run=self.steps_run, replay_only_steps=self.replay_only_steps, metrics=str(self.metrics_path),
+                   heldout=self.heldout_figures(), gate=None if self.gate is None else dict(self.gate.counts))
+        if cfg.states:
+            out.update(states=cfg.states, state_name=cfg.state_name or Path(cfg.ckpt_dir).name)
         return out
+
+    def heldout_figures(self) -> dict | None:
+        """Bits per byte of the update gate's held-out slice (windows never trained on, at most its
+        `slice_windows`) read from the run's start state and from the tuned one the learner holds: what the tuning
+        is worth on new text, unlike the trained windows' falling figure. None without the gate or a held-out
+        window yet. With per-project states, the slice of the project the learner holds."""
+        from rwkvjax.train.gate import base_window
+        if self.gate is None:
+            return None
+        windows = self.gate.sources.slice(self.gate.key)
+        if not windows:
+            return None
+        # the frozen model reads base tokens: merged windows are expanded (twice the units at most)
+        merged = any(w.slots is not None for w in windows)
+        plain = [w if w.slots is None else base_window(w, self.config.vocab_size) for w in windows]
+        read = functools.partial(self.gate.canary.bpb, windows=plain, batch_size=self.gate.s.slice_windows,
+                                 ctx_len=self.cfg.ctx_len * (2 if merged else 1))
+        return {"windows": len(plain), "frozen_bpb": read(self.learner.trainable0),
+                "tuned_bpb": read(self.learner.trainable)}
 
 
     def _nothing_to_learn(self):

@@ -1,7 +1,7 @@
 """The named-state store with several writers and hostile contents: writers in two processes never fail, never
 corrupt a record and never make one name twice; a record that cannot be read is skipped (one warning) instead of
 breaking the store; ids are only the ones the store makes (`../x` reaches nothing); names are checked once
-(`..`, `base`, `base/<session>` refused); a parent is removed only with its subtree; `-`-leading names work on
+(`..`, `base`, `base/x` refused; `conv/...` is the server's conversations' alone); a parent is removed only with its subtree; `-`-leading names work on
 the command line."""
 
 from __future__ import annotations
@@ -161,11 +161,24 @@ def test_bad_names_are_refused(tmp_path, name):
     assert [r.name for r in store.records()] == ["src"]
 
 
-def test_only_the_servers_conversations_are_stored_under_base(tmp_path):
+def test_only_the_servers_conversations_are_stored_under_conv(tmp_path):
     store = StateStore(tmp_path / "states")
-    rec = store.put("base/s1", _wkv(1), base_hash="h", tokenizer="t", replace=True,
-                    source={"ttt": "base/s1", "tokens": 3})
-    assert store.get("base/s1").id == rec.id
+    rec = store.put("conv/base/s1", _wkv(1), base_hash="h", tokenizer="t", replace=True,
+                    source={"ttt": "conv/base/s1", "tokens": 3}, conversation=True)
+    assert store.get("conv/base/s1").id == rec.id
+    # nothing else writes there, whatever its record says; a conversation writes nowhere else, so it cannot
+    # replace a shared state of the name its model and session would once have made
+    shared = store.put("proj/experiment", _wkv(2), base_hash="h", tokenizer="t")
+    for name in ("conv", "conv/base/s2", "conv/base/s1"):
+        with pytest.raises(ConfigError, match="conversations"):
+            store.put(name, _wkv(1), base_hash="h", tokenizer="t", replace=True, source={"ttt": name})
+        with pytest.raises(ConfigError, match="conversations"):
+            store.fork("proj/experiment", name)
+    for name in ("proj/experiment", "base/s2", "conv"):
+        with pytest.raises(ConfigError, match="state name"):
+            store.put(name, _wkv(3), base_hash="h", tokenizer="t", replace=True, conversation=True)
+    assert store.get("proj/experiment").id == shared.id and store.get("proj/experiment").source is None
+    assert sorted(r.name for r in store.records()) == ["conv/base/s1", "proj/experiment"]
     assert store.put("-home-me-proj", _wkv(1), base_hash="h", tokenizer="t").name == "-home-me-proj"
 
 

@@ -164,10 +164,10 @@ def test_the_key_is_compared_in_constant_time(monkeypatch):
     """Through `hmac.compare_digest`, not `==`: a refusal takes the same time however much of a guess was right."""
     import hmac
 
-    from rwkvjax.serve import app as app_module
+    from rwkvjax.serve import guard as guard_module  # where `serve.app.key_ok` lives (the dashboard's check too)
     seen = []
     real = hmac.compare_digest
-    monkeypatch.setattr(app_module.hmac, "compare_digest", lambda a, b: seen.append((a, b)) or real(a, b))
+    monkeypatch.setattr(guard_module.hmac, "compare_digest", lambda a, b: seen.append((a, b)) or real(a, b))
     with TestClient(build_app(_server("k"))) as c:
         assert c.get("/v1/models", headers={"Authorization": "Bearer x"}).status_code == 401
     assert (b"x", b"k") in seen

@@ -7,6 +7,7 @@ same app works at `/` (`cli.py dashboard`) and mounted at `/dashboard/` (`cli.py
 
 from __future__ import annotations
 
+import hmac
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from rwkvjax.errors import MissingFile
+from rwkvjax.serve.guard import key_ok  # the server's own check (`serve.app.key_ok`)
 from rwkvjax.serve.dashboard.rundir import RunFolder
 from rwkvjax.serve.dashboard.tail import MetricsTail
 
@@ -45,8 +47,9 @@ def build_dashboard(ckpt_dir: str | Path, *, states: str | None = None, api_key:
     tail = MetricsTail(ckpt_dir / "metrics.jsonl")
 
     def denied(req: Request) -> JSONResponse | None:
-        if not api_key or req.query_params.get("key") == api_key or \
-                req.headers.get("authorization") == f"Bearer {api_key}":
+        # the server's check (constant time, `Bearer` in any case, `x-api-key`), and the page's `?key=`
+        given = req.query_params.get("key")
+        if key_ok(req, api_key) or (given is not None and hmac.compare_digest(given.encode(), api_key.encode())):
             return None
         return JSONResponse({"error": "missing or wrong key (add ?key=KEY to the page's address)"}, status_code=401)
 

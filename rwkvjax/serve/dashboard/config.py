@@ -15,6 +15,8 @@ class DashboardConfig:
     host: str = option("127.0.0.1", help="address to bind (loopback by default: the page shows session text)")
     port: int = option(8001, help="port")
     api_key: str | None = option(None, help="require ?key=KEY (or 'Authorization: Bearer KEY') for the data")
+    cors_origin: str | None = option(None, metavar="ORIGIN", help="let web pages of this origin read the data; "
+                                     "others are refused (CORS off)")
 
     def __post_init__(self):
         if not 0 < self.port < 65536:

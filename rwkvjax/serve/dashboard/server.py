@@ -8,6 +8,7 @@ import threading
 
 from rwkvjax.serve.dashboard.app import build_dashboard
 from rwkvjax.serve.dashboard.config import DashboardConfig
+from rwkvjax.serve.guard import guarded
 from rwkvjax.serve.http import run_app
 
 log = logging.getLogger(__name__)
@@ -24,4 +25,4 @@ def serve_dashboard(cfg: DashboardConfig, *, app=None, sock: socket.socket | Non
     if cfg.host not in LOOPBACK and not cfg.api_key:
         log.warning("dashboard on %s without --api-key: anyone who can reach it can read the run's session text",
                     cfg.host)
-    run_app(app, cfg.host, cfg.port, sock=sock, ready=ready, stop=stop)
+    run_app(guarded(app, cfg.host, cfg.cors_origin), cfg.host, cfg.port, sock=sock, ready=ready, stop=stop)
