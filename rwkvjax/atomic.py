@@ -139,21 +139,8 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], Non
                  private: bool = True) -> None:
     """Write `data` (bytes, or a function that writes to the file it is given) into a temporary file next to
     `path`, fsync it, rename it over `path` and fsync the folder. Owner-only (0600) when `private`."""
-    path = Path(path)
-    tmp = _temporary(path)
-    try:
-        with os.fdopen(_create(tmp, private), "wb") as f:
-            if isinstance(data, (bytes, bytearray)):
-                f.write(data)
-            else:
-                data(f)
-            f.flush()
-            os.fsync(f.fileno())
-        _replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)  # an interrupt mid-write leaves no half file behind
-        reported = _reported(e, path)
-        if reported is e:
-            raise
-        raise reported from e
-    _fsync_dir(path.parent)
+    with atomic_path(path, private=private) as tmp, os.fdopen(os.open(tmp, os.O_WRONLY), "wb") as f:
+        if isinstance(data, (bytes, bytearray)):
+            f.write(data)
+        else:
+            data(f)
