@@ -9,12 +9,13 @@ from __future__ import annotations
 import shlex
 import sys
 
-from rwkvjax.cli.flags import add_dataclass_args, dataclass_from_args
+from rwkvjax.cli.flags import add_dataclass_args, add_progress_flag, apply_progress_flag, dataclass_from_args
 from rwkvjax.eval.config import EvalConfig
 
 
 def add_arguments(p):
     add_dataclass_args(p, EvalConfig)
+    add_progress_flag(p)
 
 
 def _say(msg: str) -> None:
@@ -22,6 +23,7 @@ def _say(msg: str) -> None:
 
 
 def run(args) -> None:
+    apply_progress_flag(args)
     from rwkvjax.extras import require
     cfg = dataclass_from_args(EvalConfig, args)
     require("matplotlib", "plot", "eval's report (prequential.png)")  # before minutes of work, not after
@@ -30,7 +32,7 @@ def run(args) -> None:
     from rwkvjax.io.formats import load
     cmd = "python cli.py " + " ".join(shlex.quote(x) for x in sys.argv[1:])
     try:
-        res = run_eval(cfg, load(cfg.model), log=_say)
+        res = run_eval(cfg, load(cfg.model), log=_say, progress=None)
     except KeyboardInterrupt:
         _partial_report(cfg, cmd, saved_results, write_eval_report)
         raise

@@ -72,3 +72,22 @@ def dataclass_from_args(cls, args: argparse.Namespace, **overrides):
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items() if k in names}
     kw.update(overrides)
     return cls(**kw)
+
+
+def add_progress_flag(parser: argparse.ArgumentParser) -> None:
+    """`--progress-every SECONDS`: a long command's progress line interval off a terminal (on one it shows a bar)."""
+    parser.add_argument("--progress-every", type=float, default=None, metavar="SECONDS",
+                        help="off a terminal, write a progress line (with an ETA) every SECONDS; 0: none (default: "
+                             "$RWKVJAX_PROGRESS_EVERY, else 30; on a terminal a progress bar is shown instead)")
+
+
+def apply_progress_flag(args: argparse.Namespace) -> None:
+    """Make `--progress-every` the interval of this process's progress lines (`rwkvjax.train.progress`)."""
+    seconds = getattr(args, "progress_every", None)
+    if seconds is None:
+        return
+    from rwkvjax.errors import ConfigError
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ConfigError(f"--progress-every {seconds}: expected a number of seconds >= 0 (0: no progress lines)")
+    from rwkvjax.train.progress import set_every_s
+    set_every_s(seconds)

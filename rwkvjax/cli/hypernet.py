@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import logging
 
-from rwkvjax.cli.flags import add_dataclass_args, dataclass_from_args
+from rwkvjax.cli.flags import add_dataclass_args, add_progress_flag, apply_progress_flag, dataclass_from_args
 from rwkvjax.train.config import HyperTrainConfig
 
 
 def add_arguments(p):
     add_dataclass_args(p, HyperTrainConfig)
+    add_progress_flag(p)
 
 
 def run(args) -> None:
+    apply_progress_flag(args)
     from rwkvjax.eval.hypernet import run_hyper_train
     from rwkvjax.io.formats import load
     # the run's lines (what it trains on, the curve, an interrupt) go to stderr as log records; the result to stdout

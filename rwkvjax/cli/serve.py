@@ -18,5 +18,5 @@ def run(args) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = dataclass_from_args(ServeConfig, args)
     refuse_slow_dtype(cfg.dtype)
-    print(f"serving {cfg.model} on http://{cfg.host}:{cfg.port}/v1 (Ctrl-C stops)", flush=True)
-    serve(cfg)
+    # the progress lines ("compiling ...", then "serving ... on ..." once the port accepts) go to stdout as they come
+    serve(cfg, say=lambda line: print(line, flush=True))

@@ -6,12 +6,13 @@ import dataclasses
 import json
 import sys
 
-from rwkvjax.cli.flags import add_dataclass_args, dataclass_from_args
+from rwkvjax.cli.flags import add_dataclass_args, add_progress_flag, apply_progress_flag, dataclass_from_args
 from rwkvjax.train.config import TrainConfig
 
 
 def add_arguments(p):
     add_dataclass_args(p, TrainConfig)
+    add_progress_flag(p)
 
 
 # exit status of a run stopped by a signal (after it saved): the shell's 128 + signal number
@@ -19,6 +20,7 @@ SIGNAL_STATUS = {"SIGINT": 130, "SIGTERM": 143}
 
 
 def run(args) -> int:
+    apply_progress_flag(args)
     from rwkvjax.train.run import Trainer, demo_setup
     cfg = dataclass_from_args(TrainConfig, args)
     if cfg.tensorboard:  # before the model loads, not after

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ingest.redact import MARK, Redactor
 from rwkvjax.errors import DataError
 from rwkvjax.io.checkpoint import TrainCheckpointer
+from rwkvjax.train.replay import high_entropy_runs
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,21 @@ def read_metrics(ckpt_dir: str | Path) -> list[dict]:
     return [by_step[s] for s in sorted(by_step)]
 
 
+PREVIEW_CHARS = 160
+
+
+def preview(text: str | None, redactor: Redactor | None = None) -> str:
+    """The start of a replay window's text as `inspect` shows it: redacted again, whatever the buffer holds (a
+    checkpoint written before a redaction rule existed, or by an older version, can hold raw key material), and
+    random-looking runs that no rule names masked too; then cut to PREVIEW_CHARS. Redacting before cutting lets
+    the rules see the whole secret (a key cut in half would no longer match)."""
+    text = (redactor or Redactor())(text or "")
+    spans = high_entropy_runs(text)
+    for s, e in reversed(spans):
+        text = text[:s] + MARK.format("high-entropy") + text[e:]
+    return text[:PREVIEW_CHARS]
+
+
 def _finite_mean(rows, key):
     """The mean of the finite values (a metrics file may hold NaN for a step that had no figure)."""
     vals = [r[key] for r in rows if isinstance(r.get(key), (int, float)) and np.isfinite(r[key])]
@@ -58,6 +75,7 @@ def inspect(ckpt_dir: str | Path, last: int = 20) -> dict:
     rep = host["replay"]
     prio = np.asarray(rep["priority"], np.float64)
     order = np.argsort(-prio)[:5] if len(prio) else []
+    redactor = Redactor()
     return {
         "ckpt_dir": str(ckpt_dir), "step": host["step"], "checkpoints": kept,
         "tokens_seen": host["tokens_seen"], "bytes_seen": host["bytes_seen"],
@@ -80,7 +98,7 @@ def inspect(ckpt_dir: str | Path, last: int = 20) -> dict:
                                                   np.quantile(prio, [0, .25, .5, .75, 1]).round(4).tolist()))
                    if len(prio) else {},
                    "top": [{"priority": round(float(prio[i]), 4),
-                            "preview": (rep["texts"][i] or "")[:160]} for i in order]},
+                            "preview": preview(rep["texts"][i], redactor)} for i in order]},
         "gate": _gate_summary(host.get("gate"), rows, host_has_memory=bool(host.get("memory"))),
         "learning": learning_status(rows, host["train_config"], host.get("lr_backoff")),
         "projects": None if not host.get("projects") else {

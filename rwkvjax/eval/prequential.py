@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +46,7 @@ from rwkvjax.train.learner import Learner
 from rwkvjax.train.loop import train_loop
 from rwkvjax.train.optim import OptimConfig, state_tuning_optimizer
 from rwkvjax.train.probe import default_canaries, read_texts
+from rwkvjax.train.progress import Reporter
 from rwkvjax.train.replay import ReplayBuffer, ReplaySettings
 from rwkvjax.train.trainable import Trainable, init_trainable, initial_state
 
@@ -330,7 +332,8 @@ def score_canaries(arms: list, params, canaries: dict[str, np.ndarray]) -> dict[
     return out
 
 
-def run_eval(cfg: EvalConfig, model, *, log=print, specs: dict[str, ArmSpec] | None = None) -> dict:
+def run_eval(cfg: EvalConfig, model, *, log=print, specs: dict[str, ArmSpec] | None = None,
+             progress: bool | None = False) -> dict:
     """Run every arm over the same stream; returns the raw results (see `report.write_eval_report`).
 
     Each finished session is saved in `<cfg.out>/progress/` with the arms' learners after it (`progress`), so
@@ -338,12 +341,14 @@ def run_eval(cfg: EvalConfig, model, *, log=print, specs: dict[str, ArmSpec] | N
     rerun with the same settings continues from the last finished one with the same results as an unbroken
     run. `cfg.max_sessions` stops after that many sessions of the stream (the split is over all of them).
     `specs`: run these arms (name -> spec, in report order) instead of `cfg.arms`' specs from `ARM_SPECS`; a
-    continuation must pass the same.
+    continuation must pass the same. `progress`: the run's progress by tokens with an ETA, naming the session and
+    arm at work, on stderr (`progress.Reporter`'s `enabled`: None a bar on a terminal and lines off one; False
+    none).
     """
     specs = arm_specs(cfg, specs)
     check_arms(specs)
     with RunLock(cfg.out, "eval"):  # one writer per report folder
-        return _run_eval(cfg, model, log, specs)
+        return _run_eval(cfg, model, log, specs, progress)
 
 
 def arm_specs(cfg: EvalConfig, specs: dict[str, ArmSpec] | None = None) -> dict[str, ArmSpec]:
@@ -357,7 +362,16 @@ def _own_specs(cfg: EvalConfig, specs: dict[str, ArmSpec]) -> dict | None:
     return None if specs == arm_specs(cfg) else {n: dataclasses.asdict(s) for n, s in specs.items()}
 
 
-def _run_eval(cfg: EvalConfig, model, log, specs: dict[str, ArmSpec]) -> dict:
+def _run_eval(cfg: EvalConfig, model, log, specs: dict[str, ArmSpec], progress: bool | None) -> dict:
+    reporter = Reporter("eval", None, unit="token", enabled=progress)
+    try:
+        reporter.phase("reading the sessions")
+        return _run_sessions(cfg, model, log, specs, reporter)
+    finally:
+        reporter.close()
+
+
+def _run_sessions(cfg: EvalConfig, model, log, specs: dict[str, ArmSpec], reporter: Reporter) -> dict:
     config, params, tok = model.arch, model.params, model.tokenizer
     sessions = load_sessions(cfg.traces, tok)
     if len(sessions) < 2:
@@ -378,7 +392,10 @@ def _run_eval(cfg: EvalConfig, model, log, specs: dict[str, ArmSpec]) -> dict:
     names = list(specs)
     arms = build_arms(specs, cfg, config, params, tok, mhash if cfg.hypernet else None)
     kept = {n: a for n, a in arms.items() if a.stateful}  # what is saved, counted and scored on the canaries
+    # the work left, in tokens: a session's time grows with its length (the first one also compiles)
+    reporter.set_total(sum(len(s.tokens) for s in sessions[done:limit]))
     if saved is None:
+        reporter.phase("scoring the canaries before any session (compiling the model's forward)")
         start = score_canaries(list(kept.values()), params, canaries)
         store.start(fp, canary_start=start, canary_bytes={n: len(t.encode()) for n, t in texts.items()},
                     sessions_total=len(sessions))
@@ -394,15 +411,19 @@ def _run_eval(cfg: EvalConfig, model, log, specs: dict[str, ArmSpec]) -> dict:
         log(f"{store.dir}: continuing after {done} finished session(s)")
     # the bytes of every earlier session, in time order: the compressors' counterpart of the memory arms' history
     prime = b"".join(s.text.encode() for s in sessions[:done])
+    tokens_done = 0
     for si in range(done, limit):
         s = sessions[si]
         t_session = time.perf_counter()
-        rec = score_session(s, arms, model, tok, cfg, prime, score_seconds)
+        where = f"session {si + 1}/{len(sessions)} ({'held-out' if s.heldout else 'train'} {s.sid[:12]})"
+        rec = score_session(s, arms, model, tok, cfg, prime, score_seconds,
+                            note=lambda text, where=where: reporter.phase(f"{where}: {text}"))
         prime += s.text.encode()
         rec["bits"] = {n: as_stored(b) for n, b in rec["bits"].items()}
         # only a learner that has just trained has a new start state, only a memory that learned (or whose
         # model moved) a new mixture; the others' canary scores stay as they were
         moved = [a for a in kept.values() if a.moves(s)]
+        reporter.phase(f"{where}: scoring the canaries")
         before = records[-1]["canary"] if records else store.run["canary_start"]
         rec["canary"] = {**before, **score_canaries(moved, params, canaries)}
         rec["score_seconds"] = dict(score_seconds)
@@ -411,6 +432,8 @@ def _run_eval(cfg: EvalConfig, model, log, specs: dict[str, ArmSpec]) -> dict:
         store.write_session(si, rec)
         store.save_arms(si + 1, kept)  # after the session file: `done` never counts a session not on disk
         records.append(rec)
+        tokens_done += len(s.tokens)
+        reporter.update(tokens_done, {"sessions": f"{si + 1}/{limit}"})
         summary = {n: round(float(rec["bits"][n].sum() / rec["bytes"]), 4) for n in names}
         gz = rec["compressors"]["gzip -9"]["alone"] / rec["bytes"]
         log(f"[{si + 1}/{len(sessions)}] {'held-out' if s.heldout else 'train   '} {s.sid[:12]} "
@@ -419,9 +442,12 @@ def _run_eval(cfg: EvalConfig, model, log, specs: dict[str, ArmSpec]) -> dict:
 
 
 def score_session(s: Session, arms: dict, model, tok, cfg: EvalConfig, prime: bytes,
-                  score_seconds: dict[str, float]) -> dict:
-    """Score session `s` with every arm, then (a training session) train the arms that learn on it."""
+                  score_seconds: dict[str, float], *, note: Callable[[str], None] | None = None) -> dict:
+    """Score session `s` with every arm, then (a training session) train the arms that learn on it. `note` is
+    told which arm is doing what (the progress line names it)."""
+    note = (lambda text: None) if note is None else note
     params = model.params
+    note("compressing it with gzip, xz and PPMd")
     rec = {"sid": s.sid, "group": s.group, "start": s.start, "heldout": s.heldout, "bytes": int(s.nbytes.sum()),
            "tokens": int(len(s.tokens)), "roles": s.roles, "nbytes": s.nbytes, "bits": {},
            "compressors": compressors.table(s.text.encode(), prime)}
@@ -432,6 +458,7 @@ def score_session(s: Session, arms: dict, model, tok, cfg: EvalConfig, prime: by
     nbits = next((a.settings.nbits for a in arms.values() if a.spec.memory_of), None)
     paths = {}
     if batched:
+        note(f"scoring arms {', '.join(a.name for a in batched)} in one pass")
         t0 = time.perf_counter()
         all_bits, all_st = score_plain(batched, params, s, nbits)
         paths = {a.name: (st, bits) for a, bits, st in zip(batched, all_bits, all_st)}
@@ -439,6 +466,8 @@ def score_session(s: Session, arms: dict, model, tok, cfg: EvalConfig, prime: by
             score_seconds[a.name] += (time.perf_counter() - t0) / len(batched)
     own_wins = {}
     for a in arms.values():  # a memory's own time only: its model's forward is its base arm's, above
+        if not a.batched:
+            note(f"arm {a.name}: scoring")
         t0 = time.perf_counter()
         rec["bits"][a.name], own_wins[a.name] = a.read(params, s, paths)
         score_seconds[a.name] += time.perf_counter() - t0
@@ -446,6 +475,7 @@ def score_session(s: Session, arms: dict, model, tok, cfg: EvalConfig, prime: by
         wins = stream_windows(s.sid, s.tokens, cfg.ctx_len, tok)
         for a in arms.values():
             if a.spec.learns:  # merges: the windows it read, its dynamic merges as they were then
+                note(f"arm {a.name}: training")
                 a.train(s, wins if own_wins[a.name] is None else own_wins[a.name])
     rec["counters"] = {a.name: {"updates": a.updates, "train_seconds": a.train_seconds,
                                 "train_tokens": a.train_tokens,

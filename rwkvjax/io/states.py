@@ -16,6 +16,11 @@ Names are checked once, when a state is written: parts of letters, digits and `.
 part, never `base` nor `base/...`. The conversation namespace `conv/...` (`conv/<model>/<session>`) is the
 server's test-time training's alone: only a write that says so (`put(..., conversation=True)`) goes there, and such
 a write goes nowhere else, so no conversation can replace a state it did not make, nor any other writer take one.
+
+The index (every record) is read once and kept: a lookup (the server's, for every request naming a state) reads
+no record again until the store changes, which it tells by the folder's mtime (a record renamed in or removed by
+anything) and by `.generation`, a counter every write through a store bumps under the lock (two writes in one
+tick of the file system's clock leave the folder's mtime as it was).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ _NAME = re.compile(r"^[\w.@+-]+(/[\w.@+-]+)*$")
 _ID = re.compile(r"^[0-9a-f]{12}$")  # `uuid4().hex[:12]`: the only ids the store makes, and the only ones it reads
 LOCK_NAME = ".store.lock"  # not `.lock`: a run's RunLock (held for hours) may share a folder with a store
 LISTED = 10  # at most this many names in one error message (a store may hold thousands of conversations)
+GENERATION = ".generation"  # bumped by every write: a cached index is stale when it changes
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +115,8 @@ class StateStore:
         # on this lock and a nested write (fork -> put) reuses the flock its caller holds
         self._thread_lock = threading.RLock()
         self._depth = 0
+        self._index: tuple[tuple, list[StateRecord]] | None = None  # (the stamp it was read at, the records)
+        self._index_lock = threading.Lock()
 
     @contextlib.contextmanager
     def locked(self):
@@ -138,6 +146,43 @@ class StateStore:
 
     # ----- reading -----
     def records(self) -> list[StateRecord]:
+        """Every readable record, oldest first; from the cached index while the store is unchanged."""
+        stamp = self._stamp()  # taken before the scan: a write during it changes the stamp, so the next call rescans
+        with self._index_lock:
+            if self._index is not None and self._index[0] == stamp:
+                return list(self._index[1])
+        recs = self._scan()
+        with self._index_lock:
+            self._index = (stamp, recs)
+        return list(recs)
+
+    def _stamp(self) -> tuple:
+        try:
+            generation = (self.root / GENERATION).read_bytes()
+        except FileNotFoundError:
+            generation = b""
+        st = os.stat(self.root)
+        return st.st_mtime_ns, st.st_ino, generation
+
+    def _changed(self) -> None:
+        """After a write (the lock held): this object's index is dropped and every other store's goes stale."""
+        with self._index_lock:
+            self._index = None
+        path = self.root / GENERATION
+        # written in place, fixed width, without a rename or fsync: a hint for readers' caches, not data to keep
+        # (a torn or lost value only makes a reader scan again); the lock makes this the only writer
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                old = os.pread(fd, 64, 0).strip()
+                n = int(old) if old.isdigit() else 0
+                os.pwrite(fd, b"%020d" % (n + 1), 0)
+            finally:
+                os.close(fd)
+        except OSError as e:  # the write itself is done; other readers still see the folder's mtime
+            log.warning("%s: the store's generation could not be bumped (%s)", path, e)
+
+    def _scan(self) -> list[StateRecord]:
         out = []
         for f in sorted(self.root.glob("*.json")):
             rec = self._read_record(f)
@@ -273,6 +318,7 @@ class StateStore:
                 for f in (self.root / f"{sid}.safetensors", mem):
                     f.unlink(missing_ok=True)
             raise
+        self._changed()
         return rec
 
     def memory_file(self, rec: StateRecord) -> Path | None:
@@ -309,11 +355,33 @@ class StateStore:
                                   f"({_listed([r.name for r in below])}); remove them first, or remove the "
                                   "whole subtree with --recursive")
             gone = [*reversed(below), rec]
-            for r in gone:  # ids come from validated records: each names files in this folder only
-                (self.root / f"{r.id}.json").unlink(missing_ok=True)  # the record first: the state is gone at once
-                (self.root / f"{r.id}.safetensors").unlink(missing_ok=True)
-                (self.root / f"{r.id}.memory.safetensors").unlink(missing_ok=True)
+            self._unlink(gone)
             return gone
+
+    def evict_conversations(self, cap: int, *, keep: str | None = None) -> list[StateRecord]:
+        """Remove the least recently written conversation states (`conv/...`) beyond `cap` -> the records removed.
+        `keep` (the conversation just written) and conversations a state was forked from (their forks name them)
+        stay. Under the lock: no writer sees a half-removed state."""
+        with self.locked():
+            recs = self.records()
+            convs = [r for r in recs if r.name.split("/", 1)[0] == CONVERSATIONS]
+            if len(convs) <= cap:
+                return []
+            parents = {r.parent for r in recs}
+            candidates = sorted((r for r in convs if r.name != keep and r.id not in parents), key=lambda r: r.created)
+            gone = candidates[:len(convs) - cap]
+            self._unlink(gone)
+            return gone
+
+    def _unlink(self, gone: list[StateRecord]) -> None:
+        """Remove the files of `gone` (the lock held), children before parents as given."""
+        if not gone:
+            return
+        for r in gone:  # ids come from validated records: each names files in this folder only
+            (self.root / f"{r.id}.json").unlink(missing_ok=True)  # the record first: the state is gone at once
+            (self.root / f"{r.id}.safetensors").unlink(missing_ok=True)
+            (self.root / f"{r.id}.memory.safetensors").unlink(missing_ok=True)
+        self._changed()
 
 
 def _listed(names: list[str]) -> str:

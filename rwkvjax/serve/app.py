@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import time
@@ -21,17 +22,18 @@ import uuid
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request as HttpRequest
+from starlette.requests import ClientDisconnect, Request as HttpRequest
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from rwkvjax.errors import UserError
 from rwkvjax.model.state import State
+from rwkvjax.serve.access import JOB, LOGGED, client_of, printable
 from rwkvjax.serve.chat import TURN_END
-from rwkvjax.serve.engine import QueueFull, Request
+from rwkvjax.serve.engine import QueueFull, Request, ShuttingDown
 from rwkvjax.serve.guard import key_ok  # here too: the dashboard checks keys the same way, without the engine
 from rwkvjax.serve.mixture import read_mark
-from rwkvjax.serve.requests import BadRequest, ChatCompletion, Completion, read_json
+from rwkvjax.serve.requests import BadRequest, ChatCompletion, Completion, read_body, read_json
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +52,24 @@ def build_app(server) -> Starlette:
     routes = [Route("/health", health), Route("/v1/models", models),
               Route("/v1/completions", completions, methods=["POST"]),
               Route("/v1/chat/completions", chat_completions, methods=["POST"])]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: not_found, Exception: internal})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: not_found, ClientDisconnect: disconnected,
+                                                       Exception: internal})
     app.state.server = server
     return app
+
+
+def key_partition(key: str | None) -> str:
+    """The prefix-cache partition of a request that passed the key check with `key`: one per API key, so a cache
+    hit (and the `cached_tokens` it reports) can only come from a prompt sent with the same key; a digest, so the
+    key itself is not kept with every request. A server without a key has one partition: whoever reaches it is
+    one principal, with nothing to tell apart (and with one --api-key, all its holders are one principal)."""
+    if not key:
+        return ""
+    return hashlib.sha256(b"rwkvjax prefix partition\0" + key.encode()).hexdigest()[:32]
+
+
+def _shutting_down(message: str):
+    return error(503, message, code="server_shutting_down", headers={"Retry-After": "1"})
 
 
 def _refused():
@@ -77,14 +94,16 @@ async def health(req: HttpRequest):
     server = req.app.state.server
     if not key_ok(req, server.api_key):
         return JSONResponse({"status": "ok"})
-    return JSONResponse({"status": "ok", "model": server.model_name, **server.engine.stats()})
+    ttt = {} if server.tuner is None else {"ttt": server.tuner.stats()}  # queue, coalesced, skipped, evicted
+    return JSONResponse({"status": "ok", "model": server.model_name, **server.engine.stats(), **ttt})
 
 
 @_keyed
 async def models(req: HttpRequest):
     now = int(time.time())
+    listed = await asyncio.to_thread(req.app.state.server.model_list)  # reads the store: off the event loop
     data = [{"id": name, "object": "model", "created": created or now, "owned_by": "rwkvjax", **extra}
-            for name, created, extra in req.app.state.server.model_list()]
+            for name, created, extra in listed]
     return JSONResponse({"object": "list", "data": data})
 
 
@@ -100,6 +119,15 @@ async def chat_completions(req: HttpRequest):
 
 async def not_found(req: HttpRequest, exc: HTTPException):
     return error(exc.status_code, f"{req.method} {req.url.path}: {exc.detail}")
+
+
+async def disconnected(req: HttpRequest, exc: ClientDisconnect):
+    """A client that went away while its body was read: one line (it is the request's access-log line too), not
+    the tracebacks of an unhandled exception; the 499 goes nowhere but into the log."""
+    log.warning("client %s disconnected during upload of %s %s", client_of(req.scope), req.method,
+                printable(req.url.path))
+    req.scope.setdefault("state", {})[LOGGED] = True
+    return error(499, "client disconnected")
 
 
 async def internal(req: HttpRequest, exc: Exception):
@@ -137,10 +165,12 @@ class _Reply:
 async def _generate(req: HttpRequest, kind: type[Completion] | type[ChatCompletion]):
     server = req.app.state.server
     try:
-        request = kind.parse(read_json(await req.body()), default_max_tokens=server.default_max_tokens)
+        raw = await read_body(req, max_bytes=server.max_body_bytes, timeout_s=server.read_timeout_s)
+        # parsing is O(body): off the event loop, like everything else O(prompt) (`_prepare`)
+        request = await asyncio.to_thread(_parse, server, kind, raw)
         turn = await _prepare(server, request)
     except BadRequest as e:
-        return error(e.status, e.message, e.param, e.code)
+        return error(e.status, e.message, e.param, e.code, headers=e.headers)
     except LookupError as e:
         return error(404, str(e), "model", "model_not_found")
     except UserError as e:  # a stored state or memory that cannot be used: the operator's to fix
@@ -150,12 +180,15 @@ async def _generate(req: HttpRequest, kind: type[Completion] | type[ChatCompleti
     events: asyncio.Queue = asyncio.Queue()
     emit = lambda event, payload: loop.call_soon_threadsafe(events.put_nowait, (event, payload))
     job = Request(turn.prompt, turn.start, turn.start_key, request.sampling, emit, memory=turn.memory,
-                  draft_tokens=server.draft_tokens)
+                  draft_tokens=server.draft_tokens, partition=key_partition(server.api_key))
     try:
         server.engine.submit(job)
     except QueueFull as e:
         return error(429, f"the server is busy ({e}); retry shortly", code="rate_limit_exceeded",
                      headers={"Retry-After": "1"})
+    except ShuttingDown as e:
+        return _shutting_down(str(e))
+    req.scope.setdefault("state", {})[JOB] = job  # the access log's token counts
     if turn.conversation is not None:
         job.on_done = functools.partial(_learn_turn, server, turn, job)
     reply = _Reply(("chatcmpl-" if request.chat else "cmpl-") + uuid.uuid4().hex[:24], int(time.time()),
@@ -168,13 +201,24 @@ async def _generate(req: HttpRequest, kind: type[Completion] | type[ChatCompleti
 
 async def _prepare(server, request: Completion | ChatCompletion) -> _Turn:
     """The start state, prompt ids and memory of a request; with --ttt and a `session`, its conversation (after
-    the previous turn's training is done). Raises BadRequest (413), LookupError (an unknown state), UserError."""
+    the previous turn's training is done). Raises BadRequest (413; 429 when the tuning queue is full), LookupError
+    (an unknown state), UserError. Everything that reads the store or grows with the prompt runs in a worker
+    thread: the event loop (`/health`, other clients' streams) never waits on it."""
     conv = None
     session = request.session if isinstance(request, ChatCompletion) else None
     if session is not None and server.tuner is not None:
         conv = server.conversation(request.model, session)
-        server.start_state(request.model)  # an unknown model is a 404 before anything waits
+        # an unknown model is a 404 before anything waits
+        await asyncio.to_thread(server.start_state, request.model)
+        if not server.tuner.admits(conv[0]):
+            wait = server.tuner.retry_after_s()
+            raise BadRequest(f"test-time training is busy ({server.tuner.s.max_queued} conversations wait for it); "
+                             f"retry in {wait} s", "session", 429, "rate_limit_exceeded", {"Retry-After": str(wait)})
         await asyncio.to_thread(server.tuner.wait, conv[0])
+    return await asyncio.to_thread(_prepare_turn, server, request, conv)
+
+
+def _prepare_turn(server, request: Completion | ChatCompletion, conv) -> _Turn:
     use = conv[0] if conv is not None and server.has_state(conv[0]) else request.model
     start, start_key = server.start_state(use)
     text = request.prompt_text()
@@ -182,8 +226,13 @@ async def _prepare(server, request: Completion | ChatCompletion) -> _Turn:
     if len(prompt) > server.max_prompt_tokens:
         raise BadRequest(f"the prompt is {len(prompt)} tokens; this server takes at most {server.max_prompt_tokens}",
                          request.prompt_field, 413, "context_length_exceeded")
-    memory = await asyncio.to_thread(server.request_memory, use, prompt)
+    memory = server.request_memory(use, prompt)
     return _Turn(text, prompt, start, start_key, memory, conv)
+
+
+def _parse(server, kind: type[Completion] | type[ChatCompletion], raw: bytes) -> Completion | ChatCompletion:
+    return kind.parse(read_json(raw), default_max_tokens=server.default_max_tokens,
+                      max_tokens_cap=server.max_tokens_cap)
 
 
 def _learn_turn(server, turn: _Turn, job: Request, reply: str) -> None:
@@ -214,6 +263,8 @@ async def _collect(req: HttpRequest, job: Request, events: asyncio.Queue, reply:
             return error(499, "client disconnected")
         elif kind == "error":
             return error(500, payload)
+        elif kind == "unavailable":
+            return _shutting_down(payload)
         else:
             text = "".join(pieces)
             if job.on_done is not None:
@@ -246,9 +297,10 @@ async def _stream(job: Request, events: asyncio.Queue, reply: _Reply):
                 pieces.append(payload)
                 yield frame([{"index": 0, "delta": {"content": payload}, "finish_reason": None}] if reply.chat else
                             [{"index": 0, "text": payload, "finish_reason": None, "logprobs": None}])
-            elif kind == "error":
+            elif kind in ("error", "unavailable"):
+                code = "server_shutting_down" if kind == "unavailable" else None
                 yield "data: " + json.dumps({"error": {"message": payload, "type": "server_error",
-                                                       "param": None, "code": None}}) + "\n\n"
+                                                       "param": None, "code": code}}) + "\n\n"
                 break
             else:
                 if job.on_done is not None:

@@ -25,7 +25,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Callable
+from typing import Callable, Hashable
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +44,14 @@ class QueueFull(Exception):
     """The waiting queue is at its bound: the client should retry later."""
 
 
+class ShuttingDown(Exception):
+    """The engine is draining for a shutdown (`Engine.drain`): it takes no new request."""
+
+
+# The finish reason of a reply the shutdown deadline cut short: OpenAI's value for a reply that ran into a limit.
+SHUTDOWN_REASON = "length"
+
+
 @dataclasses.dataclass
 class Sampling:
     max_tokens: int = 16
@@ -60,7 +68,11 @@ class Sampling:
 @dataclasses.dataclass
 class Request:
     """One generation. `emit(kind, payload)` is called from the engine thread: ("text", str) pieces, then one
-    ("done", {"finish_reason", "prompt_tokens", "completion_tokens", "cached_tokens"}) or ("error", str)."""
+    ("done", {"finish_reason", "prompt_tokens", "completion_tokens", "cached_tokens"}), ("error", str), or
+    ("unavailable", str) for a request a shutdown ended before it produced anything.
+
+    `partition`: whose prefix-cache entries the request may read and add to (the app passes one per API key): a
+    hit, which `cached_tokens` reports, then says nothing about another principal's prompts."""
 
     prompt: list[int]
     start: State                 # batch-1 start state (zeros, or a named tuned state)
@@ -71,6 +83,7 @@ class Request:
     on_done: Callable[[str], None] | None = None  # called by the app with the whole reply (test-time training)
     memory: object = None        # a SessionMemory (a scratch copy; the prompt absorbed): sample from the mixture
     draft_tokens: int = 0        # with a memory: drafts verified per forward at most (0: no speculation)
+    partition: str = ""          # the prefix cache's partition (one per API key)
     # engine-side progress
     fed: int = 0                 # prompt tokens already in the state
     cached: int = 0              # of which came from the prefix cache
@@ -82,14 +95,20 @@ class Request:
     in_state: int = 0            # tokens of prompt + generated the row's state has read (the prefix cache's key)
     enqueued: float = dataclasses.field(default_factory=time.perf_counter)
 
+    @property
+    def cache_scope(self) -> tuple[str, str]:
+        """The prefix cache's key space of this request: its partition, then its start state."""
+        return self.partition, self.start_key
+
 
 class PrefixCache:
-    """State after a token prefix, keyed by (start state, hash of the prefix), LRU bounded in bytes."""
+    """State after a token prefix, keyed by (scope, hash of the prefix), LRU bounded in bytes. A scope is any
+    hashable value: the engine's is (partition, start state), so entries of one partition never serve another."""
 
     def __init__(self, max_bytes: int):
         self.max_bytes, self.bytes = max_bytes, 0
-        self._d: collections.OrderedDict[tuple[str, str], tuple[int, State, int]] = collections.OrderedDict()
-        self._lengths: dict[str, set[int]] = collections.defaultdict(set)
+        self._d: collections.OrderedDict[tuple[Hashable, str], tuple[int, State, int]] = collections.OrderedDict()
+        self._lengths: dict[Hashable, set[int]] = collections.defaultdict(set)
         self.hits = self.misses = 0
         self._lock = threading.Lock()
 
@@ -97,7 +116,7 @@ class PrefixCache:
     def _nbytes(st: State) -> int:
         return sum(int(np.asarray(a).nbytes) for a in st)
 
-    def put(self, start_key: str, tokens: list[int], state: State) -> None:
+    def put(self, start_key: Hashable, tokens: list[int], state: State) -> None:
         if not tokens or self.max_bytes <= 0:
             return
         host = State(*(np.asarray(a) for a in state))
@@ -118,7 +137,7 @@ class PrefixCache:
                 if not any(k[0] == sk and v[0] == n for k, v in self._d.items()):
                     self._lengths[sk].discard(n)
 
-    def longest(self, start_key: str, tokens: list[int], limit: int) -> tuple[int, State | None]:
+    def longest(self, start_key: Hashable, tokens: list[int], limit: int) -> tuple[int, State | None]:
         """(length, state) of the longest cached prefix of `tokens` no longer than `limit`."""
         arr = np.asarray(tokens, np.int32)
         with self._lock:
@@ -157,6 +176,7 @@ class Engine:
         self._rows: SamplingRows | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._drain_at: float | None = None  # monotonic deadline of a shutdown's drain (`drain`), None until one
         self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
         self.steps = 0
         self.errors = 0
@@ -170,6 +190,18 @@ class Engine:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=30)
+
+    def drain(self, deadline_s: float) -> None:
+        """A shutdown began: refuse new requests (`submit` raises ShuttingDown) and let the ones already taken
+        run; at `deadline_s` from now, end every one still unfinished (`_end_all`), so each client gets a final
+        answer before the process goes. Called from any thread; a second call keeps the first deadline."""
+        if self._drain_at is None:
+            self._drain_at = time.monotonic() + max(deadline_s, 0.0)
+        self._wake.set()
+
+    @property
+    def draining(self) -> bool:
+        return self._drain_at is not None
 
     def warmup(self) -> float:
         """Compile every shape the loop can meet (decode batches 1, 2, 4, ... max_batch; prefill pieces 1, 2, 4,
@@ -208,6 +240,8 @@ class Engine:
         return time.perf_counter() - t0
 
     def submit(self, req: Request) -> None:
+        if self._drain_at is not None:
+            raise ShuttingDown("the server is shutting down")
         if self._waiting.qsize() + len(self._prefilling) >= self.max_waiting:
             raise QueueFull(f"{self.max_waiting} requests are waiting")
         self._waiting.put(req)
@@ -218,11 +252,13 @@ class Engine:
                 "max_batch": self.max_batch, "steps": self.steps, "cache_hits": self.cache.hits,
                 "cache_misses": self.cache.misses, "cache_bytes": self.cache.bytes, "errors": self.errors,
                 "memory": self.memory, "draft_tokens": self.draft_tokens if self.memory else 0,
-                "speculation": dict(self.spec)}
+                "speculation": dict(self.spec), "draining": self.draining}
 
     # ----- the loop -----
     def _loop(self):
         while not self._stop.is_set():
+            if self._drain_at is not None and time.monotonic() >= self._drain_at:
+                self._end_all()
             try:
                 busy = self._admit() | self._prefill_one() | self._decode()
             except Exception as e:
@@ -239,6 +275,35 @@ class Engine:
             if not busy:
                 self._wake.wait(0.05)
                 self._wake.clear()
+
+    def _end_all(self) -> None:
+        """The drain's deadline: every running request ends now as a reply cut at a limit (its held-back text,
+        then "done" with SHUTDOWN_REASON and its usage); one that has produced nothing yet (queued, prefilling)
+        gets "unavailable", which the app answers as a 503 (or an error event and the stream's end)."""
+        for r in self._running:
+            if r.cancelled.is_set():
+                continue
+            r.cancelled.set()
+            try:
+                self._send(r, r.detok.finish())
+                self._close(r, SHUTDOWN_REASON)
+            except Exception:  # the client's side is gone: nobody is left to answer
+                log.debug("could not deliver a shutdown's final event", exc_info=True)
+        unstarted = self._prefilling
+        while True:
+            try:
+                unstarted.append(self._waiting.get_nowait())
+            except queue.Empty:
+                break
+        for r in unstarted:
+            if r.cancelled.is_set():
+                continue
+            r.cancelled.set()
+            try:
+                r.emit("unavailable", "the server is shutting down; retry on another instance or later")
+            except Exception:
+                log.debug("could not deliver a shutdown's final event", exc_info=True)
+        self._running, self._prefilling, self._carry, self._rows = [], [], None, None
 
     def _fail(self, r: Request, e: Exception) -> None:
         """One request's row failed: it alone gets an error event and leaves (it is marked cancelled, so every
@@ -265,7 +330,7 @@ class Engine:
             if r.cancelled.is_set():
                 continue
             try:
-                n, st = self.cache.longest(r.start_key, r.prompt, len(r.prompt) - 1)
+                n, st = self.cache.longest(r.cache_scope, r.prompt, len(r.prompt) - 1)
                 r.fed = r.cached = n
                 r.state = jax.tree.map(jnp.asarray, st) if st is not None else r.start
                 r.detok = Detokenizer(self.tok.decode_bytes, r.sampling.stop)
@@ -290,7 +355,7 @@ class Engine:
                                   chunk=self.prefill_chunk)
                 r.fed += n
                 if r.fed == len(r.prompt) - 1:
-                    self.cache.put(r.start_key, r.prompt[:r.fed], r.state)
+                    self.cache.put(r.cache_scope, r.prompt[:r.fed], r.state)
             except Exception as e:
                 self._prefilling.pop(0)
                 self._fail(r, e)
@@ -496,7 +561,7 @@ class Engine:
             if not r.cancelled.is_set() and r.generated:
                 # the row's state has read the prompt and the generated tokens up to `in_state` (all but the last
                 # one sampled, or all of them when the last one sampled was the end of text)
-                self.cache.put(r.start_key, (r.prompt + r.generated)[:r.in_state],
+                self.cache.put(r.cache_scope, (r.prompt + r.generated)[:r.in_state],
                                _row_state(self._carry.state, jnp.int32(i)))
             if r.mixture is not None:
                 for k in ("drafted", "accepted", "verifications"):

@@ -11,6 +11,7 @@ classes do not name (`user`, `logprobs`, ...) are not read, as before.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import math
@@ -24,9 +25,11 @@ from rwkvjax.serve.engine import Sampling
 class BadRequest(Exception):
     """An OpenAI-style 400: `param` names the offending field."""
 
-    def __init__(self, message: str, param: str | None = None, status: int = 400, code: str | None = None):
+    def __init__(self, message: str, param: str | None = None, status: int = 400, code: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.message, self.param, self.status, self.code = message, param, status, code
+        self.headers = headers  # of the error response (Retry-After, Connection)
 
 
 INT64 = (-(1 << 63), (1 << 63) - 1)  # the seed's range: what a PRNG key is made from
@@ -48,6 +51,34 @@ class _LongNumber:
 
 def _int_literal(digits: str):
     return int(digits) if len(digits) <= 40 else _LongNumber(digits)
+
+
+_CLOSE = {"Connection": "close"}  # a body left unread must not be taken for the connection's next request
+
+
+async def read_body(req, *, max_bytes: int, timeout_s: float) -> bytes:
+    """The body of Starlette request `req`, read piece by piece: a declared Content-Length over `max_bytes` is
+    refused before anything is read, and a body that grows past it as soon as it does (413), so what a client
+    sends costs this server `max_bytes` at most; a piece that takes over `timeout_s` to arrive is a 408."""
+    declared = req.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
+        raise BadRequest(f"the body is {int(declared)} bytes; this server takes at most {max_bytes}", None, 413,
+                         "request_too_large", _CLOSE)
+    parts, size = [], 0
+    pieces = req.stream().__aiter__()
+    while True:
+        try:
+            piece = await asyncio.wait_for(pieces.__anext__(), timeout_s)
+        except StopAsyncIteration:
+            return b"".join(parts)
+        except asyncio.TimeoutError:
+            raise BadRequest(f"the body stalled: nothing arrived for {timeout_s:g} s", None, 408, "request_timeout",
+                             _CLOSE) from None
+        size += len(piece)
+        if size > max_bytes:
+            raise BadRequest(f"the body is over {max_bytes} bytes, the most this server takes", None, 413,
+                             "request_too_large", _CLOSE)
+        parts.append(piece)
 
 
 def read_json(raw: bytes):
@@ -109,8 +140,8 @@ class Completion(_Generation):
     prompt_field: ClassVar[str] = "prompt"
 
     @classmethod
-    def parse(cls, body, *, default_max_tokens: int) -> Completion:
-        common = _common(body, default_max_tokens)
+    def parse(cls, body, *, default_max_tokens: int, max_tokens_cap: int = INT32_MAX) -> Completion:
+        common = _common(body, default_max_tokens, max_tokens_cap)
         return cls(prompt=_prompt(body), **common)
 
     def prompt_text(self) -> str:
@@ -126,8 +157,8 @@ class ChatCompletion(_Generation):
     prompt_field: ClassVar[str] = "messages"
 
     @classmethod
-    def parse(cls, body, *, default_max_tokens: int) -> ChatCompletion:
-        common = _common(body, default_max_tokens)
+    def parse(cls, body, *, default_max_tokens: int, max_tokens_cap: int = INT32_MAX) -> ChatCompletion:
+        common = _common(body, default_max_tokens, max_tokens_cap)
         messages = _messages(body)
         s = common.pop("sampling")
         # a reply ends with its turn, whatever else stops it
@@ -159,9 +190,9 @@ def _num(body: dict, name: str, default, lo=None, hi=None, *, integer=False, lo_
     return int(v) if integer else float(v)
 
 
-def _common(body, default_max_tokens: int) -> dict:
+def _common(body, default_max_tokens: int, max_tokens_cap: int = INT32_MAX) -> dict:
     """The shared fields, checked in this order (the first bad one is the error); the keyword arguments of
-    `_Generation`."""
+    `_Generation`. `max_tokens_cap`: the server's ceiling on `max_tokens` (`--max-tokens-cap`)."""
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object", None)
     model = body.get("model")
@@ -197,7 +228,7 @@ def _common(body, default_max_tokens: int) -> dict:
         raise BadRequest(f"'stream_options.include_usage' must be true or false, got {include_usage!r}",
                          "stream_options.include_usage")
     sampling = Sampling(
-        max_tokens=_num(body, "max_tokens", default_max_tokens, 1, integer=True, limit=INT32_MAX),
+        max_tokens=_max_tokens(body, default_max_tokens, max_tokens_cap),
         temperature=_num(body, "temperature", 1.0, 0, 2),
         top_p=_num(body, "top_p", 1.0, 0, 1, lo_open=True),
         top_k=_num(body, "top_k", 0, 0, integer=True, limit=INT32_MAX),  # >= the vocabulary: no cutoff
@@ -206,6 +237,14 @@ def _common(body, default_max_tokens: int) -> dict:
         seed=seed, stop=tuple(stop))
     return {"model": model, "stream": stream, "include_usage": bool(include_usage),
             "sampling": sampling}
+
+
+def _max_tokens(body: dict, default: int, cap: int) -> int:
+    n = _num(body, "max_tokens", default, 1, integer=True, limit=INT32_MAX)
+    if n > cap:  # each token holds a batch row one more decode step: the server's ceiling, not the device's
+        raise BadRequest(f"'max_tokens' must be at most {cap} on this server (--max-tokens-cap), got {n}",
+                         "max_tokens")
+    return n
 
 
 def _session(body: dict) -> str | None:

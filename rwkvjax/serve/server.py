@@ -9,6 +9,7 @@ memory: stored with the conversation's state `conv/<model>/<session>` after each
 
 from __future__ import annotations
 
+import collections
 import logging
 import socket
 import threading
@@ -20,6 +21,8 @@ from rwkvjax.model.state import State, start_state, zero_state
 from rwkvjax.serve.mixture import read_upto
 
 log = logging.getLogger(__name__)
+
+LOADED_STATES = 64  # start states kept loaded (a 1.5B model's is 13 MB); the store holds the rest
 
 
 def unknown_model(name: str) -> str:
@@ -47,6 +50,9 @@ class Server:
         self.api_key = cfg.api_key
         self.default_max_tokens = cfg.max_tokens
         self.max_prompt_tokens = cfg.max_prompt_tokens
+        self.max_tokens_cap = cfg.max_tokens_cap
+        self.max_body_bytes = int(cfg.max_body_mb * (1 << 20))
+        self.read_timeout_s = cfg.read_timeout_s
         from rwkvjax.serve.config import draft_tokens_of
         self.draft_tokens = draft_tokens_of(cfg)
         self.memory_settings = None
@@ -56,14 +62,17 @@ class Server:
         self.engine = Engine(self.params, self.config, self.tokenizer, max_batch=cfg.max_batch,
                              max_waiting=cfg.max_waiting, prefill_chunk=cfg.prefill_chunk,
                              cache_bytes=cfg.cache_mb << 20, memory=cfg.memory, draft_tokens=self.draft_tokens)
-        self._states: dict[str, tuple[tuple, State]] = {}
+        # loaded start states by id, least recently used first: bounded, since every --ttt conversation is a state
+        self._states: collections.OrderedDict[str, tuple[tuple, State]] = collections.OrderedDict()
         self._lock = threading.Lock()
         self.tuner = None
         if cfg.ttt:  # the learner takes the stacked weights (the engine decodes on the per-layer copy)
             from rwkvjax.serve.ttt import ConversationTuner, TTTSettings
             self.tuner = ConversationTuner(self.config, params, self.tokenizer, StateStore(cfg.states),
                                            base_hash=self.base_hash, tokenizer_id=self.tok_id,
-                                           settings=TTTSettings(steps=cfg.ttt_steps, lr=cfg.ttt_lr))
+                                           settings=TTTSettings(steps=cfg.ttt_steps, lr=cfg.ttt_lr,
+                                                                max_queued=cfg.ttt_queue,
+                                                                max_conversations=cfg.ttt_max_conversations))
 
     def conversation(self, model: str, session: str) -> tuple[str, str | None]:
         """(the conversation's state name, the state it starts from: None for the base model)."""
@@ -88,12 +97,16 @@ class Server:
         with self._lock:
             hit = self._states.get(rec.id)
             if hit is not None and hit[0] == version:
+                self._states.move_to_end(rec.id)
                 return hit[1], f"{rec.id}@{rec.created}"
         rec, arrays = self.store.load(rec.id, base_hash=self.base_hash, tokenizer=self.tok_id)
         st = start_state(jnp.asarray(arrays["wkv"]), 1, att_shift_LC=arrays.get("att_shift"),
                          ffn_shift_LC=arrays.get("ffn_shift"))
         with self._lock:
             self._states[rec.id] = (version, st)
+            self._states.move_to_end(rec.id)
+            while len(self._states) > LOADED_STATES:
+                self._states.popitem(last=False)
         return st, f"{rec.id}@{rec.created}"
 
     def request_memory(self, name: str, prompt: list[int]):
@@ -132,9 +145,33 @@ class Server:
         return out
 
 
+def _warmup(server: Server, cfg, say) -> None:
+    """Compile the engine's shapes, saying first how long that will take (with `say`) and keeping how long it took."""
+    import jax
+
+    from rwkvjax.serve import compile_time
+    eng = server.engine
+    verify = eng.memory and eng.draft_tokens > 0
+    k = compile_time.key(jax.default_backend(), server.config, cfg.dtype, eng.max_batch, eng.prefill_chunk, verify)
+    if say is not None:
+        expect_s, how = compile_time.expected(k, server.config.n_layer,
+                                              compile_time.shape_count(eng.max_batch, eng.prefill_chunk, verify))
+        say(f"compiling the engine's shapes (about {expect_s:.0f} s, {how})...")
+    took_s = eng.warmup()
+    log.info("compiled the engine's shapes in %.1f s", took_s)
+    if say is not None:  # the CLI's runs only: a library or test caller leaves the user's cache folder alone
+        compile_time.record(k, took_s)
+
+
 def serve(cfg, *, model=None, sock: socket.socket | None = None, ready: threading.Event | None = None,
-          stop: threading.Event | None = None) -> None:
-    """Run until interrupted (or `stop` is set). Binds cfg.host:cfg.port, or uses `sock` (tests)."""
+          stop: threading.Event | None = None, say=None) -> None:
+    """Run until interrupted (or `stop` is set). Binds cfg.host:cfg.port, or uses `sock` (tests).
+
+    `say(line)`: where the progress lines go (the CLI prints them): "compiling … (about N s)…" before the warmup
+    (`compile_time`: the last start's figure, else an estimate; the measured time is recorded for the next one),
+    then "serving … on …" once the port accepts connections. A stop (SIGINT, SIGTERM, `stop`) drains: new requests
+    get 503 and running ones `cfg.drain_s` seconds to finish before the engine ends each (`Engine.drain`)."""
+    from rwkvjax.serve.access import AccessLog
     from rwkvjax.serve.app import build_app
     from rwkvjax.serve.guard import guarded
     from rwkvjax.serve.http import run_app
@@ -146,13 +183,32 @@ def serve(cfg, *, model=None, sock: socket.socket | None = None, ready: threadin
         dashboard = build_dashboard(cfg.dashboard, api_key=cfg.api_key)
     server = Server(cfg, model)
     if cfg.warmup:
-        log.info("compiled the engine's shapes in %.1f s", server.engine.warmup())
+        _warmup(server, cfg, say)
     server.engine.start()
     app = build_app(server)
     if dashboard is not None:
         app.mount("/dashboard", dashboard)
+    outer = guarded(app, cfg.host, cfg.cors_origin)
+    if cfg.access_log:
+        outer = AccessLog(outer)
+    accepting = threading.Event()
+    port = sock.getsockname()[1] if sock is not None else cfg.port
+
+    def announce():  # once uvicorn listens: a client reading the line can connect
+        accepting.wait()
+        if ready is not None:
+            ready.set()
+        if say is not None:
+            say(f"serving {cfg.model} on http://{cfg.host}:{port}/v1 (Ctrl-C stops)")
+
+    def on_stop():
+        log.info("stopping: new requests get 503, running replies have %g s to finish (--drain-s)", cfg.drain_s)
+        server.engine.drain(cfg.drain_s)
+
+    threading.Thread(target=announce, name="announce", daemon=True).start()
     try:
-        run_app(guarded(app, cfg.host, cfg.cors_origin), cfg.host, cfg.port, sock=sock, ready=ready, stop=stop)
+        run_app(outer, cfg.host, cfg.port, sock=sock, ready=accepting, stop=stop, on_stop=on_stop,
+                drain_s=cfg.drain_s, read_timeout_s=cfg.read_timeout_s, max_connections=cfg.max_connections)
     finally:
         server.engine.stop()
         if server.tuner is not None:

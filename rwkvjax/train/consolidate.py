@@ -15,6 +15,7 @@ import threading
 
 from rwkvjax.merges.units import PLAIN
 from rwkvjax.train.data import Window, make_batch
+from rwkvjax.train.hooks import Progress
 from rwkvjax.train.learner import Learner
 from rwkvjax.train.loop import Hook, StepInfo, train_loop
 from rwkvjax.train.optim import OptimConfig, state_tuning_optimizer
@@ -63,8 +64,11 @@ def _bpb(eval_fn, trainable, params, windows: list[Window], ctx_len: int) -> flo
 
 def consolidate(config, params, global_state: Trainable, project_windows: dict[str, list[Window]],
                 heldout: dict[str, list[Window]], probe: TextProbe, *, canary_start: float, ctx_len: int,
-                settings: ConsolidationSettings = ConsolidationSettings(), wkv_impl="auto") -> Consolidation:
+                settings: ConsolidationSettings = ConsolidationSettings(), wkv_impl="auto",
+                reporter=None) -> Consolidation:
+    """`reporter` (`progress.Reporter`): where its steps and checks are reported (None: nowhere)."""
     s = settings
+    say = (lambda text: None) if reporter is None else reporter.phase
     pools = {p: ws for p, ws in project_windows.items() if ws}
     if not pools:
         raise ValueError("consolidation: no project has replay windows to train on")
@@ -80,13 +84,16 @@ def consolidate(config, params, global_state: Trainable, project_windows: dict[s
             # projects in turn, a random window of each: every project weighs the same
             yield [rng.choice(pools[names[(step * s.batch + j) % len(names)]]) for j in range(s.batch)]
 
-    train_loop(learner, batches(), [], step=0, steps=s.steps, stop=threading.Event(),
+    hooks = [] if reporter is None else [Progress(s.steps, 0, postfix=lambda r: None, reporter=reporter)]
+    train_loop(learner, batches(), hooks, step=0, steps=s.steps, stop=threading.Event(),
                describe=lambda step, _: {"step": step})
     cand = learner.trainable
     eval_fn = make_eval_fn(config, units=PLAIN, wkv_impl=wkv_impl)
     checked = {p: ws for p, ws in heldout.items() if ws}
+    say(f"scoring the held-out slices of {len(checked)} project(s), before and after")
     before = {p: _bpb(eval_fn, global_state, params, ws, ctx_len) for p, ws in checked.items()}
     after = {p: _bpb(eval_fn, cand, params, ws, ctx_len) for p, ws in checked.items()}
+    say("scoring the canaries, before and after")
     c_before = float(sum(probe(global_state).values()) / len(probe.names))
     c_after = float(sum(probe(cand).values()) / len(probe.names))
     worse = [f"{p} {before[p]:.4f} -> {after[p]:.4f} bpb" for p in sorted(checked)
@@ -117,9 +124,20 @@ class Consolidate(Hook):
         info.record["consolidation"] = self.run_once()
 
 
-def consolidate_checkpoint(cfg) -> dict:
+def consolidate_checkpoint(cfg, *, progress: bool | None = None) -> dict:
     """`cli.py consolidate`: consolidate the newest checkpoint of a per-project run (read only) and write the
-    outcome into its named-state store. A run resumed from that checkpoint adopts a promoted global state."""
+    outcome into its named-state store. A run resumed from that checkpoint adopts a promoted global state.
+    `progress`: as `progress.Reporter`'s `enabled` (None: a bar on a terminal, lines off one)."""
+    from rwkvjax.train.progress import Reporter
+    reporter = Reporter("consolidate", cfg.steps, enabled=progress)
+    try:
+        reporter.phase("reading the checkpoint and loading the model")
+        return _consolidate_checkpoint(cfg, reporter)
+    finally:
+        reporter.close()
+
+
+def _consolidate_checkpoint(cfg, reporter) -> dict:
     from pathlib import Path
 
     from rwkvjax.errors import CheckpointMismatch, ConfigError
@@ -165,7 +183,8 @@ def consolidate_checkpoint(cfg) -> dict:
     res = consolidate(config, params, trees["trainable"], windows, heldout, probe, canary_start=start,
                       ctx_len=tc["ctx_len"], settings=ConsolidationSettings(
                           steps=cfg.steps, batch=cfg.batch, lr=cfg.lr, canary_rel=cfg.canary_rel,
-                          tolerance=cfg.tolerance, seed=cfg.seed))
+                          tolerance=cfg.tolerance, seed=cfg.seed), reporter=reporter)
+    reporter.phase("writing the outcome into the named-state store")
     name = tc.get("state_name") or Path(cfg.ckpt_dir).name
     source = {"checkpoint": str(Path(cfg.ckpt_dir).absolute()), "step": step, "consolidated": step,
               "reason": res.reason}

@@ -12,6 +12,7 @@ import numpy as np
 
 from rwkvjax.io.checkpoint import SaveFailed
 from rwkvjax.train.loop import Hook, StepInfo
+from rwkvjax.train.signals import note_saved
 
 log = logging.getLogger(__name__)
 
@@ -122,24 +123,28 @@ def state_tuning_postfix(r: dict) -> dict:
 
 
 class Progress(Hook):
-    """A tqdm bar with the figures `postfix` picks from each record (off without a terminal unless forced); a
-    `postfix` returning None leaves the figures as they were (a step whose record has none of them)."""
+    """The run's progress with an ETA and the figures `postfix` picks from each record (`progress.Reporter`: a
+    bar on a terminal, a line every few seconds off one; `enabled` False: nothing, True: a bar anyway); a
+    `postfix` returning None leaves the figures as they were (a step whose record has none of them). Before the
+    first step it says the step is compiling: that can take minutes, and nothing else is said meanwhile.
+    `reporter`: report into this one (a command whose steps are one part of its work), left open at the end."""
 
     def __init__(self, total: int | None, initial: int, enabled: bool | None = None,
-                 postfix: Callable[[dict], dict | None] = state_tuning_postfix):
-        from tqdm import tqdm
-        self.postfix = postfix
-        self.bar = tqdm(total=total, initial=initial, disable=None if enabled is None else not enabled,
-                        dynamic_ncols=True, unit="step")
+                 postfix: Callable[[dict], dict | None] = state_tuning_postfix, *, what: str = "train",
+                 reporter=None):
+        from rwkvjax.train.progress import Reporter
+        self.postfix, self.own = postfix, reporter is None
+        self.reporter = Reporter(what, total, initial, unit="step", enabled=enabled) if reporter is None else reporter
+
+    def at_start(self, step: int) -> None:
+        self.reporter.phase(f"compiling step {step + 1}")
 
     def after_step(self, info: StepInfo):
-        self.bar.update(info.step - self.bar.n)
-        shown = self.postfix(info.record)
-        if shown is not None:
-            self.bar.set_postfix(**shown, refresh=False)
+        self.reporter.update(info.step, self.postfix(info.record))
 
     def at_end(self, step, reason):
-        self.bar.close()
+        if self.own:
+            self.reporter.close()
 
 
 class Checkpoint(Hook):
@@ -148,11 +153,16 @@ class Checkpoint(Hook):
     def __init__(self, save: Callable[[int], None], every: int):
         self.save, self.every = save, every
 
+    def at_start(self, step: int) -> None:
+        note_saved(step)  # a run that starts after step N resumed it from its checkpoint
+
     def after_step(self, info: StepInfo):
         self.save(info.step)
+        note_saved(info.step)
 
     def at_end(self, step, reason):
         self.save(step)
+        note_saved(step)
 
 
 class PeriodicEval(Hook):

@@ -116,7 +116,7 @@ def train_hypernet(cfg: HyperTrainConfig, config, params, windows: list[Window],
 
     curve = Curve(cfg.steps)
     hooks = [curve] + ([MetricsLog(cfg.metrics)] if cfg.metrics else []) + \
-        [Progress(cfg.steps, 0, progress, postfix=_postfix)]
+        [Progress(cfg.steps, 0, progress, postfix=_postfix, what="hypernet")]
     t0 = time.perf_counter()
     with StopSignals() as signals:  # Ctrl-C/SIGTERM: the step in flight finishes, what is trained is saved
         done, stopped = train_loop(learner, batches(), hooks, step=0, steps=cfg.steps, stop=signals.event,

@@ -44,7 +44,7 @@ from rwkvjax.train.hooks import MetricsLog, Progress
 from rwkvjax.train.loop import Hook, StepInfo, train_loop
 from rwkvjax.train.objective import nll_per_token
 from rwkvjax.train.optim import Group, make_optimizer
-from rwkvjax.train.signals import StopSignals
+from rwkvjax.train.signals import StopSignals, note_saved
 from rwkvjax.train.step import data_mesh, replicate, shard_rows
 
 _DECAYED = {"emb", "head", "W_r", "W_k", "W_v", "W_o", "ffn_key", "ffn_value"}
@@ -205,8 +205,8 @@ class HeldoutEval(Hook):
     held-out figures, into the step's record (register it before `MetricsLog`, which writes what it fills)."""
 
     def __init__(self, learner: SegmentLearner, evaluate: Callable[[], dict], every: int, last: int,
-                 tokens_per_step: int):
-        self.learner, self.evaluate, self.eval_every, self.last = learner, evaluate, every, last
+                 tokens_per_step: int, say: Callable[[str], None] = lambda text: None):
+        self.learner, self.evaluate, self.eval_every, self.last, self.say = learner, evaluate, every, last, say
         self.tokens_per_step, self.t0, self.steps = tokens_per_step, time.perf_counter(), 0
         self.latest: dict = {}
 
@@ -215,6 +215,7 @@ class HeldoutEval(Hook):
         if info.step % self.eval_every and info.step != self.last:
             return
         losses, self.learner.losses = self.learner.losses, []
+        self.say(f"scoring the held-out text after step {info.step}")  # (the first time, compiling it)
         info.record.update({"train_loss": float(np.mean([float(v) for v in losses])),
                             "tokens_per_s": self.steps * self.tokens_per_step / (time.perf_counter() - self.t0),
                             "tokens_seen": info.step * self.tokens_per_step, **self.evaluate(),
@@ -241,17 +242,22 @@ class SegmentCheckpoint(Hook):
     def __init__(self, save: Callable[[int, bool], None], cfg: PretrainConfig, step: int, log):
         self.save, self.cfg, self.saved, self.log = save, cfg, step, log
 
+    def at_start(self, step: int) -> None:
+        note_saved(step)  # a run that starts after step N resumed it from its checkpoint
+
     def after_step(self, info: StepInfo):
         K = self.cfg.windows_per_segment
         if (info.step % K == 0 and (info.step // K) % max(self.cfg.save_every // K, 1) == 0) \
                 or info.step == self.cfg.steps:
             self.save(info.step, False)
             self.saved = info.step
+            note_saved(info.step)
 
     def at_end(self, step: int, reason: str) -> None:
         # after an error the arrays may be the step's donated inputs: saving them would hide the error
         if step != self.saved and reason != "error":
             self.save(step, step % self.cfg.windows_per_segment != 0)
+            note_saved(step)
             self.log(f"stopped at step {step}: saved")
 
 
@@ -374,9 +380,10 @@ def _pretrain(cfg: PretrainConfig, out: Path, log) -> dict:
             save_official(learner.params, config, out / "model.safetensors", "bf16",
                           {"pretrain_step": str(step), "recipe": "recipe.json"})
 
-        heldout = HeldoutEval(learner, evaluate, cfg.eval_every, cfg.steps, cfg.batch * T)
-        hooks = [heldout, MetricsLog(out / "metrics.jsonl", logged=_evaluated, echo=log),
-                 Progress(cfg.steps, step, postfix=_postfix), SegmentCheckpoint(save, cfg, step, log)]
+        progress = Progress(cfg.steps, step, postfix=_postfix, what="pretrain")
+        heldout = HeldoutEval(learner, evaluate, cfg.eval_every, cfg.steps, cfg.batch * T, progress.reporter.phase)
+        hooks = [heldout, MetricsLog(out / "metrics.jsonl", logged=_evaluated, echo=log), progress,
+                 SegmentCheckpoint(save, cfg, step, log)]
         stop = threading.Event()
         with StopSignals(stop) as signals:  # Ctrl-C/SIGTERM: the step in flight finishes, then everything is saved
             step, _ = train_loop(learner, learner.windows(step), hooks, step=step, steps=cfg.steps, stop=stop,

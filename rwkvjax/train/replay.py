@@ -10,16 +10,24 @@ P(i) ∝ (max(p_i, 0) + eps)^alpha with importance weights (N P(i))^-beta / max_
 Each entry is a `Window` (its units and, with merges, its slot tables), its NLL under the frozen model
 (for `reducible`) and the text the caller passes (already redacted by ingestion). `to_dict` is what a
 training checkpoint stores (its host JSON, owner-only: `rwkvjax.io.checkpoint`).
+
+A window whose text holds a redaction marker or a high-entropy run (`sensitive`) is *suspect*: a credential is
+the most surprising text of a session, so surprise alone would keep it longest and replay it most (2.1x the
+average priority was measured with leaked keys). A suspect window's priority is capped at the typical (median)
+priority of the ordinary windows stored, on admission, whenever the ordinary windows change and on `update`;
+and when the buffer is full, suspect windows go before ordinary ones.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Sequence
 
 import numpy as np
 
+from ingest.redact import MARK, shannon_bits
 from rwkvjax.errors import DataError
 from rwkvjax.train.data import Window
 
@@ -48,6 +56,54 @@ class ReplaySettings:
                              f"alpha={self.alpha}, beta={self.beta}, eps={self.eps}")
 
 
+# A redaction marker as ingestion writes it (`[REDACTED:<rule>]`), whatever the rule.
+_MARKER = re.compile(re.escape(MARK.split("{}")[0]) + r"[A-Za-z0-9_.\-]+\]")
+# Runs of the characters credentials are written in, long enough to hold one (as ingestion's candidates).
+_RUN = re.compile(r"[A-Za-z0-9_+/=\-]{20,}")
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_CLASS_RUN = re.compile(r"[a-z]+|[A-Z]+|[0-9]+")
+
+
+def _scrambled(run: str) -> bool:
+    """Whether a segment of `run` (between `_ - . / ~ = +`) of 10 characters or more switches case and digits
+    like random text: at least max(2, length/8) one-character runs of a class (a Capitalised word's first letter
+    aside). Identifiers and paths (`ReplayBufferSettings`, `/Users/me/x86_64`) have one or none; of random
+    tokens 98% qualify, of the code and docs measured 0.6% (most of those base64 blobs themselves)."""
+    for seg in re.split(r"[_\-./~=+]+", run):
+        if len(seg) < 10 or _HEX.fullmatch(seg):
+            continue
+        parts = _CLASS_RUN.findall(seg)
+        singles = sum(len(x) == 1 and not (x.isupper() and i + 1 < len(parts) and parts[i + 1].islower())
+                      for i, x in enumerate(parts))
+        if singles >= max(2, len(seg) / 8):
+            return True
+    return False
+
+
+def high_entropy_runs(text: str) -> list[tuple[int, int]]:
+    """(start, end) of the runs in `text` that read as random: keys, tokens, base64 (the entropy test of
+    `ingest.redact`, without its context words). Git SHAs (40, 64 hex digits) and UUIDs are public names."""
+    spans = []
+    for m in _RUN.finditer(text):
+        run = m.group()
+        if _UUID.fullmatch(run):
+            continue
+        if _HEX.fullmatch(run):
+            hit = len(run) >= 32 and len(run) not in (40, 64) and shannon_bits(run) > 3.0
+        else:
+            classes = sum(bool(re.search(p, run)) for p in ("[a-z]", "[A-Z]", "[0-9]"))
+            hit = classes >= 2 and shannon_bits(run) > 3.5 and _scrambled(run)
+        if hit:
+            spans.append(m.span())
+    return spans
+
+
+def sensitive(text: str | None) -> bool:
+    """Whether a window's text holds a redaction marker or a high-entropy run (a secret, redacted or not)."""
+    return bool(text) and (_MARKER.search(text) is not None or bool(high_entropy_runs(text)))
+
+
 class ReplayBuffer:
     def __init__(self, settings: ReplaySettings = ReplaySettings(), seed: int = 0):
         self.settings = settings
@@ -55,6 +111,7 @@ class ReplayBuffer:
         self.windows: list[Window] = []
         self.nll_frozen: list[float | None] = []
         self.texts: list[str | None] = []
+        self.suspect: list[bool] = []  # `sensitive(text)` of each entry: derived from the text, not stored
         self.priority = np.zeros(0, np.float64)
         self.seq = np.zeros(0, np.int64)  # admission order, for fifo and tie-breaking
         self.replays = np.zeros(0, np.int64)
@@ -89,10 +146,12 @@ class ReplayBuffer:
             window = Window("", toks.astype(np.int32), 0, int(toks.size))
         p = self.priority_of(nll, nll_frozen)
         frozen = None if nll_frozen is None else float(nll_frozen)
+        suspect = sensitive(text)
         if len(self) < self.settings.capacity:
             self.windows.append(window)
             self.nll_frozen.append(frozen)
             self.texts.append(text)
+            self.suspect.append(suspect)
             self.priority = np.append(self.priority, p)
             self.seq = np.append(self.seq, self.next_seq)
             self.replays = np.append(self.replays, 0)
@@ -101,18 +160,43 @@ class ReplayBuffer:
             if self.settings.admission == "fifo":
                 i = int(np.argmin(self.seq))
             else:
-                # lowest priority; among equals the oldest goes
-                i = int(np.lexsort((self.seq, self.priority))[0])
-                if not p > self.priority[i]:
+                if suspect:
+                    p = min(p, self._typical())
+                # suspect windows first, then the lowest priority; among equals the oldest goes
+                ordinary = ~np.asarray(self.suspect, bool)
+                i = int(np.lexsort((self.seq, self.priority, ordinary))[0])
+                # the candidate is the newest: it goes when it ranks no higher than the stored one
+                if (not suspect, p) <= (bool(ordinary[i]), float(self.priority[i])):
                     self.rejected += 1
                     self.next_seq += 1
                     return None
             self.windows[i], self.nll_frozen[i], self.texts[i], self.priority[i] = window, frozen, text, p
+            self.suspect[i] = suspect
             self.seq[i], self.replays[i] = self.next_seq, 0
             self.evicted += 1
         self.next_seq += 1
         self.admitted += 1
+        self._cap()
         return i
+
+    def _typical(self) -> float:
+        """The median priority of the ordinary entries (the lower middle value for an even count); +inf without
+        any. Only ordinary priorities decide it, and the cap never moves them, so capping again changes nothing:
+        a buffer read back from a checkpoint keeps exactly the priorities it was saved with. (A median over
+        capped suspect priorities would ratchet down at every capping.) A buffer holding suspect windows only has
+        no typical window to hold them to; they still go first once ordinary ones arrive."""
+        ordinary = self.priority[~np.asarray(self.suspect, bool)]
+        return float(np.sort(ordinary)[(len(ordinary) - 1) // 2]) if len(ordinary) else math.inf
+
+    def _cap(self) -> None:
+        """Hold every suspect entry at or below the typical priority. Surprise is why a secret would rank
+        first (a key is the least predictable text of a session), so for a window holding a redaction marker
+        or a random-looking run surprise may not raise its rank: it is kept and replayed no more than a
+        typical window."""
+        if not any(self.suspect):
+            return
+        sus = np.asarray(self.suspect, bool)
+        self.priority[sus] = np.minimum(self.priority[sus], self._typical())
 
     def probabilities(self) -> np.ndarray:
         if not len(self):
@@ -140,6 +224,8 @@ class ReplayBuffer:
         for i, a, b in zip(idx, nll, frozen):
             self.priority[i] = self.priority_of(float(a), None if b is None else float(b))
             self.replays[i] += 1
+        # a refreshed surprise may not lift a suspect window above the typical one either
+        self._cap()
 
     # ----- persistence -----
     def to_dict(self) -> dict:
@@ -173,6 +259,7 @@ class ReplayBuffer:
             buf.windows = windows
             buf.nll_frozen = list(frozen)
             buf.texts = list(d["texts"])
+            buf.suspect = [sensitive(t) for t in buf.texts]
             buf.priority = np.asarray(d["priority"], np.float64).reshape(n)
             buf.seq = np.asarray(d["seq"], np.int64).reshape(n)
             buf.replays = np.asarray(d["replays"], np.int64).reshape(n)
@@ -180,6 +267,7 @@ class ReplayBuffer:
             c = d["counters"]
             buf.admitted, buf.rejected, buf.evicted = c["admitted"], c["rejected"], c["evicted"]
             buf.rng.bit_generator.state = d["rng"]
+            buf._cap()  # a buffer saved before suspect windows were capped is capped as it is read
         except (KeyError, TypeError) as e:
             raise DataError(f"{source} is malformed ({e!r}); it must come from ReplayBuffer.to_dict()") from e
         return buf

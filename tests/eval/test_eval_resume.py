@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -19,6 +17,7 @@ from rwkvjax.eval.progress import Progress
 from rwkvjax.eval.report import summarize
 from rwkvjax.train.run import DEMO_TRACES
 from tests.conftest import REPO
+from tests.tools.held_run import start_held, wait_announced
 
 TINY = rwkvjax.Architecture(256, 32, 1, 64, 16, 16, 16, 16, head_size=16)
 
@@ -83,32 +82,34 @@ def test_max_sessions_must_be_positive(capsys):
 
 
 def test_sigterm_keeps_the_finished_sessions_and_writes_their_report(tmp_path):
-    """The real signal path: `cli.py eval` in a subprocess, SIGTERM once the first session is saved."""
+    """The real signal path: `cli.py eval` in a subprocess, SIGTERM once the first session is saved. The run is
+    held after the line that reports the first session (`tests/tools/held_run.py`), so the signal lands with two
+    sessions to go however fast the machine is (waiting for the session's file and then signalling let a fast run
+    finish the last two sessions first)."""
     from rwkvjax.io.convert import save_official
     from rwkvjax.model.init import init_params
     model = save_official(init_params(TINY, 0, live_output=True), TINY, tmp_path / "m.safetensors", dtype="fp32")
     canary = tmp_path / "canary.txt"
     canary.write_text("The quick brown fox jumps over the lazy dog.\n" * 4)
     out = tmp_path / "report"
-    proc = subprocess.Popen([sys.executable, str(REPO / "cli.py"), "eval", "--traces", str(DEMO_TRACES), "--out",
-                             str(out), "--model", model, "--arms", "frozen", "--ctx-len", "16",
-                             "--canaries", str(canary), "--bootstrap", "100"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                            env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    # `eval` reports each saved session with a line "[i/3] ..." through `cli.eval._say`: held after "[1/"
+    proc = start_held("rwkvjax.cli.eval", "_say",
+                      [str(REPO / "cli.py"), "eval", "--traces", str(DEMO_TRACES), "--out", str(out), "--model", model,
+                       "--arms", "frozen", "--ctx-len", "16", "--canaries", str(canary), "--bootstrap", "100"],
+                      prefix="[1/", mode="after", cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     try:
-        deadline = time.monotonic() + 240
-        while not (out / "progress" / "arms.npz").exists():  # the first session and the arms after it
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the first session took more than 240 s"
-            time.sleep(0.05)
+        early = wait_announced(proc, timeout_s=240)  # the first session, its file and the arms after it
+        assert (out / "progress" / "arms.npz").exists()
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
+        err = early + err
     finally:
         proc.kill()
     assert proc.returncode == 143, err
     assert err.strip().endswith("terminated")
     done = Progress(out).done()
     assert 1 <= done < 3, err
+    assert done == 1, err  # the signal came with two sessions to go
     files = sorted(p.name for p in (out / "progress").iterdir())
     assert files == ["arms.npz", "run.json"] + [f"session-{i:04d}.npz" for i in range(len(files) - 2)]
     report = (out / "REPORT.md").read_text()

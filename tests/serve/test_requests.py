@@ -117,7 +117,8 @@ class _Engine:
 def _server(api_key=None):
     """What the routes read of a `Server` before a request reaches the engine."""
     return types.SimpleNamespace(api_key=api_key, model_name="m", engine=_Engine(), default_max_tokens=8,
-                                 model_list=lambda: [("base", None, {"base_model": "m"})])
+                                 model_list=lambda: [("base", None, {"base_model": "m"})], tuner=None,
+                                 max_tokens_cap=4096, max_body_bytes=1 << 20, read_timeout_s=15.0)
 
 
 def test_routes_read_the_server_from_the_app_state():

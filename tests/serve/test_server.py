@@ -156,7 +156,9 @@ def test_full_queue_is_429_with_retry_after_and_a_disconnect_frees_its_slot(smal
     params = small_model.params
     # end-of-text (id 0) scores 0 while the best of 255 random logits is above it: greedy never stops early
     never_ends = dataclasses.replace(params, head=params.head.at[:, 0].set(0.0))
-    with running_server(dataclasses.replace(small_model, params=never_ends), max_batch=1, max_waiting=1) as url:
+    # a ceiling above the stream's max_tokens: it runs until the client goes away
+    with running_server(dataclasses.replace(small_model, params=never_ends), max_batch=1, max_waiting=1,
+                        max_tokens_cap=100000) as url:
         c = client(url)
         stream = c.completions.create(model="base", prompt="a", max_tokens=100000, stream=True, temperature=0)
         chunks = iter(stream)  # kept: a dropped iterator would close the connection
