@@ -28,7 +28,7 @@ from typing import Any, Iterable, Iterator
 
 from ingest.events import AssistantText, Event, Image, Meta, System, Thinking, ToolResult, ToolUse, UserText, freeze
 from ingest.records import project_folder
-from ingest.redact import Redactor
+from ingest.redact import Redactor, prints_secret
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,10 @@ class Normalizer:
         self._last_ts: dict[str, str] = {}
         self._seen = _Lru(_DEDUPE_WINDOW)
         self._tool_names = _Lru(_TOOL_NAME_WINDOW)
+        # Bash tool uses whose whole output is a secret's value (`terraform output -raw DB_PASSWORD`, `printenv
+        # API_TOKEN`): their result is a separate block that the redactor sees alone, with nothing in it naming the
+        # secret, so the command decides (Redactor.printed_secret). Only such ids are kept.
+        self._printing = _Lru(_TOOL_NAME_WINDOW)
         self._sessions: set[str] = set()
         self._caught_up = False
         self._last_file: str | None = None
@@ -234,13 +238,18 @@ class Normalizer:
             self._tool_names.put(tid, name)
             inp = b.get("input")
             inp = inp if isinstance(inp, dict) else {"input": inp}
+            if isinstance(inp.get("command"), str) and prints_secret(inp["command"]):
+                self._printing.put(tid, inp["command"])
             return ToolUse(**base, tool_use_id=tid, name=name, input=freeze(r.deep(inp)), message_id=msg)
         if role == "tool_result" and typ == "tool_result":
             tid = _text(b.get("tool_use_id"))
             name = self._tool_names.get(tid)
             if name is None:
                 self.counts["tool_result_unmatched"] += 1
-            return ToolResult(**base, tool_use_id=tid, name=name or "", output=r(tool_output(b.get("content"))),
+            command = self._printing.get(tid)
+            out = tool_output(b.get("content"))
+            return ToolResult(**base, tool_use_id=tid, name=name or "",
+                              output=r(out) if command is None else r.printed_secret(command, out),
                               is_error=b.get("is_error") is True)
         if typ == "image":
             src = b.get("source") if isinstance(b.get("source"), dict) else {}
