@@ -1,4 +1,5 @@
-"""The OpenAI-compatible HTTP surface (Starlette on uvicorn): completions, chat completions, models, health.
+"""The OpenAI-compatible HTTP surface (Starlette on uvicorn): completions, chat completions, models, health, and
+Prometheus metrics (`serve.metrics`: one registry per app, so per server).
 
 `model` in a request selects the start state: `base` (the model's own) or a named state of the store,
 read when asked for, so a state written by `train` or `state fork` is servable without a restart; with the
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import hashlib
 import json
 import logging
 import time
@@ -22,18 +22,19 @@ import uuid
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request as HttpRequest
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from rwkvjax.errors import UserError
-from rwkvjax.model.state import State
+from rwkvjax.serve import anthropic
 from rwkvjax.serve.access import JOB, LOGGED, client_of, printable
-from rwkvjax.serve.chat import TURN_END
 from rwkvjax.serve.engine import QueueFull, Request, ShuttingDown
 from rwkvjax.serve.guard import key_ok  # here too: the dashboard checks keys the same way, without the engine
-from rwkvjax.serve.mixture import read_mark
+from rwkvjax.serve.metrics import CONTENT_TYPE, CountRequests, Metrics, decode_figures
 from rwkvjax.serve.requests import BadRequest, ChatCompletion, Completion, read_body, read_json
+from rwkvjax.serve.turns import next_event as _next, prepare as _prepare, submit
 
 log = logging.getLogger(__name__)
 
@@ -49,23 +50,19 @@ def error(status: int, message: str, param: str | None = None, code: str | None 
 
 def build_app(server) -> Starlette:
     """`server`: a `serve.server.Server` (model, tokenizer, engine, states, limits), shared by every handler."""
-    routes = [Route("/health", health), Route("/v1/models", models),
+    routes = [Route("/health", health), Route("/v1/models", models), Route("/metrics", metrics),
+              Route("/v1/models/{id:path}", model),  # state names may hold '/' (project/experiment)
               Route("/v1/completions", completions, methods=["POST"]),
-              Route("/v1/chat/completions", chat_completions, methods=["POST"])]
+              Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+              Route("/v1/messages", anthropic.messages, methods=["POST"])]  # Anthropic's Messages API
+    measured = Metrics(server.engine.stats)  # this server's own registry: one process may run several servers
+    server.engine.observer = measured
     app = Starlette(routes=routes, exception_handlers={HTTPException: not_found, ClientDisconnect: disconnected,
-                                                       Exception: internal})
+                                                       Exception: internal},
+                    middleware=[Middleware(CountRequests, metrics=measured)])
     app.state.server = server
+    app.state.metrics = measured
     return app
-
-
-def key_partition(key: str | None) -> str:
-    """The prefix-cache partition of a request that passed the key check with `key`: one per API key, so a cache
-    hit (and the `cached_tokens` it reports) can only come from a prompt sent with the same key; a digest, so the
-    key itself is not kept with every request. A server without a key has one partition: whoever reaches it is
-    one principal, with nothing to tell apart (and with one --api-key, all its holders are one principal)."""
-    if not key:
-        return ""
-    return hashlib.sha256(b"rwkvjax prefix partition\0" + key.encode()).hexdigest()[:32]
 
 
 def _shutting_down(message: str):
@@ -108,6 +105,26 @@ async def models(req: HttpRequest):
 
 
 @_keyed
+async def model(req: HttpRequest):
+    """One entry of `/v1/models` (what `client.models.retrieve(id)` asks for); a 404 for an id it does not list."""
+    want = req.path_params["id"]
+    listed = await asyncio.to_thread(req.app.state.server.model_list)
+    for name, created, extra in listed:
+        if name == want:
+            return JSONResponse({"id": name, "object": "model", "created": created or int(time.time()),
+                                 "owned_by": "rwkvjax", **extra})
+    return error(404, f"model {want[:200]!r} does not exist (GET /v1/models lists them)", "model", "model_not_found")
+
+
+@_keyed
+async def metrics(req: HttpRequest):
+    """Prometheus's text format. Behind the API key like every route that tells about use: the state names it
+    labels are the projects of whoever uses the server, and its counts are their traffic (Prometheus sends a key
+    with `authorization: {credentials: ...}` in its scrape config)."""
+    return Response(req.app.state.metrics.render(), media_type=CONTENT_TYPE)
+
+
+@_keyed
 async def completions(req: HttpRequest):
     return await _generate(req, Completion)
 
@@ -133,18 +150,6 @@ async def disconnected(req: HttpRequest, exc: ClientDisconnect):
 async def internal(req: HttpRequest, exc: Exception):
     log.exception("request failed")
     return error(500, "internal server error")
-
-
-@dataclasses.dataclass(frozen=True)
-class _Turn:
-    """What a generation starts from, once the request is known to be servable."""
-
-    text: str                       # the prompt as text (for a chat: the template's)
-    prompt: list[int]               # its token ids
-    start: State                    # batch-1 start state
-    start_key: str                  # its prefix-cache key
-    memory: object                  # the request's scratch session memory, or None
-    conversation: tuple[str, str | None] | None  # --ttt: (the conversation's state, its parent); else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,21 +181,15 @@ async def _generate(req: HttpRequest, kind: type[Completion] | type[ChatCompleti
     except UserError as e:  # a stored state or memory that cannot be used: the operator's to fix
         return error(500, str(e), "model")
 
-    loop = asyncio.get_running_loop()
-    events: asyncio.Queue = asyncio.Queue()
-    emit = lambda event, payload: loop.call_soon_threadsafe(events.put_nowait, (event, payload))
-    job = Request(turn.prompt, turn.start, turn.start_key, request.sampling, emit, memory=turn.memory,
-                  draft_tokens=server.draft_tokens, partition=key_partition(server.api_key))
     try:
-        server.engine.submit(job)
+        job, events = submit(server, turn, request)
     except QueueFull as e:
         return error(429, f"the server is busy ({e}); retry shortly", code="rate_limit_exceeded",
                      headers={"Retry-After": "1"})
     except ShuttingDown as e:
         return _shutting_down(str(e))
     req.scope.setdefault("state", {})[JOB] = job  # the access log's token counts
-    if turn.conversation is not None:
-        job.on_done = functools.partial(_learn_turn, server, turn, job)
+    req.app.state.metrics.started(request.model)  # only now: a name that resolved to no state is not a label
     reply = _Reply(("chatcmpl-" if request.chat else "cmpl-") + uuid.uuid4().hex[:24], int(time.time()),
                    request.model, request.chat, request.include_usage)
     if request.stream:
@@ -199,58 +198,9 @@ async def _generate(req: HttpRequest, kind: type[Completion] | type[ChatCompleti
     return await _collect(req, job, events, reply)
 
 
-async def _prepare(server, request: Completion | ChatCompletion) -> _Turn:
-    """The start state, prompt ids and memory of a request; with --ttt and a `session`, its conversation (after
-    the previous turn's training is done). Raises BadRequest (413; 429 when the tuning queue is full), LookupError
-    (an unknown state), UserError. Everything that reads the store or grows with the prompt runs in a worker
-    thread: the event loop (`/health`, other clients' streams) never waits on it."""
-    conv = None
-    session = request.session if isinstance(request, ChatCompletion) else None
-    if session is not None and server.tuner is not None:
-        conv = server.conversation(request.model, session)
-        # an unknown model is a 404 before anything waits
-        await asyncio.to_thread(server.start_state, request.model)
-        if not server.tuner.admits(conv[0]):
-            wait = server.tuner.retry_after_s()
-            raise BadRequest(f"test-time training is busy ({server.tuner.s.max_queued} conversations wait for it); "
-                             f"retry in {wait} s", "session", 429, "rate_limit_exceeded", {"Retry-After": str(wait)})
-        await asyncio.to_thread(server.tuner.wait, conv[0])
-    return await asyncio.to_thread(_prepare_turn, server, request, conv)
-
-
-def _prepare_turn(server, request: Completion | ChatCompletion, conv) -> _Turn:
-    use = conv[0] if conv is not None and server.has_state(conv[0]) else request.model
-    start, start_key = server.start_state(use)
-    text = request.prompt_text()
-    prompt = server.tokenizer.encode(text)
-    if len(prompt) > server.max_prompt_tokens:
-        raise BadRequest(f"the prompt is {len(prompt)} tokens; this server takes at most {server.max_prompt_tokens}",
-                         request.prompt_field, 413, "context_length_exceeded")
-    memory = server.request_memory(use, prompt)
-    return _Turn(text, prompt, start, start_key, memory, conv)
-
-
 def _parse(server, kind: type[Completion] | type[ChatCompletion], raw: bytes) -> Completion | ChatCompletion:
     return kind.parse(read_json(raw), default_max_tokens=server.default_max_tokens,
                       max_tokens_cap=server.max_tokens_cap)
-
-
-def _learn_turn(server, turn: _Turn, job: Request, reply: str) -> None:
-    """A finished --ttt turn goes to the conversation's tuner; its memory is stored with its state."""
-    mark = read_mark(turn.prompt + job.mixture.learned) if job.mixture is not None else None
-    name, parent = turn.conversation
-    server.tuner.submit(name, parent, turn.text + reply + TURN_END, memory=turn.memory, mark=mark)
-
-
-async def _next(job: Request, events: asyncio.Queue, req: HttpRequest | None = None):
-    """Next engine event; a client that went away cancels its generation (its row is freed)."""
-    while True:
-        try:
-            return await asyncio.wait_for(events.get(), timeout=0.5)
-        except asyncio.TimeoutError:
-            if req is not None and await req.is_disconnected():
-                job.cancelled.set()
-                return ("gone", None)
 
 
 async def _collect(req: HttpRequest, job: Request, events: asyncio.Queue, reply: _Reply):
@@ -276,7 +226,7 @@ async def _collect(req: HttpRequest, job: Request, events: asyncio.Queue, reply:
             else:
                 choice = {"index": 0, "text": text, "finish_reason": payload["finish_reason"], "logprobs": None}
                 obj = "text_completion"
-            return JSONResponse(reply.body(obj, [choice], usage=_usage(payload)))
+            return JSONResponse(reply.body(obj, [choice], usage=_usage(payload, job)))
 
 
 async def _stream(job: Request, events: asyncio.Queue, reply: _Reply):
@@ -308,14 +258,16 @@ async def _stream(job: Request, events: asyncio.Queue, reply: _Reply):
                 end = {"index": 0, "finish_reason": payload["finish_reason"]}
                 yield frame([{**end, "delta": {}}] if reply.chat else [{**end, "text": "", "logprobs": None}])
                 if reply.include_usage:
-                    yield frame([], usage=_usage(payload))
+                    yield frame([], usage=_usage(payload, job))
                 break
         yield "data: [DONE]\n\n"
     finally:
         job.cancelled.set()  # a no-op after "done"; frees the row when the client went away mid-stream
 
 
-def _usage(done: dict) -> dict:
+def _usage(done: dict, job: Request) -> dict:
+    """OpenAI's usage, and the reply's speed (`tokens_per_second`, `time_to_first_token_ms`: `decode_figures`) as
+    extra fields, which OpenAI's client keeps (`usage.model_extra`)."""
     return {"prompt_tokens": done["prompt_tokens"], "completion_tokens": done["completion_tokens"],
             "total_tokens": done["prompt_tokens"] + done["completion_tokens"],
-            "prompt_tokens_details": {"cached_tokens": done["cached_tokens"]}}
+            "prompt_tokens_details": {"cached_tokens": done["cached_tokens"]}, **decode_figures(job)}

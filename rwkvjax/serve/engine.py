@@ -68,8 +68,9 @@ class Sampling:
 @dataclasses.dataclass
 class Request:
     """One generation. `emit(kind, payload)` is called from the engine thread: ("text", str) pieces, then one
-    ("done", {"finish_reason", "prompt_tokens", "completion_tokens", "cached_tokens"}), ("error", str), or
-    ("unavailable", str) for a request a shutdown ended before it produced anything.
+    ("done", {"finish_reason", "prompt_tokens", "completion_tokens", "cached_tokens"} and "stop_sequence" when a
+    stop string ended it), ("error", str), or ("unavailable", str) for a request a shutdown ended before it
+    produced anything.
 
     `partition`: whose prefix-cache entries the request may read and add to (the app passes one per API key): a
     hit, which `cached_tokens` reports, then says nothing about another principal's prompts."""
@@ -94,6 +95,8 @@ class Request:
     feed: list[int] = dataclasses.field(default_factory=list)  # tokens chosen but not yet in the row's state
     in_state: int = 0            # tokens of prompt + generated the row's state has read (the prefix cache's key)
     enqueued: float = dataclasses.field(default_factory=time.perf_counter)
+    first_token_at: float | None = None  # perf_counter of the first generated token: the time to first token
+    last_token_at: float | None = None   # ... of the latest: with the first, the decode rate in `usage`
 
     @property
     def cache_scope(self) -> tuple[str, str]:
@@ -180,6 +183,9 @@ class Engine:
         self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
         self.steps = 0
         self.errors = 0
+        # told each token's gap and each finished request (`serve.metrics.Metrics`), from the engine thread; None:
+        # nothing is measured
+        self.observer = None
 
     # ----- public -----
     def start(self) -> "Engine":
@@ -534,6 +540,12 @@ class Engine:
             self._close(r, "stop")
             return True
         r.generated.append(t)
+        now = time.perf_counter()
+        if r.first_token_at is None:
+            r.first_token_at = now
+        elif self.observer is not None:
+            self.observer.token_gap(now - r.last_token_at)
+        r.last_token_at = now
         self._send(r, r.detok.push(t))
         if r.detok.stopped:
             self._close(r, "stop")
@@ -550,8 +562,16 @@ class Engine:
             r.emit("text", piece)
 
     def _close(self, r: Request, reason: str) -> None:
+        # which stop string ended the reply, if one did (not the end of text or a limit): Anthropic's API reports
+        # it, and a chat's own turn end must be told apart from a client's stop string. The detokenizer stops at
+        # the earliest match and keeps the text from it on, so the match is the stop string that text starts with.
+        d = r.detok
+        stop = ({"stop_sequence": next(s for s in d.stop if d.text.startswith(s, d.emitted))}
+                if d is not None and d.stopped else {})
+        if self.observer is not None:  # before the client hears of the end: a scrape after the reply counts it
+            self.observer.finished(r)
         r.emit("done", {"finish_reason": reason, "prompt_tokens": len(r.prompt),
-                        "completion_tokens": len(r.generated), "cached_tokens": r.cached})
+                        "completion_tokens": len(r.generated), "cached_tokens": r.cached, **stop})
 
     def _finish(self, idx: list[int]) -> None:
         """Drop finished rows (their final states go to the prefix cache): the last running row moves into each

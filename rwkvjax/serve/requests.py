@@ -5,8 +5,9 @@ Frozen dataclasses with a `parse` of their own, not pydantic models: the checks 
 (a JSON `true` is not a number, `2.0` is an integer, `stop` is one string or up to four, only `n = 1`, an error
 names the field as `messages[3].content`), each with a message clients read. Pydantic would need a validator and
 an error translation per field to say the same, and would coerce where this server refuses (`"1"` for 1) unless
-every field were strict; it would add a layer without removing a check. Fields a request may carry that these
-classes do not name (`user`, `logprobs`, ...) are not read, as before.
+every field were strict; it would add a layer without removing a check. Every top-level field a route knows is in
+its table (`COMPLETION_FIELDS`, `CHAT_FIELDS`): read, or refused by name unless its value asks for nothing; a field
+in neither is refused too, so nothing a client sends is silently ignored.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import dataclasses
 import json
 import math
 import re
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 from rwkvjax.serve.chat import ROLES, TURN_END, Message, chat_prompt
 from rwkvjax.serve.engine import Sampling
@@ -141,7 +142,7 @@ class Completion(_Generation):
 
     @classmethod
     def parse(cls, body, *, default_max_tokens: int, max_tokens_cap: int = INT32_MAX) -> Completion:
-        common = _common(body, default_max_tokens, max_tokens_cap)
+        common = _common(body, default_max_tokens, max_tokens_cap, COMPLETION_FIELDS)
         return cls(prompt=_prompt(body), **common)
 
     def prompt_text(self) -> str:
@@ -158,7 +159,7 @@ class ChatCompletion(_Generation):
 
     @classmethod
     def parse(cls, body, *, default_max_tokens: int, max_tokens_cap: int = INT32_MAX) -> ChatCompletion:
-        common = _common(body, default_max_tokens, max_tokens_cap)
+        common = _common(body, default_max_tokens, max_tokens_cap, CHAT_FIELDS)
         messages = _messages(body)
         s = common.pop("sampling")
         # a reply ends with its turn, whatever else stops it
@@ -167,6 +168,77 @@ class ChatCompletion(_Generation):
 
     def prompt_text(self) -> str:
         return chat_prompt(self.messages)
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One top-level field of a route. `refused`: None for a field `parse` reads; else why the server cannot do
+    what it asks, the 400's message. `inert(value)`: True for the values of a refused field that ask for nothing
+    (`"logprobs": false`, `"tools": []`), which some clients send unasked and which change no reply."""
+
+    refused: str | None = None
+    inert: Callable[[object], bool] = lambda v: v is None
+
+
+SUPPORTED = Field()
+_ANY = lambda v: True  # noqa: E731
+# The official `openai` client sends only the fields its caller gives (checked with openai 3.63: `create` sends
+# `model`, `messages`/`prompt` and `stream` when streaming). What other clients fill in for every request to tag or
+# route it on OpenAI's side, and which changes no reply, is accepted: `user` and
+# `safety_identifier` name the end user for abuse monitoring, `metadata` tags a stored completion, `prompt_cache_key`
+# hints OpenAI's prompt cache (this server's prefix cache needs no hint). Refusing them would break clients
+# (LangChain, agent frameworks) that fill them in for every request, for nothing gained.
+_HARMLESS = {"user": Field("", _ANY), "safety_identifier": Field("", _ANY), "metadata": Field("", _ANY),
+             "prompt_cache_key": Field("", _ANY),
+             # `store: true` asks OpenAI to keep the completion for later retrieval: nothing here keeps it
+             "store": Field("this server stores no completions ('store' may only be false)",
+                            lambda v: v is None or v is False),
+             "service_tier": Field("this server has one service tier ('service_tier' may be 'auto' or 'default')",
+                                   lambda v: v in (None, "auto", "default"))}
+_COMMON = {name: SUPPORTED for name in (
+    "model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "presence_penalty",
+    "frequency_penalty", "seed", "stop", "stream", "stream_options", "n")} | _HARMLESS | {
+    "logit_bias": Field("'logit_bias' is not supported (no per-token bias in the sampler)",
+                        lambda v: v is None or v == {}),
+    "top_logprobs": Field("'top_logprobs' is not supported: this server returns no log-probabilities",
+                          lambda v: v is None or v == 0)}
+COMPLETION_FIELDS: dict[str, Field] = _COMMON | {
+    "prompt": SUPPORTED,
+    "logprobs": Field("'logprobs' is not supported: this server returns no log-probabilities",
+                      lambda v: v is None or v is False),
+    "echo": Field("'echo' is not supported (the reply never repeats the prompt)", lambda v: v is None or v is False),
+    "suffix": Field("'suffix' is not supported (no fill-in-the-middle)", lambda v: v is None or v == ""),
+    "best_of": Field("'best_of' must be 1 (one candidate per request)", lambda v: v is None or v == 1)}
+_NO_TOOLS = "this server does not call tools or functions"
+CHAT_FIELDS: dict[str, Field] = _COMMON | {
+    "messages": SUPPORTED, "session": SUPPORTED,
+    "logprobs": Field("'logprobs' is not supported: this server returns no log-probabilities",
+                      lambda v: v is None or v is False),
+    "tools": Field(f"'tools' is not supported: {_NO_TOOLS}", lambda v: v is None or v == []),
+    "functions": Field(f"'functions' is not supported: {_NO_TOOLS}", lambda v: v is None or v == []),
+    "tool_choice": Field(f"'tool_choice' may only be 'none': {_NO_TOOLS}", lambda v: v in (None, "none")),
+    "function_call": Field(f"'function_call' may only be 'none': {_NO_TOOLS}", lambda v: v in (None, "none")),
+    "parallel_tool_calls": Field(f"'parallel_tool_calls' is not supported: {_NO_TOOLS}"),
+    "response_format": Field("'response_format' may only be {'type': 'text'} (no structured output)",
+                             lambda v: v is None or v == {"type": "text"}),
+    "audio": Field("'audio' is not supported: the model reads and writes text only"),
+    "modalities": Field("'modalities' may only be ['text']: the model reads and writes text only",
+                        lambda v: v is None or v == ["text"]),
+    "prediction": Field("'prediction' is not supported (no predicted outputs)"),
+    "web_search_options": Field("'web_search_options' is not supported: this server does not search the web"),
+    "reasoning_effort": Field("'reasoning_effort' is not supported (the model has no reasoning setting)"),
+    "verbosity": Field("'verbosity' is not supported (the model has no verbosity setting)")}
+
+
+def _check_fields(body: dict, table: dict[str, Field]) -> None:
+    """A 400 naming the first field of `body` that `table` refuses, or does not know."""
+    for name, value in body.items():
+        f = table.get(name)
+        if f is None:
+            raise BadRequest(f"'{name}' is not a field this server knows (supported: "
+                             f"{', '.join(k for k, v in table.items() if v.refused is None)})", name)
+        if f.refused and not f.inert(value):
+            raise BadRequest(f.refused, name)
 
 
 def _num(body: dict, name: str, default, lo=None, hi=None, *, integer=False, lo_open=False, limit=None):
@@ -190,28 +262,20 @@ def _num(body: dict, name: str, default, lo=None, hi=None, *, integer=False, lo_
     return int(v) if integer else float(v)
 
 
-def _common(body, default_max_tokens: int, max_tokens_cap: int = INT32_MAX) -> dict:
+def _common(body, default_max_tokens: int, max_tokens_cap: int, fields: dict[str, Field]) -> dict:
     """The shared fields, checked in this order (the first bad one is the error); the keyword arguments of
-    `_Generation`. `max_tokens_cap`: the server's ceiling on `max_tokens` (`--max-tokens-cap`)."""
+    `_Generation`. `max_tokens_cap`: the server's ceiling on `max_tokens` (`--max-tokens-cap`); `fields`: the
+    route's table, every other field of the body refused by name."""
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object", None)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("'model' is required: 'base' or the name of a state (GET /v1/models lists them)", "model")
+    _check_fields(body, fields)
     n = _num(body, "n", 1, integer=True, limit=INT32_MAX)
     if n != 1:
         raise BadRequest("'n' must be 1 (one choice per request)", "n")
-    stop = body.get("stop")
-    if stop is None:
-        stop = []
-    elif isinstance(stop, str):
-        stop = [stop]
-    elif not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)) or len(stop) > 4:
-        raise BadRequest("'stop' must be a string or a list of at most 4 strings", "stop")
-    if any(s == "" for s in stop):
-        raise BadRequest("'stop' strings must not be empty", "stop")
-    if any(len(s) > MAX_STOP_CHARS for s in stop):
-        raise BadRequest(f"'stop' strings must be at most {MAX_STOP_CHARS} characters", "stop")
+    stop = stop_strings(body, "stop", 4)
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, _LongNumber))):
         raise BadRequest(f"'seed' must be an integer, got {seed!r}", "seed")
@@ -239,11 +303,44 @@ def _common(body, default_max_tokens: int, max_tokens_cap: int = INT32_MAX) -> d
             "sampling": sampling}
 
 
+def stop_strings(body: dict, name: str, most: int, *, one_string: bool = True) -> list[str]:
+    """Field `name` of `body`: a list of at most `most` stop strings (`one_string`: or one string alone), each
+    non-empty and at most MAX_STOP_CHARS long; [] when absent."""
+    stop = body.get(name)
+    what = "a string or a list" if one_string else "a list"
+    if stop is None:
+        return []
+    if isinstance(stop, str) and one_string:
+        stop = [stop]
+    elif not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)) or len(stop) > most:
+        raise BadRequest(f"'{name}' must be {what} of at most {most} strings", name)
+    if any(s == "" for s in stop):
+        raise BadRequest(f"'{name}' strings must not be empty", name)
+    if any(len(s) > MAX_STOP_CHARS for s in stop):
+        raise BadRequest(f"'{name}' strings must be at most {MAX_STOP_CHARS} characters", name)
+    return stop
+
+
+def max_tokens(body: dict, default: int | None, cap: int) -> int:
+    """`max_tokens`, at most the server's `cap`; `default` None: the field is required (Anthropic's API)."""
+    if default is None and body.get("max_tokens") is None:
+        raise BadRequest("'max_tokens' is required", "max_tokens")
+    return _max_tokens(body, default, cap)
+
+
 def _max_tokens(body: dict, default: int, cap: int) -> int:
-    n = _num(body, "max_tokens", default, 1, integer=True, limit=INT32_MAX)
+    """`max_tokens`, or `max_completion_tokens` (OpenAI's newer name for it, which its client sends for newer
+    models): either, or both when they agree."""
+    name = "max_tokens"
+    n = _num(body, name, default, 1, integer=True, limit=INT32_MAX)
+    if body.get("max_completion_tokens") is not None:
+        newer = _num(body, "max_completion_tokens", default, 1, integer=True, limit=INT32_MAX)
+        if body.get("max_tokens") is not None and newer != n:
+            raise BadRequest(f"'max_completion_tokens' ({newer}) and 'max_tokens' ({n}) disagree; send one of them",
+                             "max_completion_tokens")
+        name, n = "max_completion_tokens", newer
     if n > cap:  # each token holds a batch row one more decode step: the server's ceiling, not the device's
-        raise BadRequest(f"'max_tokens' must be at most {cap} on this server (--max-tokens-cap), got {n}",
-                         "max_tokens")
+        raise BadRequest(f"'{name}' must be at most {cap} on this server (--max-tokens-cap), got {n}", name)
     return n
 
 
@@ -256,6 +353,11 @@ def _session(body: dict) -> str | None:
     return s
 
 
+# OpenAI's `developer` role is what its newer models call `system` (the client sends it for instructions): the
+# template has one place for instructions, so both land there.
+_ROLE_ALIASES = {"developer": "system"}
+
+
 def _messages(body: dict) -> tuple[Message, ...]:
     msgs = body.get("messages")
     if not isinstance(msgs, list) or not msgs:
@@ -263,8 +365,9 @@ def _messages(body: dict) -> tuple[Message, ...]:
     out = []
     for i, m in enumerate(msgs):
         role = m.get("role") if isinstance(m, dict) else None
-        if not isinstance(role, str) or role not in ROLES:  # a list or an object as `role` is not hashable
-            raise BadRequest(f"'messages[{i}].role' must be one of {sorted(ROLES)}", f"messages[{i}].role")
+        if not isinstance(role, str) or _ROLE_ALIASES.get(role, role) not in ROLES:  # a list is not hashable
+            raise BadRequest(f"'messages[{i}].role' must be one of {sorted(ROLES.keys() | _ROLE_ALIASES.keys())}",
+                             f"messages[{i}].role")
         content = m.get("content")
         if isinstance(content, list):  # content parts: text only
             if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
@@ -273,7 +376,7 @@ def _messages(body: dict) -> tuple[Message, ...]:
             content = "".join(p["text"] for p in content)
         if not isinstance(content, str):
             raise BadRequest(f"'messages[{i}].content' must be a string", f"messages[{i}].content")
-        out.append(Message(m["role"], content))
+        out.append(Message(_ROLE_ALIASES.get(role, role), content))
     return tuple(out)
 
 

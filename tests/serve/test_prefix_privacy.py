@@ -10,7 +10,7 @@ import pytest
 
 from rwkvjax.model.params import unstack_layers
 from rwkvjax.model.state import zero_state
-from rwkvjax.serve.app import key_partition
+from rwkvjax.serve.turns import key_partition
 from rwkvjax.serve.engine import Engine, Request, Sampling
 from rwkvjax.text.tokenizer import ByteTokenizer
 from tests.serve.conftest import SMALL, running_server
