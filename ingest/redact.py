@@ -39,7 +39,10 @@ A name marks a secret when
 - and no part is a quantity or flag word (max, min, num, n, per, by, total, is, has, use, enable, disable,
   allow, require, skip, no, with, without), an ML special-token word (bos, eos, pad, unk, sep, cls, mask) or
   public/pub/publishable: max_tokens, per_token, last_by_key, is_private, pad_token_id and PUBLIC_KEY are not
-  secrets. The bare names key and private (mapping keys, npm's "private" flag) are not either.
+  secrets. The bare names key and private (mapping keys, npm's "private" flag) are not either;
+- nor is a key named after what it looks up (cache, sort, partition, primary, foreign, lookup, dedupe,
+  idempotency, routing, shard, group, row, map, dict, composite, unique, react: prompt_cache_key, sort_key,
+  PARTITION_KEY), unless a strong part makes it a secret.
 `secret_name(name)` is this test.
 
 Forms. With such a name, the value goes in
@@ -235,6 +238,9 @@ _QUALIFIERS = frozenset(("max min num n per by total is has use enable disable a
                          "next page continuation public pub publishable "
                          "bos eos pad unk sep cls mask att attn attention ffn mlp qkv proj").split())
 _MODIFIER_RX = re.compile(r"\d+|v\d+")
+# `<what>_key` where <what> is what the key indexes: an identifier of a row, entry or cache line, not a credential
+_LOOKUP = frozenset(("cache sort partition primary foreign lookup dedupe dedup idempotency routing shard group row "
+                     "map dict composite unique react").split())
 
 
 def _strong(p: str) -> bool:
@@ -267,6 +273,8 @@ def secret_name(name: str) -> bool:
     weak = [i for i, p in enumerate(core) if not _strong(p) and _weak(p, core[i - 1] if i else "")]
     if strong or len(weak) >= 2:
         return core[-1] not in _HEADS
+    if len(core) >= 2 and core[-1] == "key" and core[-2] in _LOOKUP:
+        return False
     return bool(weak) and weak[-1] == len(core) - 1 and core[-1] not in _WEAK_HEADS
 
 

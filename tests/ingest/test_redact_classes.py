@@ -481,3 +481,16 @@ def test_planted_session_leaks_nothing_into_traces(tmp_path, reader):
     found = {s: leaked(s, text) + leaked(json.dumps(s)[1:-1], text) for s in secrets}
     assert not {s: w for s, w in found.items() if w}
     assert text.count("[REDACTED:") >= 20
+
+
+@pytest.mark.parametrize("name", ["prompt_cache_key", "sort_key", "PARTITION_KEY", "cacheKey", "idempotency_key",
+                                  "row_key"])
+def test_a_key_named_after_what_it_looks_up_is_not_a_secret(name):
+    # a request field table (rwkvjax/serve/requests.py) holds `"prompt_cache_key": Field("", _ANY),`
+    text = f'    "{name}": Field("", _ANY),\n{name} = build(a, "x")\n'
+    assert Redactor()(text) == text
+
+
+@pytest.mark.parametrize("name", ["API_KEY", "cache_secret_key", "signing_key", "SECRET_KEY"])
+def test_other_keys_stay_secrets(name):
+    assert "[REDACTED:" in Redactor()(f'"{name}": Field("", _ANY),\n')
