@@ -33,7 +33,7 @@ from rwkvjax.serve.guard import key_ok
 from rwkvjax.serve.metrics import decode_figures
 from rwkvjax.serve.requests import (INT32_MAX, BadRequest, ChatCompletion, _num, max_tokens, read_body, read_json,
                                     stop_strings)
-from rwkvjax.serve.turns import next_event, prepare, submit
+from rwkvjax.serve.turns import collect, next_event, prepare, submit
 
 # The request's fields. `metadata` (`user_id`) is what Anthropic keeps for abuse reports: this server has no
 # per-user records to attach it to, so it is checked for shape and otherwise unused. `cache_control` (here or on a
@@ -222,25 +222,17 @@ async def messages(req: HttpRequest):
 
 
 async def _collect(req: HttpRequest, job: Request, events: asyncio.Queue, reply: _Reply):
-    pieces = []
-    while True:
-        kind, payload = await next_event(job, events, req)
-        if kind == "text":
-            pieces.append(payload)
-        elif kind == "gone":
-            return error(499, "client disconnected")
-        elif kind == "error":
-            return error(500, payload)
-        elif kind == "unavailable":
-            return error(503, payload, headers={"Retry-After": "1"})
-        else:
-            text = "".join(pieces)
-            if job.on_done is not None:
-                job.on_done(text)
-            stop_reason, stop_sequence = reply.stop(payload)
-            # the template's "Assistant:" is followed by a space the model writes: not part of the reply
-            content = [{"type": "text", "text": text.lstrip(" ")}]
-            return JSONResponse(reply.message(content, stop_reason, stop_sequence, _usage(payload, job)))
+    kind, text, payload = await collect(job, events, req)
+    if kind == "gone":
+        return error(499, "client disconnected")
+    if kind == "error":
+        return error(500, payload)
+    if kind == "unavailable":
+        return error(503, payload, headers={"Retry-After": "1"})
+    stop_reason, stop_sequence = reply.stop(payload)
+    # the template's "Assistant:" is followed by a space the model writes: not part of the reply
+    content = [{"type": "text", "text": text.lstrip(" ")}]
+    return JSONResponse(reply.message(content, stop_reason, stop_sequence, _usage(payload, job)))
 
 
 def _event(name: str, data: dict) -> str:

@@ -34,7 +34,7 @@ from rwkvjax.serve.engine import QueueFull, Request, ShuttingDown
 from rwkvjax.serve.guard import key_ok  # here too: the dashboard checks keys the same way, without the engine
 from rwkvjax.serve.metrics import CONTENT_TYPE, CountRequests, Metrics, decode_figures
 from rwkvjax.serve.requests import BadRequest, ChatCompletion, Completion, read_body, read_json
-from rwkvjax.serve.turns import next_event as _next, prepare as _prepare, submit
+from rwkvjax.serve.turns import collect, next_event as _next, prepare as _prepare, submit
 
 log = logging.getLogger(__name__)
 
@@ -204,29 +204,21 @@ def _parse(server, kind: type[Completion] | type[ChatCompletion], raw: bytes) ->
 
 
 async def _collect(req: HttpRequest, job: Request, events: asyncio.Queue, reply: _Reply):
-    pieces = []
-    while True:
-        kind, payload = await _next(job, events, req)
-        if kind == "text":
-            pieces.append(payload)
-        elif kind == "gone":
-            return error(499, "client disconnected")
-        elif kind == "error":
-            return error(500, payload)
-        elif kind == "unavailable":
-            return _shutting_down(payload)
-        else:
-            text = "".join(pieces)
-            if job.on_done is not None:
-                job.on_done(text)
-            if reply.chat:
-                choice = {"index": 0, "message": {"role": "assistant", "content": text.lstrip(" ")},
-                          "finish_reason": payload["finish_reason"], "logprobs": None}
-                obj = "chat.completion"
-            else:
-                choice = {"index": 0, "text": text, "finish_reason": payload["finish_reason"], "logprobs": None}
-                obj = "text_completion"
-            return JSONResponse(reply.body(obj, [choice], usage=_usage(payload, job)))
+    kind, text, payload = await collect(job, events, req)
+    if kind == "gone":
+        return error(499, "client disconnected")
+    if kind == "error":
+        return error(500, payload)
+    if kind == "unavailable":
+        return _shutting_down(payload)
+    if reply.chat:
+        choice = {"index": 0, "message": {"role": "assistant", "content": text.lstrip(" ")},
+                  "finish_reason": payload["finish_reason"], "logprobs": None}
+        obj = "chat.completion"
+    else:
+        choice = {"index": 0, "text": text, "finish_reason": payload["finish_reason"], "logprobs": None}
+        obj = "text_completion"
+    return JSONResponse(reply.body(obj, [choice], usage=_usage(payload, job)))
 
 
 async def _stream(job: Request, events: asyncio.Queue, reply: _Reply):

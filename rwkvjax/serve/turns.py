@@ -104,3 +104,19 @@ async def next_event(job: Request, events: asyncio.Queue, req=None):
             if req is not None and await req.is_disconnected():
                 job.cancelled.set()
                 return ("gone", None)
+
+
+async def collect(job: Request, events: asyncio.Queue, req) -> tuple[str, str, object]:
+    """A non-streamed reply, gathered: (kind, text, payload). kind "done" (the request's `on_done` has seen the
+    text; payload is the engine's done record), or the event that ended it early: "gone" (the client left),
+    "error" or "unavailable" (shutting down), with its message. Each API writes the outcome in its own shape."""
+    pieces = []
+    while True:
+        kind, payload = await next_event(job, events, req)
+        if kind == "text":
+            pieces.append(payload)
+            continue
+        text = "".join(pieces)
+        if kind == "done" and job.on_done is not None:
+            job.on_done(text)
+        return kind, text, payload
