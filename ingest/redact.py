@@ -859,16 +859,22 @@ def _words(tok: str) -> bool:
     return all(len(s) <= 24 and (s.islower() or s.isupper() or s.istitle() or s.isdigit()) for s in segs)
 
 
-def _high_entropy(tok: str) -> bool:
-    if _UUID.match(tok) or _PLACEHOLDER.match(tok):
+def random_shaped(tok: str) -> bool:
+    """Whether a token is shaped like random text, on its own characters alone (no context, no placeholder or
+    word test): hex of 32+ digits over 3 bits a character, or two or more character classes over 3.5 bits.
+    UUIDs, git SHAs (40 hex digits), lock-file and content hashes (64) are public identifiers, not credentials."""
+    if _UUID.match(tok):
         return False
     if _HEX.match(tok):
-        # Git SHAs (40), lock-file and content hashes (64) are public identifiers, not credentials.
         return len(tok) not in (40, 64) and len(tok) >= 32 and shannon_bits(tok) > 3.0
-    if _words(tok):
-        return False
     classes = sum(bool(re.search(p, tok)) for p in ("[a-z]", "[A-Z]", "[0-9]"))
     return classes >= 2 and shannon_bits(tok) > 3.5
+
+
+def _high_entropy(tok: str) -> bool:
+    if _PLACEHOLDER.match(tok) or (not _HEX.match(tok) and _words(tok)):
+        return False
+    return random_shaped(tok)
 
 
 # Literal needles: a rule's regex runs only on texts containing one of them (str.find is far faster

@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ingest.redact import MARK, shannon_bits
+from ingest.redact import MARK, random_shaped
 from rwkvjax.errors import DataError
 from rwkvjax.train.data import Window
 
@@ -61,7 +61,6 @@ _MARKER = re.compile(re.escape(MARK.split("{}")[0]) + r"[A-Za-z0-9_.\-]+\]")
 # Runs of the characters credentials are written in, long enough to hold one (as ingestion's candidates).
 _RUN = re.compile(r"[A-Za-z0-9_+/=\-]{20,}")
 _HEX = re.compile(r"[0-9a-fA-F]+")
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _CLASS_RUN = re.compile(r"[a-z]+|[A-Z]+|[0-9]+")
 
 
@@ -83,20 +82,10 @@ def _scrambled(run: str) -> bool:
 
 def high_entropy_runs(text: str) -> list[tuple[int, int]]:
     """(start, end) of the runs in `text` that read as random: keys, tokens, base64 (the entropy test of
-    `ingest.redact`, without its context words). Git SHAs (40, 64 hex digits) and UUIDs are public names."""
-    spans = []
-    for m in _RUN.finditer(text):
-        run = m.group()
-        if _UUID.fullmatch(run):
-            continue
-        if _HEX.fullmatch(run):
-            hit = len(run) >= 32 and len(run) not in (40, 64) and shannon_bits(run) > 3.0
-        else:
-            classes = sum(bool(re.search(p, run)) for p in ("[a-z]", "[A-Z]", "[0-9]"))
-            hit = classes >= 2 and shannon_bits(run) > 3.5 and _scrambled(run)
-        if hit:
-            spans.append(m.span())
-    return spans
+    `ingest.redact`, `random_shaped`, without its context words; a non-hex run must also switch character
+    classes like random text, `_scrambled`). Git SHAs (40, 64 hex digits) and UUIDs are public names."""
+    return [m.span() for m in _RUN.finditer(text)
+            if random_shaped(m.group()) and (_HEX.fullmatch(m.group()) or _scrambled(m.group()))]
 
 
 def sensitive(text: str | None) -> bool:
